@@ -262,4 +262,23 @@ _REPORT = "run again with AGENTLAB_DEBUG=1 for the traceback, and report it with
 
 
 def run() -> None:
-    sys.exit(main())
+    code = main()
+    _exit_at_once_on_signal(code)
+    sys.exit(code)
+
+
+def _exit_at_once_on_signal(code: int) -> None:
+    """From here on a Ctrl-C or SIGTERM ends the process at once with the exit code already decided (the interrupted
+    one, 130, when that is what it was). Python's shutdown joins worker threads, a llama.cpp model's among them, which
+    ends its step first: a second Ctrl-C there raised in the join, and the shutdown freed the model under the running
+    thread (a segmentation fault, exit 139, after "interrupted" had been said). Everything is written by now."""
+    def leave(signum: int, frame: Any) -> None:
+        os._exit(code if code else 128 + signum)
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # the reader went away, or the stream was closed
+            pass
+    signal.signal(signal.SIGINT, leave)
+    signal.signal(signal.SIGTERM, leave)

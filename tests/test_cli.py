@@ -282,6 +282,23 @@ def test_an_interrupt_swallowed_by_a_finalizer_is_delivered_again(tmp_path: Path
     assert done.stdout.strip() == "delivered" and "Exception ignored" not in done.stderr, done.stderr
 
 
+def test_a_ctrl_c_while_python_shuts_down_exits_at_once_with_the_code_decided(tmp_path: Path) -> None:
+    """A second Ctrl-C while Python's shutdown joined a llama.cpp worker thread (still in its step) raised in the join,
+    and the shutdown freed the model under the thread: a segmentation fault (exit 139) after "interrupted" was said.
+    After main() has returned, a signal now ends the process at once, with main's code (or 128 + the signal's)."""
+    script = tmp_path / "shutdown.py"
+    # a worker thread still busy when the main thread ends, as llama.cpp's is; the signal arrives during the join
+    script.write_text("import os, signal, sys, threading, time\n"
+                      "from agentlab.cli import _exit_at_once_on_signal\n"
+                      "threading.Thread(target=time.sleep, args=(30,)).start()\n"
+                      "_exit_at_once_on_signal(int(sys.argv[1]))\n"
+                      "threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
+                      "sys.exit(int(sys.argv[1]))\n")
+    for code, expected in ((130, 130), (0, 130), (2, 2)):
+        done = subprocess.run([sys.executable, str(script), str(code)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == expected and "Traceback" not in done.stderr, (code, done.returncode, done.stderr)
+
+
 def test_ctrl_c_is_said_once_by_the_main_process_of_a_launch(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under torchrun each process got the SIGINT and printed "interrupted; continue with --resume ...": one line
     per rank. The others (RANK > 0) now say nothing; the main one says it."""
