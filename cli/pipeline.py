@@ -66,17 +66,20 @@ def _execute(loaded: Loaded, out: Path | None, json_: bool, verbose: int, log_pr
 
 
 def _interrupted(folder: Path | None) -> Exception:
-    """What Ctrl-C says (exit 130): the real session (by a name or path that works from here) and stage to rerun
-    from (it said `rerun SESSION --from STAGE`)."""
+    """What Ctrl-C says (exit 130): the real session (by a name or path that works from here), the stage it stopped
+    at and the rerun that goes on, as `show` says it (``sessions.continue_hint``): from that stage, or, with no stage
+    finished, the whole session (the command again would find its --out folder taken)."""
     from agentlab.core.errors import AgentlabError
-    from agentlab.pipeline.sessions import session_ref, unfinished_stage
+    from agentlab.pipeline.sessions import continue_hint, session_ref, unfinished_stage
 
     stage = unfinished_stage(folder) if folder is not None and folder.is_dir() else None
-    if folder is None or stage is None or not any((folder / "steps").glob("*.json")):  # nothing finished to keep
-        error = AgentlabError("interrupted", hint="nothing to continue: run the command again")
+    if folder is None or stage is None:  # no session folder yet, or none a rerun can read (config.yaml unwritten)
+        error = AgentlabError("interrupted" + (f" (session {folder.name})" if folder is not None else ""),
+                              hint="nothing to continue: run the command again" + (
+                                  " (with a new --out folder, if you gave one)" if folder is not None else ""))
     else:
-        error = AgentlabError(f"interrupted at stage '{stage}' of session {folder.name}", hint="the finished stages "
-                              f"are kept: continue with `agentlab pipeline rerun {session_ref(folder)} --from {stage}`")
+        error = AgentlabError(f"interrupted at stage '{stage}' of session {folder.name}",
+                              hint=continue_hint(session_ref(folder), stage, any((folder / "steps").glob("*.json"))))
     error.exit_code = 130
     return error
 
@@ -135,6 +138,10 @@ def rerun_cmd(
         "--from", help="First stage to run again; earlier stages reuse the parent's outputs. Default: the first stage.",
         show_default=False)] = None,
     set_: SetOpt = None,
+    models: Annotated[Path | None, typer.Option(
+        "--models", help="Models file to run on (a model fixed after a failure). Default: the session's saved "
+        "models.yaml. A model of a reused stage must be defined as the session ran it.", show_default=False,
+        dir_okay=False)] = None,
     input_: InputOpt = None,
     input_file: InputFileOpt = None,
     llm: LLMOpt = None,
@@ -143,14 +150,15 @@ def rerun_cmd(
     json_: JsonOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Run a session again as a child session: the parent's saved configs with --set applied (e.g.
-    base_pipeline.stages.1.params.temperature=0.2), its outputs reused before --from. A --set that changes a reused
-    stage, or an --input other than the parent's while a stage is reused, is refused. The parent is not modified."""
+    """Run a session again as a child session: the parent's saved configs (or --models FILE) with --set applied
+    (e.g. base_pipeline.stages.1.params.temperature=0.2), its outputs reused before --from. A --set that changes a
+    reused stage, a --models file that defines a reused stage's model otherwise, or an --input other than the
+    parent's while a stage is reused, is refused. The parent is not modified."""
     from agentlab.pipeline.sessions import find_session, prepare_rerun
 
     parent = find_session(session)
     rerun = prepare_rerun(parent, from_, sets=set_, input_text=_input(input_, input_file, required=False),
-                          llm_path=llm)
+                          llm_path=llm, models_path=models)
     if not json_:
         console.print(f"rerun of {rerun.parent_id} from stage '{rerun.from_stage}'"
                       + (f" (reusing {', '.join(rerun.reuse)})" if rerun.reuse else ""))
@@ -319,11 +327,10 @@ def _no_answer(data: dict[str, Any]) -> NoReturn:
     """A session with no final answer: why (the stage that failed and its error, as `run` said it), how to continue
     it (naming the session as `session_ref` does: by a path when its name does not find it from here), exit 1;
     stdout stays empty (`show ID > answer.txt` writes no answer)."""
-    from agentlab.pipeline.sessions import session_ref
+    from agentlab.pipeline.sessions import continue_hint, session_ref
 
     failed, stage, status = data["failed_stage"], data["continue_from"], data["status"]
     ref = session_ref(data["path"])  # the folder name under runs/pipeline, else a path that works from here
-    rerun = f"agentlab pipeline rerun {safe_text(ref)}"
     if failed:
         console.print(f"[bold red]failed:[/] {safe_text(failed['error'])}")
         from agentlab.pipeline.serving import failed_hint
@@ -334,10 +341,6 @@ def _no_answer(data: dict[str, Any]) -> NoReturn:
     at = f" at stage '{safe_text(stage)}'" if stage and status in ("running", "interrupted") else ""
     error = f": {safe_text(data['error'])}" if status == "failed" and data["error"] else ""
     console.print(f"[bold]no final answer[/]: the session {state}{at}{error}")
-    if stage and status != "running" and data["steps"]:
-        console.print(f"[yellow]hint:[/] the finished stages are kept: continue with `{rerun} --from "
-                      f"{safe_text(stage)}`")
-    elif status != "running":  # nothing finished to keep: a rerun from the first stage is the same as a new run
-        console.print(f"[yellow]hint:[/] no stage finished: run it again (`{rerun}` reads its saved config and "
-                      "models; other models: `agentlab pipeline run --models FILE`)")
+    if status != "running":  # a running session is its owner's to finish: no advice
+        console.print(f"[yellow]hint:[/] {safe_text(continue_hint(ref, stage, bool(data['steps'])))}")
     raise typer.Exit(1)

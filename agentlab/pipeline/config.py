@@ -240,7 +240,8 @@ class StageConfig(StrictModel):
     type: Literal["single", "multi"] = Field("single", description="single: one model answers; multi: several "
                                              "models answer concurrently and `aggregation` makes one output")
     model: str | None = Field(None, description="single: the model (a name of the models file)")
-    models: list[str] | None = Field(None, description="multi: two or more models (a name may repeat)")
+    models: list[str] | None = Field(None, description="multi: two or more models (a name may repeat: each repeat "
+                                     "a new sample, its seed + k)")
     aggregation: Aggregation | None = Field(None, description="multi: concat (all answers under headers), vote "
                                             "(majority of normalised answers, ties -> first model), synthesis "
                                             "(the `aggregator` model writes one answer), template (Jinja2 `template`)")

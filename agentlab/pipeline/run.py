@@ -257,8 +257,10 @@ async def _run_stage(server: StageServer, stage: StageConfig, text_in: str, orig
     messages.append({"role": "user", "content": prompt})
     params = GenParams().merged(stage.params)
     names = [stage.model] if stage.type == "single" and stage.model is not None else list(stage.models or [])
-    # All models of a multi stage at once: HTTP requests overlap, local models generate in worker threads.
-    calls = list(await asyncio.gather(*(_call(server, stage, n, messages, params, task) for n in names)))
+    # All models of a multi stage at once: HTTP requests overlap, local models generate in worker threads. A name
+    # repeated in the list is sampled apart: its k-th repeat gets seed + k (``StageServer.repeat_params``).
+    calls = list(await asyncio.gather(*(_call(server, stage, n, messages, params, task, names[:i].count(n))
+                                        for i, n in enumerate(names))))
     answers = [Answer(c["model"], c["text"]) for c in calls]
     aggregation: dict[str, Any] | None = None
     if stage.type == "single":
@@ -288,15 +290,18 @@ async def _run_stage(server: StageServer, stage: StageConfig, text_in: str, orig
 
 
 async def _call(server: StageServer, stage: StageConfig, name: str, messages: Messages,
-                params: GenParams, task: ProgressTask) -> dict[str, Any]:
+                params: GenParams, task: ProgressTask, repeat: int = 0) -> dict[str, Any]:
     """One slot of a stage, served by its model or a fallback (``serving.StageServer``). ``model`` is the model that
-    answered, ``asked`` the stage's own, ``serving`` every attempt (retries, the out-of-memory retry, fallbacks)."""
+    answered, ``asked`` the stage's own, ``serving`` every attempt (retries, the out-of-memory retry, fallbacks);
+    ``params`` has the seed a repeated model was sent (``repeat``: the slots before this one naming it)."""
     start = time.perf_counter()
-    completion, served_by, serving = await server.serve(stage.name, name, stage.fallbacks, messages, params)
+    completion, served_by, serving = await server.serve(stage.name, name, stage.fallbacks, messages, params, repeat)
     task.advance()
     model_cfg = server.llm_cfg.models[served_by]
+    sent = server.repeat_params(served_by, params, repeat)
+    seed = {"seed": sent.seed} if sent is not params else {}
     return {"model": served_by, "asked": name, "provider_model": model_cfg.model, "text": completion.text,
-            "params": {**model_cfg.params, **stage.params}, "prompt_tokens": completion.usage.prompt_tokens,
+            "params": {**model_cfg.params, **stage.params, **seed}, "prompt_tokens": completion.usage.prompt_tokens,
             "completion_tokens": completion.usage.completion_tokens, "finish_reason": completion.finish_reason,
             "seconds": round(time.perf_counter() - start, 4), "serving": serving}
 

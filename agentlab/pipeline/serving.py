@@ -8,13 +8,16 @@ file that is not a GGUF, a model over the memory budget, auth) move on at once. 
 (``core/llm/oom.py``: CUDA, Metal or host, as llama.cpp or torch report it) is unloaded and asked once more on
 smaller settings (``smaller``) before the next model; those settings stay for the rest of the run. Every attempt is
 recorded (``serving`` in the step file); a slot no model serves raises ``StageFailed``, which names the stage.
+
+A model named more than once in a multi stage is sampled apart: its k-th repeat (from 0) is sent seed + k
+(``repeat_params``), so a vote over one model's repeats counts several samples, not one answer k times.
 """
 
 from __future__ import annotations
 
 import gc
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agentlab.core.errors import LLMError
@@ -43,10 +46,11 @@ class StageFailed(LLMError):
 def failed_hint(session: str, stage: str, position: int | None = None) -> str:
     """What to do about a stage no model served (said by `pipeline run` and `pipeline show`); ``session`` as a command
     line names it (``sessions.session_ref``); ``position``: the stage's place in ``base_pipeline.stages`` (from 0, as
-    ``--set`` counts; not the step number, which follows the run's order)."""
-    return (f"the steps before it are kept: fix the model, or give the stage `fallbacks:` (a rerun takes them as "
-            f"--set base_pipeline.stages.{'N' if position is None else position}.fallbacks=[MODEL]), then "
-            f"`agentlab pipeline rerun {session} --from {stage}`")
+    ``--set`` counts; not the step number, which follows the run's order). A rerun reads the session's saved
+    models.yaml: a model fixed in the models file is run by naming that file (``--models FILE``)."""
+    return (f"the steps before it are kept: fix the model in your models file, then `agentlab pipeline rerun "
+            f"{session} --from {stage} --models FILE`; or give the stage `fallbacks:` instead, with --set "
+            f"base_pipeline.stages.{'N' if position is None else position}.fallbacks=[MODEL] on that rerun")
 
 
 def smaller(settings: ModelSettings, backend: str, memory: str) -> tuple[ModelSettings, str] | None:
@@ -96,12 +100,26 @@ class StageServer:
     positions: dict[str, int] = field(default_factory=dict)  # stage -> its place in base_pipeline.stages (hints)
     reduced: dict[str, tuple[Router, str]] = field(default_factory=dict)  # model -> its router on smaller settings
 
+    def repeat_params(self, name: str, params: GenParams, repeat: int) -> GenParams:
+        """``params`` for the ``repeat``-th repeat (from 0) of model ``name`` in one multi stage: the seed the model
+        would sample with (the stage's ``seed``, else the model's params', else a GGUF's ``seed`` setting) plus
+        ``repeat``. The first (``repeat`` 0) is sent as configured; so is a repeat with no seed to offset (a
+        transformers or routed model with none set, or a negative seed, llama.cpp's random one: each call samples
+        afresh)."""
+        if not repeat:
+            return params
+        seed = params.merged(self.llm_cfg.models[name].params).seed
+        if seed is None and self.models_cfg.backend(name) == "llama_cpp":
+            seed = self.models_cfg.settings(name).seed
+        return params if seed is None or seed < 0 else replace(params, seed=seed + repeat)
+
     async def serve(self, stage: str, model: str, fallbacks: list[str], messages: Messages,
-                    params: GenParams) -> tuple[Completion, str, list[dict[str, Any]]]:
-        """The answer for one slot, the model that gave it, and every attempt (``serving``)."""
+                    params: GenParams, repeat: int = 0) -> tuple[Completion, str, list[dict[str, Any]]]:
+        """The answer for one slot, the model that gave it, and every attempt (``serving``); ``repeat``: how many
+        slots before this one in the stage name the same model (``repeat_params``, for each model asked)."""
         serving: list[dict[str, Any]] = []
         for name in [model, *[f for f in fallbacks if f != model]]:
-            completion = await self._ask(stage, name, messages, params, serving)
+            completion = await self._ask(stage, name, messages, self.repeat_params(name, params, repeat), serving)
             if completion is not None:
                 if name != model:
                     self.run_dir.event("stage_fallback", stage=stage, model=model, served_by=name)

@@ -19,7 +19,14 @@ from agentlab.core.config import load_config
 from agentlab.core.errors import AgentlabError, InputError, UsageError
 from agentlab.core.files import read_text
 from agentlab.core.runs import run_status, runs_root
-from agentlab.pipeline.config import ModelsConfig, PipelineConfig, execution_order, pipeline_checked
+from agentlab.pipeline.config import (
+    ModelEntry,
+    ModelsConfig,
+    PipelineConfig,
+    StageConfig,
+    execution_order,
+    pipeline_checked,
+)
 from agentlab.pipeline.load import Loaded, check_used_models, load_models, load_routed, used_models
 
 COMMAND = "pipeline"
@@ -273,6 +280,17 @@ def unfinished_stage(path: Path, finished: Iterable[str] | None = None) -> str |
     return next((n for n in names if n not in done), None)
 
 
+def continue_hint(ref: str, stage: str | None, finished: bool) -> str:
+    """How to go on with a session that stopped (failed, interrupted) before ``stage``, said by `show` and Ctrl-C;
+    ``ref`` names the session as ``session_ref`` does, ``finished``: whether any stage finished (kept for a rerun
+    from ``stage``). With none, a rerun of the whole session: the command again would find its --out folder taken."""
+    rerun = f"agentlab pipeline rerun {ref}"
+    if stage and finished:
+        return f"the finished stages are kept: continue with `{rerun} --from {stage}`"
+    return (f"no stage finished: run it again (`{rerun}` reads its saved config and models; other models: add "
+            "--models FILE)")
+
+
 @dataclass
 class Rerun:
     loaded: Loaded
@@ -283,34 +301,43 @@ class Rerun:
 
 
 def prepare_rerun(parent: Path, from_stage: str | None, *, sets: Iterable[str] | None = None,
-                  input_text: str | None = None, llm_path: str | Path | None = None) -> Rerun:
+                  input_text: str | None = None, llm_path: str | Path | None = None,
+                  models_path: str | Path | None = None) -> Rerun:
     """The parent's saved configs with ``sets`` applied; its step records for the stages before ``from_stage``
-    (default: the first stage, i.e. run everything again); the parent's input unless ``input_text`` is given.
+    (default: the first stage, i.e. run everything again); the parent's input unless ``input_text`` is given;
+    ``models_path``: a models file to run on instead of the parent's models.yaml (a model fixed after a failure).
 
     A reused stage keeps the parent's output, which answered the parent's input under the parent's config of that
-    stage. So a ``set`` that changes a stage before ``from_stage``, and an ``input_text`` other than the parent's
-    input while any stage is reused, are refused (``UsageError``, exit 2, before anything is written): the child
-    session would record a config or an input its outputs did not come from.
+    stage, on the parent's models. So a ``set`` that changes a stage before ``from_stage``, a ``models_path`` that
+    lacks a model of the pipeline or defines a model of a reused stage otherwise than the parent's models.yaml, and
+    an ``input_text`` other than the parent's input while any stage is reused, are refused (``UsageError``, exit 2,
+    before anything is written): the child session would record a config, a model or an input its outputs did not
+    come from.
     """
-    models_path = parent / "models.yaml"
+    saved_models = parent / "models.yaml"
     # config.yaml is the pipeline (sessions made before it was called so: pipeline.yaml)
     pipeline_file = parent / "config.yaml" if (parent / "config.yaml").is_file() else parent / "pipeline.yaml"
-    for file in (pipeline_file if pipeline_file.is_file() else parent / "config.yaml", models_path):
+    for file in (pipeline_file if pipeline_file.is_file() else parent / "config.yaml", saved_models):
         if not file.is_file():
             raise InputError(f"{file}: missing: the session folder is incomplete or damaged",
                              hint="a rerun reads the session's config.yaml and models.yaml as `pipeline run` wrote "
                              "them; start a new session with `agentlab pipeline run`")
-    models = load_models(models_path)
+    saved = load_models(saved_models)
+    models = saved if models_path is None else load_models(models_path)
     sets = list(sets or [])
-    pipeline = load_config(pipeline_file, pipeline_checked(models.models), sets, schema="pipeline")
+    # checked against the parent's models too: a model FILE lacks is named below, as FILE's, not as config.yaml's
+    known = {**saved.models, **models.models}
+    pipeline = load_config(pipeline_file, pipeline_checked(known), sets, schema="pipeline")
     order = execution_order(pipeline.base_pipeline.stages)
     names = [s.name for s in order]
     from_stage = from_stage or names[0]
     if from_stage not in names:
         raise UsageError(f"--from {from_stage}: no such stage", hint=f"stages in run order: {', '.join(names)}")
     start = names.index(from_stage)
+    if models_path is not None:
+        _check_models_keep(Path(models_path), saved, models, order, start, parent)
     if sets and start:
-        _check_sets_keep(pipeline_file, models, sets, names[:start], from_stage)
+        _check_sets_keep(pipeline_file, known, sets, names[:start], from_stage)
     parent_steps = {s["stage"]: s for s in load_steps(parent, names[:start])}
     missing = [n for n in names[:start] if n not in parent_steps]
     if missing:
@@ -320,7 +347,7 @@ def prepare_rerun(parent: Path, from_stage: str | None, *, sets: Iterable[str] |
     used = used_models(order[start:])
     saved_llm = parent / "llm.yaml"
     routed = load_routed(llm_path or (saved_llm if saved_llm.is_file() else None), models, used)
-    check_used_models(models_path, models, used, routed)
+    check_used_models(saved_models if models_path is None else Path(models_path), models, used, routed)
     saved_input = read_record(parent / "session.json", _SessionInfo).get("input") if (
         input_text is None or reuse) else None
     if reuse and input_text is not None and saved_input is not None and input_text.strip() != saved_input.strip():
@@ -334,16 +361,49 @@ def prepare_rerun(parent: Path, from_stage: str | None, *, sets: Iterable[str] |
         if input_text is None:
             raise UsageError(f"{parent / 'session.json'}: the parent session has no saved input",
                              hint='pass --input "TEXT" or --input-file FILE')
-    return Rerun(Loaded(models, pipeline, routed, models_path), reuse, input_text, parent.name, from_stage)
+    return Rerun(Loaded(models, pipeline, routed, saved_models if models_path is None else Path(models_path)), reuse,
+                 input_text, parent.name, from_stage)
 
 
-def _check_sets_keep(pipeline_file: Path, models: ModelsConfig, sets: list[str], reused: list[str],
+def _definition(models: ModelsConfig, name: str) -> dict[str, Any]:
+    """What a model answers with: its routed name, or its file (resolved) and backend; and its settings (load
+    settings and params, ``defaults`` and ``overrides`` merged)."""
+    entry = models.models[name]
+    source: dict[str, Any] = {"routed": entry.routed} if entry.routed is not None else {
+        "file": str((models.path(name) or Path()).resolve()), "backend": models.backend(name)}
+    return {**source, "settings": models.settings(name).model_dump(mode="json")}
+
+
+def _check_models_keep(models_path: Path, saved: ModelsConfig, models: ModelsConfig, order: list[StageConfig],
+                       start: int, parent: Path) -> None:
+    """Refuse (``UsageError``) a ``--models`` file that lacks a model of the pipeline (the child's config.yaml names
+    it), or defines a model of a stage before ``start`` (reused: its output came from the parent's definition, in
+    the parent's models.yaml) otherwise."""
+    saved_file = parent / "models.yaml"
+    for stage in order:
+        for name in sorted(used_models([stage])):
+            if name not in models.models:
+                raise UsageError(f"--models {models_path}: no model '{name}', which stage '{stage.name}' of session "
+                                 f"{parent.name} uses", hint=f"add it to {models_path} (as the session ran it: "
+                                 f"models.{name} in {saved_file})")
+    reused = order[:start]
+    for stage in reused:
+        for name in sorted(used_models([stage])):
+            if _definition(models, name) != _definition(saved, name):
+                raise UsageError(f"--models {models_path}: model '{name}' differs from session {parent.name}'s, and "
+                                 f"stage '{stage.name}', reused before --from {order[start].name}, ran on it: a "
+                                 "reused stage keeps the parent's output", hint=f"rerun from that stage to run it on "
+                                 f"the new model (--from {stage.name}), or define models.{name} as the session ran it "
+                                 f"(in {saved_file})")
+
+
+def _check_sets_keep(pipeline_file: Path, known: dict[str, ModelEntry], sets: list[str], reused: list[str],
                      from_stage: str) -> None:
     """Refuse (``UsageError``) ``sets`` that change a ``reused`` stage: its output is the parent's, made under the
     parent's config of it, so the change would be recorded in the child's config.yaml without having run. Each stage
     is compared whole (model, prompt, params, fallbacks, ...) before and after the sets; the message names the
     changed stages and, where one alone changes them, the --set."""
-    checked = pipeline_checked(models.models)
+    checked = pipeline_checked(known)
 
     def changed(overrides: list[str]) -> list[str]:
         edited = {s.name: s for s in load_config(pipeline_file, checked, overrides, schema="pipeline")

@@ -268,7 +268,7 @@ def test_a_stage_no_model_serves_stops_the_run_and_keeps_the_steps_before_it(in_
                                        "next_step": caught.value.hint}
     report = (in_tmp / "r" / "report.md").read_text()
     assert f"**Failed at stage `b`** (step 2): {caught.value.message}" in report
-    assert f"Next step: {caught.value.hint}." in report and "--from b`" in report
+    assert f"Next step: {caught.value.hint}." in report and "--from b --models FILE`" in report
     assert "| 1 | a | single |" in report and "No final answer: the session stopped at stage `b`." in report
 
 
@@ -290,3 +290,24 @@ def test_cli_stops_at_the_unservable_stage_and_a_rerun_from_it_works(
     results = json.loads(capsys.readouterr().out)
     assert [(s["name"], s["reused"]) for s in results["stages"]] == [("first", True), ("second", False)]
     assert results["parent_run_id"] == parent.name
+
+
+def test_the_hint_of_a_failed_stage_works_with_the_model_fixed_in_the_models_file(
+        gguf_models: Path, in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """The hint said "fix the model, ..., then `rerun S --from second`": fixed in the models file, that rerun read the
+    session's saved models.yaml and failed again the same way (rerun had no --models)."""
+    pytest.importorskip("llama_cpp")
+    models = write_models(in_tmp, ["good", "bad"], touch=False, extra=PARAMS)
+    write_pipeline(in_tmp, [{"name": "first", "model": "good"}, {"name": "second", "model": "bad"}])
+    assert main(["pipeline", "run", "--models", "models.yaml", "--pipeline", "pipeline.yaml", "--input", "hi"]) == 1
+    [hint] = [x for x in capsys.readouterr().err.splitlines() if x.startswith("hint:")]
+    (parent,) = (in_tmp / "runs" / "pipeline").iterdir()
+    command = hint.split("`")[1]
+    assert command == f"agentlab pipeline rerun {parent.name} --from second --models FILE", hint
+
+    models.write_text(models.read_text().replace("file: bad.gguf", "file: spare.gguf"))  # the user fixes the model
+    assert main([*command.replace("FILE", "models.yaml").split()[1:], "--json"]) == 0  # the hint's command, as said
+    results = json.loads(capsys.readouterr().out)
+    assert [(s["name"], s["reused"]) for s in results["stages"]] == [("first", True), ("second", False)]
+    second = json.loads((in_tmp / "runs" / "pipeline" / results["run_id"] / "steps" / "02-second.json").read_text())
+    assert second["outputs"][0]["provider_model"] == str(gguf_models.resolve() / "spare.gguf")

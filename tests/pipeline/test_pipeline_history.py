@@ -167,7 +167,7 @@ def test_show_of_a_failed_session_says_why_and_how_to_continue(in_tmp: Path, cap
     flat = " ".join(err.split())
     assert code == 1 and out == "", err
     assert "failed: stage 'a' could not be served: model 'deadm': server_error" in flat
-    assert "then `agentlab pipeline rerun f --from a`" in flat and "final answer" not in flat
+    assert "then `agentlab pipeline rerun f --from a --models FILE`" in flat and "final answer" not in flat
     assert "--set base_pipeline.stages.0.fallbacks=[MODEL]" in flat  # a's place in the file, as run said it
     code, out, _ = cli(capsys, "pipeline", "show", "f", "--json")
     data = json.loads(out)
@@ -216,13 +216,22 @@ def test_ctrl_c_names_the_session_and_the_stage_to_continue_from(in_tmp: Path, c
     async def stop_at_once(server: Any, stage: Any, *args: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_module, "_run_stage", stop_at_once)  # no stage finished: nothing "kept" to go on from
+    # No stage finished: nothing "kept" to go on from. It said only `error: interrupted` / `hint: nothing to
+    # continue: run the command again`, naming no stage or session; run again, the --out folder was taken.
+    monkeypatch.setattr(run_module, "_run_stage", stop_at_once)
     code, _, err = cli(capsys, "pipeline", "run", *base, "--pipeline", "pipeline.yaml", "-i", "hi", "--out",
                        "runs/pipeline/z")
-    assert code == 130 and "nothing to continue: run the command again" in " ".join(err.split()), err
+    flat = " ".join(err.split())
+    assert code == 130 and "error: interrupted at stage 'ask' of session z" in flat, err
+    said = flat[flat.index("hint: "):]
+    assert said.startswith("hint: no stage finished: run it again (`agentlab pipeline rerun z` reads its saved"), err
+    assert "stages are kept" not in flat
     code, out, err = cli(capsys, "pipeline", "show", "z")
     flat = " ".join(err.split())
-    assert code == 1 and "no stage finished: run it again" in flat and "stages are kept" not in flat
+    assert code == 1 and said in flat  # show says the same, word for word
+    monkeypatch.setattr(run_module, "_run_stage", real)  # the advice, followed
+    code, out, err = cli(capsys, "pipeline", "rerun", "z", "--json")
+    assert code == 0 and [s["reused"] for s in json.loads(out)["stages"]] == [False, False], err
 
 
 def test_history_marks_a_session_with_an_unreadable_step_file_damaged(sessions: list[str], in_tmp: Path,
@@ -306,6 +315,6 @@ def test_hints_name_a_session_outside_runs_pipeline_by_its_path(in_tmp: Path, ca
         write_routed_models(other, ["deadm"])
         code, _, err = cli(capsys, "pipeline", "run", "--models", "models.yaml", "--llm", "llm.yaml", "--stage",
                            "a=deadm", "-i", "hi", "--out", "out/f")
-    assert code == 1 and "then `agentlab pipeline rerun out/f --from a`" in " ".join(err.split()), err
+    assert code == 1 and "then `agentlab pipeline rerun out/f --from a --models FILE`" in " ".join(err.split()), err
     code, _, err = cli(capsys, "pipeline", "show", "out/f")
-    assert code == 1 and "then `agentlab pipeline rerun out/f --from a`" in " ".join(err.split()), err
+    assert code == 1 and "then `agentlab pipeline rerun out/f --from a --models FILE`" in " ".join(err.split()), err

@@ -99,6 +99,24 @@ def test_multi_stage_vote_concat_template_and_synthesis(in_tmp: Path) -> None:
     assert moa["completion_tokens"] == 1 + 1 + 2  # both answers and the aggregator's
 
 
+def test_a_model_repeated_in_a_multi_stage_is_sampled_with_seed_plus_k(in_tmp: Path) -> None:
+    """Every repeat was sent the model's seed (0): one sample counted k times, a vote over repeats unanimous."""
+    models, pipeline, run_dir = setup(in_tmp, [
+        {"name": "vote", "type": "multi", "models": ["a", "a", "b", "a"], "aggregation": "vote",
+         "params": {"temperature": 1.5}},
+        {"name": "seeded", "type": "multi", "models": ["b", "b"], "aggregation": "concat", "params": {"seed": 7}},
+        {"name": "random", "type": "multi", "models": ["c", "c"], "aggregation": "concat", "params": {"seed": -1}},
+    ])
+    providers = scripted(["a", "b", "c"], reply=lambda n: lambda model, messages, params: f"seed {params.seed}")
+    vote, seeded, random = run(models, pipeline, run_dir, input_text="x", providers=providers).steps
+    # the first use of a name is sent as configured (the provider's seed setting applies); repeats: seed + k
+    assert [o["text"] for o in vote["outputs"]] == ["seed None", "seed 1", "seed None", "seed 2"]
+    assert [o["params"].get("seed") for o in vote["outputs"]] == [None, 1, None, 2]  # the step file says so
+    assert [v["count"] for v in vote["aggregation"]["votes"]] == [2, 1, 1]
+    assert [o["text"] for o in seeded["outputs"]] == ["seed 7", "seed 8"]  # the stage's seed, then + 1
+    assert [o["text"] for o in random["outputs"]] == ["seed -1", "seed -1"]  # llama.cpp's random seed: left as is
+
+
 def test_multi_stage_calls_models_concurrently(in_tmp: Path) -> None:
     models, pipeline, run_dir = setup(in_tmp, [
         {"name": "m", "type": "multi", "models": ["a", "b", "c"], "aggregation": "concat"}])

@@ -165,6 +165,47 @@ def test_rerun_refuses_a_new_input_when_stages_are_reused(parent: dict, in_tmp: 
     assert code == 0 and json.loads(out)["input"] == "capital of Spain?", err
 
 
+def test_rerun_with_models_runs_on_that_file_and_refuses_a_changed_reused_model(
+        parent: dict, in_tmp: Path, capsys: pytest.CaptureFixture, provider_calls: list[str]) -> None:
+    """A rerun had no --models: it ran on the session's saved models.yaml, so a model fixed in the models file
+    failed again (`--set models...` is refused: --set edits the pipeline)."""
+    root = in_tmp / "runs" / "pipeline"
+    pid = parent["run_id"]
+
+    def models(**routed: str) -> str:  # a models file: each of a-d routed to itself unless given
+        (in_tmp / "fixed.yaml").write_text("models:\n" + "".join(
+            f"  {n}: {{routed: {routed.get(n, n)}}}\n" for n in "abcd" if routed.get(n) != "-"))
+        return "fixed.yaml"
+
+    provider_calls.clear()
+    code, out, err = cli(capsys, "pipeline", "rerun", pid, "--from", "vote", "--models", models(d="a"), "--json")
+    assert code == 0, err
+    child = json.loads(out)
+    assert [s["reused"] for s in child["stages"]] == [True, False, False]
+    assert Counter(provider_calls) == {"scripted-b": 2, "scripted-c": 1, "scripted-a": 1}  # d: the new definition
+    assert "routed: a" in (root / child["run_id"] / "models.yaml").read_text().split("  d:")[1]  # recorded as run
+    before = sorted(p.name for p in root.iterdir())
+    # b ran the reused stage `vote`: a new definition of it would be recorded for an output it did not make
+    code, out, err = cli(capsys, "pipeline", "rerun", pid, "--from", "final", "--models", models(b="c"))
+    flat = " ".join(err.split())
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 2, err
+    assert flat.startswith(f"error: --models fixed.yaml: model 'b' differs from session {pid}'s, and stage 'vote', "
+                           "reused before --from final, ran on it")
+    assert "(--from vote)" in flat and f"models.b as the session ran it (in {root / pid / 'models.yaml'})" in flat
+    file = in_tmp / models()
+    file.write_text(file.read_text().replace("{routed: a}", "{routed: a, overrides: {params: {temperature: 0.3}}}"))
+    code, _, err = cli(capsys, "pipeline", "rerun", pid, "--from", "vote", "--models", "fixed.yaml")  # params count
+    assert code == 2 and "model 'a' differs" in err and "stage 'ask'" in err, err
+    code, _, err = cli(capsys, "pipeline", "rerun", pid, "--from", "vote", "--models", models(d="-"))
+    flat = " ".join(err.split())
+    assert code == 2 and f"--models fixed.yaml: no model 'd', which stage 'vote' of session {pid} uses" in flat, err
+    assert "add it to fixed.yaml" in flat
+    assert sorted(p.name for p in root.iterdir()) == before  # nothing written
+    # every stage runs again: any definition is taken
+    code, out, err = cli(capsys, "pipeline", "rerun", pid, "--models", models(b="c"), "--json")
+    assert code == 0 and not any(s["reused"] for s in json.loads(out)["stages"]), err
+
+
 def test_history_tree_and_show(parent: dict, in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     pid = parent["run_id"]
     code, out, _ = cli(capsys, "pipeline", "rerun", pid, "--from", "final", "--json")
