@@ -54,8 +54,10 @@ def nas(
     set_: SetOpt = None,
     llm: ResumeLLMOpt = None,
     max_iterations: Annotated[int | None, typer.Option("--max-iterations", "-n", min=1, show_default=False,
-                                                       help="Total trials of the search (default 20). Calling again "
-                                                       "with --resume and a higher number continues it.")] = None,
+                                                       help="Total trials of the search (default: the config's "
+                                                       "search.max_iterations, 20 unless -c sets it; resumed: the "
+                                                       "run's own). Calling again with --resume and a higher number "
+                                                       "continues it.")] = None,
     time_budget: Annotated[float | None, typer.Option("--time-budget", min=1, show_default=False,
                                                       help="Stop starting trials after this many seconds of this "
                                                            "invocation (a --resume gets the allowance again, as a "
@@ -193,6 +195,7 @@ def predict(
     ensemble of trials when it has one, else the best trial's checkpoint; --model chooses), in the CSV's original
     units: a CSV (date + one column per forecast channel) and a plot. For the built-in forecaster only: a search
     of your own command (an objective: section) keeps no model of agentlab's to forecast with."""
+    from agentlab.nas.ensemble import model_name, shown_weights
     from agentlab.nas.predict import backtest as run_backtest
     from agentlab.nas.predict import backtest_lines, forecast, load_model, output_paths, write_forecast
 
@@ -211,7 +214,11 @@ def predict(
     if result["note"]:
         console.print(f"[yellow]note:[/] {safe_text(result['note'])}")
     first, last = (str(result["dates"][i].astype("datetime64[s]")).replace("T", " ") for i in (0, -1))
-    name = f"the ensemble ({', '.join(f'{r} {w:.2f}' for r, w in members)})" if members else final.run_id
+    name = final.run_id
+    if members:  # the words of the report and the search's summary; printed weights that sum to 1
+        said = model_name(final.recorded)
+        shown = ", ".join(f"{r} {w}" for (r, _), w in zip(members, shown_weights([w for _, w in members]), strict=True))
+        name = said if said.startswith("the naive forecast") else f"the {said} ({shown})"
     console.print(f"forecast of {name}: {len(result['dates'])} step{'' if len(result['dates']) == 1 else 's'} "
                   f"({first} .. {last}), "
                   f"{len(result['columns'])} column(s) -> {safe_text(target)}; plot: {safe_text(plot)}")

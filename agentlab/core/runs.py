@@ -957,6 +957,27 @@ def check_resume_settings(folder: Path, cfg: BaseModel, command: str) -> None:
                             f" (what a {command} resume may change: docs/concepts/run-folders.md, Resume)"))
 
 
+def check_data_unchanged(folder: Path, path: str | Path, key: str = "data.path") -> bool:
+    """Refuse (``UsageError``, nothing written) a resume of the run in ``folder`` whose data file ``path`` (the
+    setting ``key``) no longer holds what the run started on: the same path with other content would mix two data
+    sets in one run, as a new path would (which ``check_resume_settings`` refuses). The run's first ``data`` event
+    holds the file's sha256 (each start and resume appends one). Returns whether the run recorded one: a run killed
+    before it had one, or made before its command recorded it, has nothing to compare (False). A missing or
+    unreadable file is left to the data check."""
+    recorded = next((e.get("sha256") for e in read_events(folder, "data") if e.get("sha256")), None)
+    if recorded is None:
+        return False
+    try:
+        now = files.file_sha256(path)
+    except OSError:
+        return True
+    if recorded != now:
+        raise UsageError(f"{folder}: this resume changes what the run's finished work was done with (the content "
+                         f"of {key} {path}: sha256 {recorded[:12]}... -> {now[:12]}...); nothing was written",
+                         hint="put the file back as the run started on it, or start a new run on the new data")
+    return True
+
+
 def _may_change(cfg: BaseModel, command: str) -> tuple[str, ...] | None:
     may = getattr(type(cfg), "RESUME_MAY_CHANGE", None)
     return may.get(command) if isinstance(may, dict) else may

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from agentlab.core.errors import InputError
-from agentlab.core.files import read_text
+from agentlab.core.files import file_sha256, read_text
 from agentlab.nas.data import (
     _DATE_FORMATS,
     _DAY_FIRST,
@@ -74,8 +74,17 @@ def load_csv(path: str | Path, features: str = "M", target: str = "OT", freq: st
     if not rows:
         raise DataError(f"{path}: a header but no data rows", hint="add one row per time step below the header")
     series = SeriesData(np.array(dates, dtype="datetime64[s]"), np.array(rows, dtype=np.float32), names, target,
-                        path.stem, freq, source=str(path))
+                        path.stem, freq, source=str(path), sha256=_sha256(path))
     return series.select(features)
+
+
+def _sha256(path: Path) -> str:
+    """The file's sha256 (``SeriesData.sha256``: what a resume and a shared study's workers compare), "" when it
+    cannot be read again."""
+    try:
+        return file_sha256(path)
+    except OSError:
+        return ""
 
 
 def _header(reader: Iterator[list[str]], path: Path) -> tuple[list[str], int]:

@@ -62,6 +62,7 @@ class SeriesData:
     name: str
     freq: str = "h"
     source: str = ""  # where the series came from (a file path), for messages; ``name`` when empty
+    sha256: str = ""  # the sha256 of the file read (a resume and a shared study's workers compare it), "" without
 
     def __post_init__(self) -> None:
         self.dates = np.asarray(self.dates, dtype="datetime64[s]")
@@ -84,7 +85,8 @@ class SeriesData:
         check_features(features)
         keep = [self.target] if features == "S" else [c for c in self.columns if c != self.target] + [self.target]
         idx = [self.columns.index(c) for c in keep]
-        return SeriesData(self.dates, self.values[:, idx], keep, self.target, self.name, self.freq, self.source)
+        return SeriesData(self.dates, self.values[:, idx], keep, self.target, self.name, self.freq, self.source,
+                          self.sha256)
 
 
 @dataclass
@@ -163,6 +165,7 @@ class PreparedData:
     freq: str = "h"  # the time features' frequency code (data.freq, or the one detected from the timestamps)
     detected_freq: str = "h"  # the frequency the timestamps' spacing says (detect_freq), whatever data.freq is
     source: str = ""  # where the series came from (a file path), empty for the synthetic series
+    sha256: str = ""  # the sha256 of that file (SeriesData.sha256), empty for the synthetic series
 
     @property
     def f_dim(self) -> int:
@@ -371,7 +374,7 @@ def prepare(series: SeriesData, features: str = "M", seq_len: int = 96, label_le
                         time_features=stamps.shape[1], features=features, columns=series.columns,
                         target=series.target, split=split, borders=(b1, b2), period=detect_period(series.dates),
                         n_steps=len(series.values), name=series.name, freq=series.freq,
-                        detected_freq=detect_freq(series.dates), source=series.source)
+                        detected_freq=detect_freq(series.dates), source=series.source, sha256=series.sha256)
 
 
 def data_line(prepared: PreparedData, freq_setting: str = AUTO, target_setting: str | None = None) -> str:
@@ -396,7 +399,8 @@ def data_line(prepared: PreparedData, freq_setting: str = AUTO, target_setting: 
     rows = f" ({b2[0]}/{b2[1] - b2[0]}/{b2[2] - b2[1]} rows)" if len(b2) == 3 else ""
     split = {"ratio": "70/10/20", "ett_hour": "ETT 12/4/4 months", "ett_minute": "ETT 12/4/4 months"}.get(
         prepared.split, prepared.split)
-    return (f"data: {where}, {prepared.n_steps} rows, {len(prepared.columns)} columns, {target}, {freq}, "
+    columns = f"{len(prepared.columns)} column{'' if len(prepared.columns) == 1 else 's'}"
+    return (f"data: {where}, {prepared.n_steps} rows, {columns}, {target}, {freq}, "
             f"period {prepared.period}, split {split} train/val/test{rows}, features {prepared.features}")
 
 

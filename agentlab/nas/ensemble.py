@@ -162,6 +162,35 @@ def kept_naive(block: dict[str, Any] | None) -> str | None:
     return None if kept == "ensemble" else str(kept)
 
 
+def model_name(block: dict[str, Any]) -> str:
+    """What results.json's ``ensemble`` block forecasts with, in words: ``the naive forecast X`` when the guard kept
+    it in the ensemble's place, or greedy selection kept one naive forecast alone; else ``ensemble of 2 trials and 1
+    naive forecast``: the naive forecasts in it (the pool's reference forecasts, or trials of a naive family) are
+    not counted as trials, since nothing was trained for them."""
+    kept = kept_naive(block)
+    if kept:
+        return f"the naive forecast {kept}"
+    members = block["members"]
+    naive = sum(1 for m in members if m.get("family") in NAIVE_FAMILIES)
+    if len(members) == 1 and naive:
+        alone = members[0]
+        return f"the naive forecast {alone['run_id']}" + (
+            f" ({alone['family']})" if alone["family"] != alone["run_id"] else "")
+    counts = ((len(members) - naive, "trial"), (naive, "naive forecast"))
+    return "ensemble of " + " and ".join(f"{n} {what}{'' if n == 1 else 's'}" for n, what in counts if n)
+
+
+def shown_weights(weights: Sequence[float], digits: int = 2) -> list[str]:
+    """``weights`` (summing to 1) as printed with ``digits`` decimals, rounded so that the printed ones sum to 1
+    too (largest remainder): 0.857, 0.095, 0.048 print as 0.86, 0.09, 0.05, not 0.86, 0.10, 0.05."""
+    unit = 10 ** digits
+    raw = [w * unit for w in weights]
+    kept = [math.floor(r + 1e-9) for r in raw]
+    for i in sorted(range(len(raw)), key=lambda i: kept[i] - raw[i])[:max(0, round(sum(raw)) - sum(kept))]:
+        kept[i] += 1
+    return [f"{k / unit:.{digits}f}" for k in kept]
+
+
 def block_mse(pred: np.ndarray, true: np.ndarray, origins: int = ORIGINS) -> np.ndarray:
     """The MSE of each of ``origins`` consecutive blocks of windows (the first axis): the rolling origins."""
     blocks = np.array_split(np.arange(len(true)), min(origins, max(len(true), 1)))

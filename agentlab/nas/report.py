@@ -14,7 +14,7 @@ from agentlab.core.search.kinds import DEFAULT_SAMPLER
 from agentlab.core.search.records import TrialRecord, planner_label, planner_name
 from agentlab.core.search.share import contribution_lines
 from agentlab.nas.config import NAIVE_FAMILIES
-from agentlab.nas.ensemble import kept_naive
+from agentlab.nas.ensemble import kept_naive, model_name, shown_weights
 from agentlab.nas.literature import render
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         beaten = sum(1 for r in fair if best["test_mse"] < r["mse"])
         top = min(fair, key=lambda r: r["mse"])
         by_ensemble = "" if not ensemble else (
-            f"; the {final_name(ensemble)}: lower than {sum(1 for r in fair if ensemble['test_mse'] < r['mse'])}")
+            f"; {_the(final_name(ensemble))}: lower than {sum(1 for r in fair if ensemble['test_mse'] < r['mse'])}")
         lines.append(f"published ({literature['dataset']}, horizon {literature['horizon']}, every test window): "
                      f"lower test MSE than {beaten} of {len(fair)}{by_ensemble}; the best, {top['model']}, has "
                      f"{top['mse']:.3f} ({STANDARDISED})")
@@ -117,9 +117,13 @@ def ran_line(results: dict[str, Any]) -> str | None:
 
 
 def _members(ensemble: dict[str, Any], limit: int = 6) -> str:
-    """``run_0003 0.48, run_0001 0.36 (naive_last), ...``: the members and their weights."""
-    shown = [f"{m['run_id']} {m['weight']:.2f}" + (f" ({m['family']})" if m.get("family") else "")
-             for m in ensemble["members"][:limit]]
+    """``run_0003 0.48 (informer), run_0001 0.36 (naive_last), naive_seasonal 0.16, ...``: the members, their family
+    (unless it is their name: a naive reference forecast) and their weights, printed so that they sum to 1
+    (``shown_weights``)."""
+    members = ensemble["members"]
+    weights = shown_weights([m["weight"] for m in members])
+    shown = [f"{m['run_id']} {w}" + (f" ({m['family']})" if m.get("family") and m["family"] != m["run_id"] else "")
+             for m, w in zip(members[:limit], weights, strict=False)]
     more = len(ensemble["members"]) - limit
     return ", ".join(shown) + (f", and {more} more" if more > 0 else "")
 
@@ -127,26 +131,34 @@ def _members(ensemble: dict[str, Any], limit: int = 6) -> str:
 def ensemble_line(ensemble: dict[str, Any], best: dict[str, Any], final: bool = True) -> str:
     """The console line of the ensemble (the final model unless ``final`` is False), beside the best single
     trial."""
-    n = len(ensemble["members"])
-    head = "final model: ensemble" if final else "ensemble (not the final model: worse on validation than the best " \
-        "trial, whose forecasts it lacks)"
+    name = final_name(ensemble)
+    head = f"final model: {name}"
+    if not final:
+        why = "(not the final model: worse on validation than the best trial, whose forecasts it lacks)"
+        head = f"ensemble {why} {name.removeprefix('ensemble ')}" if name.startswith("ensemble ") else f"{name} {why}"
     naive = guard_line(ensemble)
     if naive:
         return (f"final model: the naive forecast {ensemble['members'][0]['run_id']}, val MSE "
                 f"{short(ensemble['val_mse'], 4)}, test MSE {short(ensemble['test_mse'], 4)}, test MAE "
                 f"{short(ensemble['test_mae'], 4)} ({naive}; best single trial: val {short(best['val_mse'], 4)}, "
                 f"test {short(best['test_mse'], 4)})")
-    return (f"{head} of {n} trial{'s' if n != 1 else ''} ({_members(ensemble)}): val MSE "
+    members = "" if name.startswith("the naive forecast") else f" ({_members(ensemble)})"
+    return (f"{head}{members}: val MSE "
             f"{short(ensemble['val_mse'], 4)}, test MSE {short(ensemble['test_mse'], 4)}, test MAE "
             f"{short(ensemble['test_mae'], 4)} (best single trial: val {short(best['val_mse'], 4)}, test "
             f"{short(best['test_mse'], 4)}; chosen on validation only)")
 
 
 def final_name(ensemble: dict[str, Any]) -> str:
-    """What the ensemble block holds as the final model: "ensemble", or "the naive forecast X" when the guard kept
-    it in the ensemble's place."""
-    kept = kept_naive(ensemble)
-    return f"the naive forecast {kept}" if kept else "ensemble"
+    """What the ensemble block holds as the final model: "the naive forecast X" when the guard kept it in the
+    ensemble's place or greedy selection kept it alone, else "ensemble of 2 trials and 1 naive forecast"
+    (``ensemble.model_name``)."""
+    return model_name(ensemble)
+
+
+def _the(name: str) -> str:
+    """``final_name`` as the subject of a clause: "the ensemble of 2 trials", "the naive forecast X"."""
+    return name if name.startswith("the ") else f"the {name}"
 
 
 def guard_line(ensemble: dict[str, Any]) -> str:
@@ -330,7 +342,9 @@ def render_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[str, Any
                         (f"learning curve of {best.run_id}", curve if curve.is_file() else None)):
         if path is not None:
             lines.append(f"![{title}]({path.relative_to(run_path)})")
-    lines += ["", "## Trials", "", "| run | planner | changes | val MSE | test MSE | params | state | decision |",
+    lines += ["", "## Trials", "", "Changes are against the best trial when each trial was planned (the config it "
+              "set out to improve), not against the base config: \"Best config vs base\" above has those.", "",
+              "| run | planner | changes vs the best then | val MSE | test MSE | params | state | decision |",
               "|---|---|---|---|---|---|---|---|"]
     for r in outcome.records:
         changes = ", ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in r.changes.items()) or "-"
@@ -359,9 +373,10 @@ def _ensemble_section(ensemble: dict[str, Any] | None, best: dict[str, Any], fin
     """``## Final model``: the ensemble beside the best single trial, and its members with their weights."""
     if not ensemble:
         return []
-    use = ("`agentlab nas predict` forecasts with it (the weighted mean of its members' forecasts)." if final ==
-           "ensemble" else f"It is worse on validation than the best trial, whose forecasts it lacks, so the final "
-           f"model is the best trial {best['run_id']}.")
+    mean = " (the weighted mean of its members' forecasts)" if len(ensemble["members"]) > 1 else ""
+    use = (f"`agentlab nas predict` forecasts with it{mean}." if final == "ensemble" else
+           f"It is worse on validation than the best trial, whose forecasts it lacks, so the final model is the best "
+           f"trial {best['run_id']}.")
     sel = ensemble.get("selection") or {}
     if sel.get("against"):
         use += (f" The naive forecasts are always in the pool; the ensemble is kept only when it beats the best of "
@@ -377,14 +392,14 @@ def _ensemble_section(ensemble: dict[str, Any] | None, best: dict[str, Any], fin
              "rounds; the test windows are only scored. "
              + use, "",
              "| model | val MSE | val MAE | test MSE | test MAE |", "|---|---|---|---|---|",
-             f"| {final_name(ensemble)} ({len(ensemble['members'])} "
-             f"member{'s' if len(ensemble['members']) != 1 else ''}) | {_fmt(ensemble['val_mse'])} | "
+             f"| {final_name(ensemble)} | {_fmt(ensemble['val_mse'])} | "
              f"{_fmt(ensemble['val_mae'])} | {_fmt(ensemble['test_mse'])} | {_fmt(ensemble['test_mae'])} |",
              f"| best single trial {best['run_id']} | {_fmt(best['val_mse'])} | - | {_fmt(best['test_mse'])} | "
              f"{_fmt(best['test_mae'])} |", "", "| member | family | weight | val MSE | test MSE |",
              "|---|---|---|---|---|"]
-    lines += [f"| {m['run_id']} | {m.get('family') or '-'} | {m['weight']:.3f} | {_fmt(m['val_mse'])} | "
-              f"{_fmt(m['test_mse'])} |" for m in ensemble["members"]]
+    weights = shown_weights([m["weight"] for m in ensemble["members"]], 3)  # printed, they sum to 1
+    lines += [f"| {m['run_id']} | {m.get('family') or '-'} | {w} | {_fmt(m['val_mse'])} | {_fmt(m['test_mse'])} |"
+              for m, w in zip(ensemble["members"], weights, strict=True)]
     return [*lines, ""]
 
 

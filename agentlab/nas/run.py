@@ -23,12 +23,14 @@ from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import (
     LLM_FILE,
     RunDir,
+    check_data_unchanged,
     resume_target,
     routing_config,
     run_in_folder,
     runs_root,
     shared_settings,
 )
+from agentlab.core.search.engine import store_of, url_where
 from agentlab.core.search.evaluator import HybridEvaluator
 from agentlab.core.search.kinds import DEFAULT_SAMPLER, KINDS, label
 from agentlab.core.search.loop import Hooks, Objective, Pruned, SearchLoop, StopRules, require_finished_trials
@@ -55,6 +57,7 @@ from agentlab.core.search.session import (
 from agentlab.core.search.space import SearchSpace
 from agentlab.core.search.study import (
     Direction,
+    await_labels,
     check_storage,
     missing_study,
     open_study,
@@ -76,7 +79,7 @@ from agentlab.nas.config import (
     get_dotted,
     space_values,
 )
-from agentlab.nas.ensemble import PREDICTIONS, REFERENCES, EnsembleBuilder, save_predictions
+from agentlab.nas.ensemble import ORIGINS, PREDICTIONS, REFERENCES, EnsembleBuilder, save_predictions
 from agentlab.nas.own_code import (
     command_objective,
     command_space,
@@ -99,6 +102,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 METRIC = "val_mse"
+DATA_ATTR = "agentlab:data_sha256"  # study user attribute: the sha256 of the data file the study's trials read
+# fewer validation windows than this: the ensemble guard's rolling origins (ORIGINS blocks) hold under 2 windows each,
+# and the best trial, early stopping and the ensemble are chosen on a handful of overlapping windows
+MIN_VAL_WINDOWS = 2 * ORIGINS
 
 
 def search_space(cfg: NASConfig) -> SearchSpace:
@@ -293,10 +300,39 @@ def _hydra_base(objective: CommandObjective, run: Path, project: Path) -> str | 
             f"{run / 'best'} when the search ends (`agentlab nas apply` puts them in your project)")
 
 
-def _study(cfg: NASConfig, run_dir: RunDir) -> Any:
+def _study(cfg: NASConfig, run_dir: RunDir, data_sha256: str = "") -> Any:
+    """The search's study, checked to hold trials of this search's settings (``open_study``) and data file
+    (``check_study_data``), which it records when it has none."""
     metric, direction = metric_of(cfg)
-    return open_study(cfg.search.storage, run_dir.path, name=cfg.search.study_name, directions=[direction],
-                      objectives=[metric], pruner=make_pruner(cfg), settings=study_settings(cfg))
+    study = open_study(cfg.search.storage, run_dir.path, name=cfg.search.study_name, directions=[direction],
+                       objectives=[metric], pruner=make_pruner(cfg), settings=study_settings(cfg))
+    if data_sha256 and cfg.search.storage is not None:  # the run folder's own study: a resume checks its events
+        if not store_of(study).created:
+            await_labels(study, [DATA_ATTR])  # a worker started together with the study's creator: its label first
+        check_study_data(study, cfg, data_sha256, record=True)
+    return study
+
+
+def check_study_data(study: Any, cfg: NASConfig, data_sha256: str, *, record: bool = False) -> None:
+    """Every worker of a shared study (``search.storage``) reads its own ``data.path``: the same path with other
+    content (another machine's copy, a file changed since the study began) would rank its trials against values
+    measured on other data, which ``study_settings`` (paths, not contents) cannot tell. ``ConfigError`` then, naming
+    the file; a study that records no sha256 yet (new, or made before agentlab recorded it) gets this worker's when
+    ``record``. Nothing to compare without a data file (the built-in series)."""
+    if study is None or not data_sha256:
+        return
+    made = study.user_attrs.get(DATA_ATTR)
+    if made is None:
+        if record:
+            study.set_user_attr(DATA_ATTR, data_sha256)
+        return
+    if made != data_sha256:
+        raise ConfigError(f"search.storage: the study {study.study_name!r} in {url_where(cfg.search.storage)} was "
+                          "made on other data than this search's (the content of data.path "
+                          f"{Path(cfg.data.path or '').absolute()}: sha256 {made[:12]}... -> "
+                          f"{data_sha256[:12]}...): its trials' values would not compare with this one's",
+                          hint="give every worker the same data file, or give this search another "
+                          "search.study_name or storage")
 
 
 def study_settings(cfg: NASConfig) -> dict[str, str]:
@@ -359,6 +395,11 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
         inputs = prepare_command(cfg, llm, config_file, scripted=scripted,
                                  where=lambda loc: config_where(given, sets, loc))
     else:
+        if resume is not None and cfg.data.path is not None and not check_data_unchanged(resume, cfg.data.path) \
+                and _finished(resume):
+            log.warning("%s records no sha256 of data.path %s (made before agentlab recorded it): a change to the file "
+                        "since the run started cannot be told; from this resume on it is checked", resume,
+                        cfg.data.path)
         inputs = _prepare_forecaster(cfg, llm, scripted=scripted, config_file=config_file,
                                      where=lambda loc: config_where(given, sets, loc))
     by_user = llm is not None and not (resume is not None and isinstance(llm, (str, Path))
@@ -377,8 +418,10 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
                          "or give a routing file with an evaluator route (routes: {evaluator: {primary: [MODEL]}})")
     if resume is None and cfg.search.storage is not None:  # once cfg is as the run keeps it (objective.cwd, data.freq)
         metric, direction = metric_of(cfg)  # a shared study of another goal or other settings: refused before any
-        peek_study(cfg.search.storage, cfg.search.study_name, [direction], [metric],  # run folder exists (the run's
-                   settings=study_settings(cfg))  # open_study checks the same)
+        study = peek_study(cfg.search.storage, cfg.search.study_name, [direction], [metric],  # run folder exists
+                           settings=study_settings(cfg))  # (the run's open_study checks the same)
+        if cfg.objective is None:
+            check_study_data(study, cfg, inputs["data"].sha256)
     return inputs
 
 
@@ -393,6 +436,13 @@ def _prepare_forecaster(cfg: NASConfig, llm: LLMConfig | str | Path | None, *, s
         import optuna  # noqa: F401  (the search's store: missing, it is one line before any run folder exists)
     except ImportError as exc:
         raise missing_package(exc) or exc from None
+    if cfg.search.target is not None and cfg.search.target < 0:  # an MSE: the search would never stop on it
+        at = where(("search", "target")) if where is not None else None
+        given = f"{at}: " if at is not None and at.startswith("--") else \
+            f"{at + ': ' if at else ''}search.target {cfg.search.target:g}: "
+        raise ConfigError(f"{given}the forecaster's validation MSE is never below 0, so the search would never reach "
+                          "it",
+                          hint="give a validation MSE of 0 or more (e.g. --target 0.3), or leave it out")
     problem = cfg.informer_space()
     if problem:  # before the data is read: a dry run says it too
         raise ConfigError(problem, hint="in the YAML (-c) or e.g. --set 'search.space={model.revin: {choices: [true, "
@@ -409,8 +459,40 @@ def _prepare_forecaster(cfg: NASConfig, llm: LLMConfig | str | Path | None, *, s
     problem = check_model(cfg, prepared)
     if problem:  # the base config is trial 0: one error now, not a failed reference trial
         raise ConfigError(problem, hint="change the base model or data.seq_len")
+    few = few_windows_line(prepared, cfg.data.seq_len, cfg.data.pred_len)
+    if few is not None:
+        log.warning("%s", few)
     check_tracking(cfg.mlflow)
     return {"llm": llm_cfg, "data": prepared}
+
+
+def few_windows_line(prepared: PreparedData, seq_len: int, pred_len: int) -> str | None:
+    """The warning when the validation split holds fewer than ``MIN_VAL_WINDOWS`` windows, on which the best trial,
+    early stopping and the ensemble would be chosen; None otherwise."""
+    from agentlab.nas.data import split_borders
+
+    n = len(prepared.val)
+    if n >= MIN_VAL_WINDOWS:
+        return None
+    more = ""
+    if prepared.split == "ratio":  # the fixed ETT borders grow no windows with more rows
+        rows = prepared.n_steps
+        while rows < 100 * prepared.n_steps:
+            b1, b2 = split_borders(rows, seq_len, prepared.split)
+            if b2[1] - b1[1] - seq_len - pred_len + 1 >= MIN_VAL_WINDOWS:
+                more = f" (about {rows} rows at these windows)"
+                break
+            rows += 1
+    return (f"data: only {n} validation window{'' if n == 1 else 's'} ({len(prepared.train)} train / {n} val / "
+            f"{len(prepared.test)} test): the best trial, early stopping and the ensemble's rolling origins are "
+            f"decided on {'it' if n == 1 else 'them'}; give more rows{more}, or a shorter data.seq_len / "
+            f"data.pred_len, for at least {MIN_VAL_WINDOWS}")
+
+
+def _finished(folder: Path) -> bool:
+    from agentlab.nas.report import finished_runs
+
+    return bool(finished_runs(folder))
 
 
 def dry_run(cfg: NASConfig, llm: LLMConfig | None = None, data: Any = None) -> dict[str, Any]:
@@ -464,6 +546,8 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
     metric, direction = metric_of(cfg)
     own = cfg.objective is not None  # the user's command: no data, families, ensemble or literature
     prepared = None if own else _prepared(cfg, data)
+    if prepared is not None and prepared.sha256:  # the first one is the run's: a resume compares the file with it
+        run_dir.event("data", path=str(cfg.data.path), sha256=prepared.sha256)
     space = search_space(cfg)
     code = code_search(cfg, run_dir)
     with choose_planner(cfg, llm, run_dir, chooser, prepared=prepared, approver=approver, announce=announce,
@@ -474,7 +558,7 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
             announce("evaluator: rules, and the 'evaluator' route inside the noise band")
         evaluator = HybridEvaluator(cfg.search.min_delta, router=session.evaluator, metric=metric,
                                     direction=direction)
-        study = _study(cfg, run_dir)
+        study = _study(cfg, run_dir, prepared.sha256 if prepared is not None else "")
         holder: dict[str, Any] = {"best": None, "ensemble": None}
         leads = warm_leads(cfg, prepared)
         if leads:

@@ -35,7 +35,7 @@ from typing import Any
 
 from agentlab.core.config import absolute_paths
 from agentlab.core.errors import AgentlabError, UsageError
-from agentlab.core.files import cannot_write, check_replace, file_sha256, ordinary_modes, replace_problem
+from agentlab.core.files import cannot_write, check_replace, ordinary_modes, replace_problem
 from agentlab.core.gpu import gpu_usage, peak_rss_bytes
 from agentlab.core.harness import ScoreModelsSettings, load_tasks, score_models, task_manager
 from agentlab.core.harness.evaluate import save_row
@@ -43,7 +43,7 @@ from agentlab.core.models.builtin import upstream_id
 from agentlab.core.models.device import resolve_device_dtype, seed_everything, wants_4bit
 from agentlab.core.models.load import load_causal_lm
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir, read_events, run_info, settings_changes
+from agentlab.core.runs import RunDir, check_data_unchanged, run_info, settings_changes
 from agentlab.core.tracking import NullTracker, Tracker, check_tracking, open_tracker
 from agentlab.core.train.chat import training_chat_template
 from agentlab.core.train.dist import FollowerRun
@@ -134,23 +134,13 @@ def check_resume(cfg: TrainPersonaConfig, folder: Path) -> None:
     (``check_out_beside_run``: a run started so before this check existed fails the same way each time), one whose
     budget or settings its finished work cannot honour (``_check_budget``), and one whose data file no longer holds
     what the run started on: the same ``data.path`` with other content would mix two data sets in one adapter, as a
-    new ``data.path`` would (which ``check_resume_settings`` refuses). The run's first ``data`` event holds the
-    file's sha256; a run killed before it had one has nothing to compare, and a missing file is left to the data
-    check."""
+    new ``data.path`` would (``core.runs.check_data_unchanged``: the run's first ``data`` event holds the file's
+    sha256)."""
     check_out_beside_run(cfg.out, folder, given="--resume", resuming=True)
     _check_budget(cfg, folder)
     if cfg.out is not None and not _saved_at(folder, cfg.out):  # a new --out (or one the run never wrote to)
         check_replace(cfg.out, cfg.force, "adapter_config.json", "an adapter folder", when=" when training ends")
-    recorded = next((e.get("sha256") for e in read_events(folder, "data")), None)
-    try:
-        now = file_sha256(cfg.data.path)
-    except OSError:
-        return
-    if recorded and recorded != now:
-        raise UsageError(f"{folder}: this resume changes what the run's finished work was done with (the content "
-                         f"of data.path {cfg.data.path}: sha256 {recorded[:12]}... -> {now[:12]}...); nothing was "
-                         "written", hint="put the file back as the run started on it, or start a new run on the "
-                         "new data")
+    check_data_unchanged(folder, cfg.data.path)
 
 
 def _check_budget(cfg: TrainPersonaConfig, folder: Path) -> None:

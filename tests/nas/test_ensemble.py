@@ -30,6 +30,7 @@ from agentlab.nas.ensemble import (
     greedy_selection,
     residual_gram,
     save_predictions,
+    shown_weights,
 )
 from agentlab.nas.predict import backtest, load_model
 from agentlab.nas.train import load_series, train_trial
@@ -447,3 +448,54 @@ def test_a_pool_without_naive_forecasts_is_said_so() -> None:
     assert _pool_of({"naive": []}).startswith("the finished trials only: no naive forecast could be made")
     assert _pool_of({"naive": ["naive_last"]}) == "the finished trials and the naive forecast naive_last"
     assert _pool_of({}) == "the finished trials and the naive forecasts"  # a run made before the field
+
+
+def test_naive_members_are_called_naive_forecasts_not_trials_and_weights_read_as_summing_to_one() -> None:
+    """Greedy selection that kept one naive forecast said `final model: ensemble of 1 trial (naive_seasonal 1.00
+    (naive_seasonal))`, while the guard's choice of the same model said `final model: the naive forecast ...`; naive
+    members were counted as trials; printed weights summed to 1.01 (0.86, 0.10, 0.05)."""
+    from agentlab.nas.literature import render
+    from agentlab.nas.report import _ensemble_section, summary_lines
+
+    def member(run_id: str, family: str, weight: float) -> dict[str, Any]:
+        return {"run_id": run_id, "family": family, "weight": weight, "val_mse": 0.4, "test_mse": 0.5}
+
+    best = {"run_id": "run_0001", "val_mse": 0.5, "test_mse": 0.55, "test_mae": 0.5, "n_params": 10,
+            "planner": "tpe", "params": {}}
+    scores = {"val_mse": 0.3, "val_mae": 0.4, "test_mse": 0.35, "test_mae": 0.45, "pool": 4, "rounds": 25,
+              "selection": {"kept": "ensemble", "origins": 8, "against": None}}
+    alone = {**scores, "members": [member("naive_seasonal", "naive_seasonal", 1.0)]}
+    results = {"best": best, "base": None, "ensemble": alone, "final_model": "ensemble"}
+    text = "\n".join(summary_lines(results))
+    assert "final model: the naive forecast naive_seasonal: val MSE 0.3, test MSE 0.35" in text, text
+    assert "ensemble of" not in text and "trial (naive_seasonal" not in text
+    assert "## Final model: the naive forecast naive_seasonal" in "\n".join(_ensemble_section(alone, best, "ensemble"))
+    # a trial of a naive family kept alone: named by its run and family
+    trial = {**alone, "members": [member("run_0002", "naive_last", 1.0)]}
+    assert "final model: the naive forecast run_0002 (naive_last): val MSE" in "\n".join(
+        summary_lines({**results, "ensemble": trial}))
+    mixed = {**scores, "members": [member("run_0001", "informer", 18 / 21),
+                                   member("naive_seasonal", "naive_seasonal", 2 / 21),
+                                   member("naive_last", "naive_last", 1 / 21)]}
+    text = "\n".join(summary_lines({**results, "ensemble": mixed}))
+    assert ("final model: ensemble of 1 trial and 2 naive forecasts (run_0001 0.86 (informer), naive_seasonal 0.09, "
+            "naive_last 0.05): val MSE 0.3") in text, text
+    section = "\n".join(_ensemble_section(mixed, best, "ensemble"))
+    assert "## Final model: ensemble of 1 trial and 2 naive forecasts" in section
+    assert "| run_0001 | informer | 0.857 |" in section and "| naive_last | naive_last | 0.048 |" in section
+    table = {"dataset": "ETTh1", "horizon": 96, "rows": [{"model": "DUET", "mse": 0.352, "mae": 0.38,
+                                                         "lookback": "searched", "protocol": "fair", "source": "x"}]}
+    ours = {"family": "informer", "seq_len": 96, "test_mse": 0.55, "test_mae": 0.5}
+    assert "| **this search: ensemble of 1 trial and 2 naive forecasts** |" in "\n".join(render(ours, table, mixed))
+    guard = {**alone, "selection": {"kept": "naive_seasonal", "origins": 8, "against": "naive_seasonal", "wins": 2,
+                                    "needed": 6, "greedy": {"val_mse": 0.31, "test_mse": 0.4, "members": ["run_0001"]}}}
+    text = "\n".join(summary_lines({**results, "ensemble": guard, "literature": table}))
+    assert "; the naive forecast naive_seasonal: lower than 1;" in text and "the the" not in text, text
+    text = "\n".join(summary_lines({**results, "ensemble": mixed, "literature": table}))
+    assert "; the ensemble of 1 trial and 2 naive forecasts: lower than 1;" in text, text
+    two = {**scores, "members": [member("run_0001", "informer", 0.5), member("run_0003", "patchtst", 0.5)]}
+    assert "final model: ensemble of 2 trials (run_0001 0.50 (informer), run_0003 0.50 (patchtst))" in "\n".join(
+        summary_lines({**results, "ensemble": two}))
+    for weights in ([18 / 21, 2 / 21, 1 / 21], [1 / 3] * 3, [1 / 7] * 7, [0.29, 0.71], [1.0]):
+        for digits in (2, 3):
+            assert sum(round(float(w) * 10 ** digits) for w in shown_weights(weights, digits)) == 10 ** digits

@@ -242,3 +242,55 @@ def test_planner_models_without_their_keys_are_one_message_for_both_planners(
     assert (f"error: --planner {planner}: the planner route's models need AGENTLAB_TEST_KEY_A, AGENTLAB_TEST_KEY_B, "
             "which are not set") in err
     assert "hint: set them (environment or .env), give --llm qwen2.5-coder-0.5b" in err and "--planner tpe" in err
+
+
+def test_few_validation_windows_are_one_warning_in_the_dry_run_and_the_run(in_tmp: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    """224 daily rows at lookback 48 and horizon 24 gave `85 train / 1 val / 21 test windows` without a word: the
+    best trial, early stopping and the ensemble's rolling origins were decided on one validation window."""
+    data = daily_csv(in_tmp, rows=224)
+    args = ["nas", "--data", str(data), "--set", "train.epochs=1", "--set", "train.max_train_batches=2"]
+    warning = ("data: only 1 validation window (85 train / 1 val / 21 test): the best trial, early stopping and the "
+               "ensemble's rolling origins are decided on it; give more rows (about ")
+    assert main([*args, "--dry-run"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count(warning) == 1 and "or a shorter data.seq_len / data.pred_len, for at least 16" in err, err
+    assert main([*args, "-n", "1", "--out", str(in_tmp / "r")]) == 0
+    assert " ".join(capsys.readouterr().err.split()).count(warning) == 1
+    # enough windows: no warning (300 rows at lookback 14 and horizon 7)
+    assert main(["nas", "--data", str(daily_csv(in_tmp)), *sets(TINY), "--dry-run"]) == 0
+    assert "validation window" not in capsys.readouterr().err
+
+
+def test_target_below_zero_is_refused_and_max_iterations_help_names_the_config(
+        in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """`--target -1` was accepted for a forecaster whose validation MSE is never below 0 (the rule could never
+    stop the search); `--max-iterations`' help said `(default 20)` while a config's search.max_iterations wins."""
+    assert main(["nas", *sets(TINY), "--target", "-1", "--dry-run"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--target -1.0: the forecaster's validation MSE is never below 0" in err and "Traceback" not in err, err
+    config = in_tmp / "t.yaml"
+    config.write_text("search:\n  target: -0.5\n")
+    assert main(["nas", "-c", str(config), "--dry-run"]) == 2
+    assert f"{config}:2: search.target -0.5: the forecaster's validation MSE" in capsys.readouterr().err
+    assert main(["nas", *sets(TINY), "--target", "0", "--dry-run"]) == 0
+    capsys.readouterr()
+    assert main(["nas", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert "(default: the config's search.max_iterations, 20 unless -c sets it; resumed: the run's own)" in out, out
+
+
+def test_one_column_is_said_in_the_singular(tmp_path: Path) -> None:
+    prepared = prepare(load_csv(daily_csv(tmp_path), features="S", target="visits"), "S", seq_len=14, label_len=7,
+                       pred_len=7)
+    assert ", 300 rows, 1 column, target visits, " in data_line(prepared, "auto", "visits")
+
+
+def test_the_report_says_what_a_trials_changes_are_against(in_tmp: Path) -> None:
+    """report.md's trial table showed each trial's changes against the best trial when it was planned, under a bare
+    `changes` header: read as changes from the base config, they did not add up."""
+    out = in_tmp / "r"
+    assert main(["nas", *sets([*TINY, "data.synthetic_steps=400"]), "-n", "2", "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "Changes are against the best trial when each trial was planned" in report
+    assert "| run | planner | changes vs the best then | val MSE |" in report

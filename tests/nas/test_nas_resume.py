@@ -7,6 +7,7 @@ study, and two workers on one storage share one budget.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pytest
 import yaml
@@ -274,3 +276,83 @@ def test_a_configuration_another_worker_starts_at_the_same_moment_is_not_run_twi
     assert yielded.state == "skipped" and "failed" not in state_counts(outcome.records)  # was "failed 1"
     assert racing.raced.params not in objective.calls  # the other worker's trial is still its own to run
     assert len(objective.calls) == 3 and len({c["x"] for c in objective.calls}) == 3
+
+
+def write_csv(path: Path, rows: int, seed: int = 0) -> Path:
+    """An hourly CSV of ``rows`` rows (two columns, a daily cycle and noise); another ``seed``, other values."""
+    rng = np.random.default_rng(seed)
+    start = np.datetime64("2021-01-01T00:00")
+    lines = ["date,load,OT"] + [f"{str(start + np.timedelta64(i, 'h')).replace('T', ' ')},"
+                                f"{np.sin(i / 24 * 2 * np.pi) + rng.normal(0, 0.1):.4f},{rng.normal():.4f}"
+                                for i in range(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def csv_config(folder: Path, data: Path) -> Path:
+    config = yaml.safe_load(write_config(folder, FAST).read_text())
+    config["data"] = {"path": str(data), "seq_len": 24, "label_len": 12, "pred_len": 12}
+    path = folder / "csv.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_a_resume_on_a_data_file_whose_content_changed_is_refused(in_tmp: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """The same data.path with other content (400 rows, then 350) resumed with exit 0 and no word: the new trials
+    trained on the new file and were ranked with the old ones, two targets files in targets/. Refused now, as a
+    --set data.* is, naming the file, the folder left as it was; the file put back, the resume goes on. A run folder
+    from before the sha256 was recorded resumes with one warning, and is checked from then on."""
+    data = write_csv(in_tmp / "mod.csv", 400)
+    started = data.read_bytes()
+    run = in_tmp / "RUN"
+    assert main(["nas", "-c", str(csv_config(in_tmp, data)), "--max-iterations", "1", "--out", str(run)]) == 0
+    assert [e["sha256"] for e in events(run, "data")] == [hashlib.sha256(started).hexdigest()]
+    write_csv(data, 350, seed=1)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    for dry in ([], ["--dry-run"]):
+        assert main(["nas", "--resume", str(run), "--max-iterations", "2", *dry]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"the content of data.path {data.resolve()}: sha256 " in err and "nothing was written" in err, err
+        assert "put the file back as the run started on it, or start a new run on the new data" in err
+        assert "Traceback" not in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    data.write_bytes(started)
+    assert main(["nas", "--resume", str(run), "--max-iterations", "2"]) == 0
+    assert len(read(run / "agent_state.json")["runs"]) == 2 and len(list((run / "targets").iterdir())) == 1
+    # a run folder from before: no data event, so nothing to compare; one warning, and the resume records one
+    kept = [line for line in (run / "events.jsonl").read_text().splitlines() if '"kind": "data"' not in line]
+    (run / "events.jsonl").write_text("\n".join(kept) + "\n")
+    capsys.readouterr()
+    assert main(["nas", "--resume", str(run), "--max-iterations", "3"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count("records no sha256 of data.path") == 1, err
+    assert len(events(run, "data")) == 1
+    write_csv(data, 350, seed=1)
+    assert main(["nas", "--resume", str(run), "--max-iterations", "4"]) == 2
+
+
+def test_a_worker_whose_data_file_differs_from_the_studys_is_refused(in_tmp: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    """Workers of a shared study each read their own data.path: one whose file holds other content (the same path
+    on another machine, or changed since) ranked its trials with the study's; refused before it writes anything."""
+    data = write_csv(in_tmp / "data.csv", 400)
+    started = data.read_bytes()
+    config, storage = csv_config(in_tmp, data), f"sqlite:///{in_tmp / 'shared.db'}"
+    assert main(["nas", "-c", str(config), "--storage", storage, "--max-iterations", "1", "--out",
+                 str(in_tmp / "w1")]) == 0
+    write_csv(data, 400, seed=1)
+    capsys.readouterr()
+    for dry in (["--dry-run"], []):
+        assert main(["nas", "-c", str(config), "--storage", storage, "--max-iterations", "2", "--out",
+                     str(in_tmp / "w2"), *dry]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert "search.storage: the study 'nas' in" in err and "was made on other data than this search's" in err
+        assert f"(the content of data.path {data.resolve()}: sha256 " in err, err
+        assert "give every worker the same data file" in err
+    assert not (in_tmp / "w2").exists()
+    data.write_bytes(started)
+    assert main(["nas", "-c", str(config), "--storage", storage, "--max-iterations", "2", "--out",
+                 str(in_tmp / "w2")]) == 0
+    assert len(study_trials(storage)) == 2

@@ -56,8 +56,8 @@ def test_forecast_is_pred_len_rows_in_original_units(finished: tuple[Path, Path,
     out = in_tmp / "f.csv"
     assert main(["nas", "predict", str(run), "--data", str(data), "--out", str(out)]) == 0
     captured = capsys.readouterr()
-    # the final model: the ensemble (here the naive forecast alone, which these tiny trials do not beat)
-    assert "forecast of the ensemble (" in captured.out + captured.err
+    # the final model: the ensemble block, here the naive forecast alone (these tiny trials do not beat it), named so
+    assert "forecast of the naive forecast naive_" in captured.out + captured.err
     header, rows = read_forecast(out)
     assert header == ["date", "x0", "x1", "OT"]  # the target last, as the model reads the channels
     assert len(rows) == PRED_LEN
