@@ -447,7 +447,7 @@ def _new_texts(action: dict[str, Any]) -> list[dict[str, str]]:
 
     edits = []
     for i, edit in enumerate((action.get("args") or {}).get("edits") or []):
-        console.print(safe_text(f"edit {i} of {edit['path']}: the new text for\n{edit['old']}"), markup=False)
+        console.print(safe_text(f"edit {i} of {edit['path']}: the new text for\n{edit['old']}"))  # markup escaped
         console.print("(type it, then a line holding only '.')", markup=False)
         lines = []
         while True:

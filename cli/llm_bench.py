@@ -32,9 +32,9 @@ def _print_table(results: dict[str, Any]) -> None:
     console.print(table)
     for m in results["models"]:
         if not m["available"] and m.get("error"):
-            console.print(safe_text(f"{m['name']}: {m['error']}"), style="red", markup=False)
+            console.print(safe_text(f"{m['name']}: {m['error']}"), style="red")  # safe_text escapes the markup
             if m.get("hint"):
-                console.print(safe_text(f"  hint: {m['hint']}"), markup=False)
+                console.print(safe_text(f"  hint: {m['hint']}"))
     console.print(safe_text(f"working: {', '.join(results['available']) or 'none'}; fastest: "
                             f"{results['fastest'] or '-'}"))
     if "route" in results:

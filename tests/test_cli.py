@@ -358,3 +358,18 @@ def test_flags_show_no_value_type_in_help() -> None:
         assert "<bool>" not in result.output and "<int>" not in result.output.split("--verbose")[-1].split("\n")[0]
     shown = runner.invoke(app, ["train-persona", "--help"], env={"COLUMNS": "200"}).output
     assert "<int>" in shown.split("--max-steps")[1].split("\n")[0]  # an option that takes a value keeps its type
+
+
+def test_an_edit_to_approve_shows_its_code_as_written(monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    """The text an edit replaces was escaped for rich markup and printed with markup off: `cfg[lr]` read `cfg\\[lr]`."""
+    import io
+
+    from agentlab.cli.common import _new_texts
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("new = 1\n.\n"))
+    edits = _new_texts({"args": {"edits": [{"path": "train.py", "old": "lr = cfg[lr]", "new": "x\n"}]}})
+    assert edits[0]["new"] == "new = 1\n"
+    err = capsys.readouterr()
+    shown = err.out + err.err
+    assert "lr = cfg[lr]" in shown and "\\[" not in shown

