@@ -62,8 +62,9 @@ def show(command: Annotated[str, typer.Argument(help=f"One of: {', '.join(CONFIG
 @app.command("validate")
 def validate(
     file: Annotated[Path, typer.Argument(help="The YAML file to check.", dir_okay=False)],
-    command: Annotated[str | None, typer.Option("--command", help="Schema to use (default: from the file's first "
-                                                "line `# agentlab CMD ...`).")] = None,
+    command: Annotated[str | None, typer.Option("--command", help=f"Schema to use, one of: {', '.join(CONFIG_MODELS)} "
+                                                "(default: from the file's first line `# agentlab CMD ...`).",
+                                                show_default=False)] = None,
     set_: SetOpt = None,
 ) -> None:
     """Check a YAML config: unknown keys, wrong types, missing env vars. Exit 2 naming file, line and field."""
@@ -72,7 +73,9 @@ def validate(
 
     if not file.exists():  # the hint -c FILE gives (`agentlab config examples .`), not only "check the path"
         raise missing_config(file, optional=False)  # FILE is no option to leave out
-    command = command or _command_of(file)
+    if command is not None:  # given, even empty (`--command ''`): that schema or none, never the file's header
+        load_schema(command)
+    command = command if command is not None else _command_of(file)
     if command is None:
         read_config(file)  # an empty file, or one that is not YAML, says so: no schema would read it
         raise UsageError(f"{file}: cannot tell which command this config is for",

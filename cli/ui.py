@@ -30,11 +30,22 @@ def _bind_error(host: str, port: int) -> OSError | None:
     return None
 
 
+def _runs_folder(value: str) -> Path:
+    """--runs as typed: a file is refused, and so is an empty value (it became the current folder, served as the runs
+    folder)."""
+    if not value:
+        raise typer.BadParameter("empty; give the runs folder, or leave --runs out for $AGENTLAB_RUNS, else runs")
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise typer.BadParameter(f"dir {value!r} is a file.")
+    return path
+
+
 def ui(
     runs: Annotated[Path | None, typer.Option("--runs", help="The runs folder to show (every command's run folders "
                                               "under it); runs started from the UI go there too. Default: "
-                                              "$AGENTLAB_RUNS, else runs.", file_okay=False, show_default=False)
-                    ] = None,
+                                              "$AGENTLAB_RUNS, else runs.", parser=_runs_folder, metavar="<dir>",
+                                              show_default=False)] = None,
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to serve on.")] = 8501,
     host: Annotated[str, typer.Option("--host", help="Address to bind: 127.0.0.1 keeps it on this machine; "
                                       "0.0.0.0 serves every network interface (in a container).")] = "127.0.0.1",

@@ -133,3 +133,37 @@ def test_another_commands_config_is_one_line_naming_that_command(in_tmp: Path, c
     err = capsys.readouterr().err
     assert re.findall(r"typos\.yaml:(\d+):", err) == ["2", "4", "4", "5"], err  # pydantic's order was 5, 4, 2
     assert err.startswith("error: typos.yaml:2: rotes: unknown key (did you mean 'routes'?)")
+
+
+@pytest.mark.parametrize("command", ["compress", "debate", "eval", "evolve", "train-persona"])
+@pytest.mark.parametrize(("name", "why"), [("n" * 101, "101 characters, more than 100"),
+                                           (".hidden", "starts with '.' (a hidden folder)"), ("", "empty"),
+                                           ("a/b", "holds '/' or '\\'")])
+def test_validate_refuses_a_run_name_no_run_folder_takes(in_tmp: Path, capsys: pytest.CaptureFixture, command: str,
+                                                         name: str, why: str) -> None:
+    """`config validate FILE --set name=<101 characters>` said ok, then the command refused the name when it made
+    the run folder (`run name ...: not usable in a folder name`): the schema checks the same rule."""
+    file = in_tmp / "c.yaml"
+    file.write_text(f"# agentlab {command} -c FILE\nname: ok-name\n")
+    assert main(["config", "validate", str(file)]) == 0
+    capsys.readouterr()
+    assert main(["config", "validate", str(file), "--set", f"name={name}"]) == 2
+    assert f"error: --set name={name}: name: not usable in a folder name: {why}" in one_line(capsys)
+    file.write_text(f"# agentlab {command} -c FILE\nname: '{name}'\n")  # named by its line, as other fields are
+    assert main(["config", "validate", str(file)]) == 2
+    assert f"error: {file}:2: name: not usable in a folder name: {why}" in one_line(capsys)
+
+
+def test_validate_an_empty_command_is_refused_and_help_lists_the_schemas(in_tmp: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    """`--command ''` was ignored (the schema came from the file's first line, exit 0); the help of --command did not
+    say which schemas there are (`config show`'s did)."""
+    from agentlab.cli.config_cmd import CONFIG_MODELS
+
+    (in_tmp / "nas.yaml").write_text("# agentlab nas -c FILE\nname: mine\n")
+    assert main(["config", "validate", "nas.yaml", "--command", ""]) == 2
+    err = one_line(capsys)
+    assert "error: no config schema for ''" in err and f"choose one of: {', '.join(CONFIG_MODELS)}" in err
+    assert main(["config", "validate", "--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert f"Schema to use, one of: {', '.join(CONFIG_MODELS)}" in help_text

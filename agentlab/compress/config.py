@@ -12,7 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from agentlab.compress.objective import ConstraintSpec, Goal, ObjectiveSpec, contradictions, parse_objective
-from agentlab.core.config import ModelName, StrictModel
+from agentlab.core.config import ModelName, RunName, StrictModel
 from agentlab.core.errors import UsageError
 from agentlab.core.llm.config import RoutingRef
 from agentlab.core.search.kinds import CompressPlanner, describe
@@ -168,7 +168,7 @@ class CompressConfig(StrictModel):
         "name", "llm", "carbon_budget", "workspace", "mlflow", "checkpoints_mb",
         *(f"search.{key}" for key in CompressSearch.model_fields if key not in ("storage", "study_name")))
 
-    name: str = Field("compress", description="run name (folder suffix)")
+    name: RunName = Field("compress", description="run name (folder suffix)")
     model: ModelName = Field("smollm2-135m", description="the model to compress: the built-in smollm2-135m, a "
                        "transformers folder, a GGUF file (de-quantized once to a cached transformers folder, where "
                        "the experiments start) or a cached hub id")

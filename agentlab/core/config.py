@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 from urllib.parse import unquote
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 
 from agentlab.core.errors import ConfigError, UsageError
 from agentlab.core.files import read_text
@@ -566,6 +566,24 @@ def _step_annotation(annotation: Any, part: Any) -> Any:
     return None
 
 
+def _union_tags(model: type[BaseModel], loc: Path_, key: str) -> list[str]:
+    """The values of ``key`` that pick a member of the discriminated union at ``loc`` (pydantic's, as errors give
+    it): a provider's ``kind`` (openai, anthropic, ...), for an error that names them."""
+    current: Any = model
+    for part in loc:
+        current = _step_annotation(current, part)
+        if current is None:
+            return []
+    current = _unwrap(current)
+    tags: list[str] = []
+    for member in get_args(current) if get_origin(current) in (Union, UnionType) else ():
+        found = getattr(_unwrap(member), "model_fields", {}).get(key)
+        if found is not None:
+            values = get_args(found.annotation) if get_origin(found.annotation) is Literal else (found.default,)
+            tags += [str(v) for v in values if isinstance(v, str) and str(v) not in tags]
+    return tags
+
+
 def format_validation_error(exc: ValidationError, data: Any, source: _Source, model: type[BaseModel]) -> str:
     messages = []
     wrong_type: set[tuple[Any, ...]] = set()  # `float | int` refuses a word twice: said once (the first)
@@ -592,6 +610,16 @@ def format_validation_error(exc: ValidationError, data: Any, source: _Source, mo
                 # (on a tie, as `models: {a: {}}`'s "file: give exactly one of ...", the section's own field).
                 found = [_resolve_dotted(data, start, match.group(1)) for start in (loc, ())]
                 loc, msg = min(found, key=lambda path: _missing_parts(data, path)), match.group(2)
+        if err["type"] in ("union_tag_not_found", "union_tag_invalid"):  # pydantic's words for a missing `kind:`
+            key = str(err.get("ctx", {}).get("discriminator", "")).strip("'")
+            if key.isidentifier():  # a field's name (a callable discriminator always finds a tag)
+                tags = ", ".join(_union_tags(model, raw_loc, key))
+                if err["type"] == "union_tag_not_found":
+                    msg = f"missing `{key}:`" + (f" (one of: {tags})" if tags else "")
+                else:
+                    loc = (*loc, key)
+                    given = err["input"].get(key) if isinstance(err.get("input"), dict) else err["ctx"].get("tag")
+                    msg = f"unknown {key} {given!r}" + (f" (one of: {tags})" if tags else "")
         if err["type"] == "extra_forbidden":
             known = _field_names(model, raw_loc)
             typed = str(loc[-1]) if loc else ""
@@ -854,6 +882,41 @@ class FilePath:
 
 
 ModelName = Annotated[str, ModelPath()]
+
+RUN_NAME_MAX = 100  # characters: the run folder's name is <YYYYmmdd-HHMMSS>-<name>
+
+
+def run_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot end a run folder's name (``runs/<command>/<YYYYmmdd-HHMMSS>-<name>``), None when it can:
+    empty, hidden (a leading '.'), over ``RUN_NAME_MAX`` characters, a path separator, a character that is not
+    printable. The one rule of run names: the schemas' ``name`` fields (``RunName``) and the folder's creation."""
+    if not name:
+        return "empty"
+    if name.startswith("."):
+        return "starts with '.' (a hidden folder)"
+    if len(name) > RUN_NAME_MAX:
+        return f"{len(name)} characters, more than {RUN_NAME_MAX}"
+    if "/" in name or "\\" in name:
+        return "holds '/' or '\\'"
+    if not name.isprintable():
+        return "holds a character that is not printable (a tab, a line break, a control character)"
+    return None
+
+
+# the hint of a name the run folder refuses (core.runs.new_run_path)
+RUN_NAME_HINT = "use letters, digits, '-', '_' and '.' (set it with --set name=NAME)"
+
+
+def _run_name(value: str) -> str:
+    problem = run_name_problem(value)
+    if problem is not None:
+        raise ValueError(f"not usable in a folder name: {problem}; use letters, digits, '-', '_' and '.'")
+    return value
+
+
+# A run's name, the suffix of its folder's name: checked when the config is, so `config validate` refuses what the
+# run would (`run_name_problem`).
+RunName = Annotated[str, AfterValidator(_run_name)]
 
 
 def _absolute(value: Any) -> Any:

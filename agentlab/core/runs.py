@@ -38,11 +38,13 @@ from pydantic import BaseModel
 from agentlab.core import entry, files
 from agentlab.core.config import (
     REDACTED,
+    RUN_NAME_HINT,
     Flag,
     absolute_paths,
     dump_yaml,
     load_config,
     redact,
+    run_name_problem,
     scrub_text,
     secret_values,
 )
@@ -432,10 +434,9 @@ def _still_running(path: str | Path, info: dict[str, Any]) -> RunDirError:
 def new_run_path(command: str, name: str | None = None, root: str | Path | None = None) -> Path:
     """Where a new run of ``command`` goes: ``<root>/<command>/<YYYYmmdd-HHMMSS>-<name>`` (``-2``, ``-3``... after
     it when that folder exists already). ``RunDirError`` (exit 2) for a name that cannot be part of a folder name."""
-    if name is not None and (not name or name.startswith(".") or len(name) > 100
-                             or any(c in name for c in "/\\") or not name.isprintable()):
-        raise RunDirError(f"run name {name!r}: not usable in a folder name",
-                          hint="use letters, digits, '-', '_' and '.' (set it with --set name=NAME)")
+    problem = run_name_problem(name) if name is not None else None
+    if problem is not None:
+        raise RunDirError(f"run name {name!r}: not usable in a folder name: {problem}", hint=RUN_NAME_HINT)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     base = runs_root(root) / command
     path = base / f"{stamp}-{name or command}"

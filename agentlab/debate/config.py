@@ -12,7 +12,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, PrivateAttr, model_validator
 
-from agentlab.core.config import ModelName, StrictModel
+from agentlab.core.config import ModelName, RunName, StrictModel
 from agentlab.core.debate.rules import VISIBILITIES, Rule, Visibility
 from agentlab.core.llm.config import PARAMS_HELP, Params, RoutingRef
 
@@ -66,7 +66,7 @@ class DebateConfig(StrictModel):
         "debate": ("name", "rounds", "llm", "device", "eval"),
         "debate-eval": ("name", "llm", "device", "eval.limit", "eval.concurrency")}
 
-    name: str = Field("debate", description="run name (folder suffix)")
+    name: RunName = Field("debate", description="run name (folder suffix)")
     topic: str | None = Field(None, description="the question or topic to debate (`question` is the same)")
     question: str | None = Field(None, description="alias of topic")
     kind: Literal["auto", "numeric", "open", "text"] = Field(

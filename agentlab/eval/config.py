@@ -9,11 +9,11 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from agentlab.core.config import ModelPath, StrictModel
+from agentlab.core.config import ModelPath, RunName, StrictModel
 
 
 class EvalConfig(StrictModel):
-    name: str = Field("eval", description="run name (folder suffix)")
+    name: RunName = Field("eval", description="run name (folder suffix)")
     backend: Literal["lm-eval", "lighteval"] = Field("lm-eval", description="the evaluation library: lm-eval "
                                                      "(lm-evaluation-harness). lighteval is refused with the reason: "
                                                      "it is not one of agentlab's dependencies; "

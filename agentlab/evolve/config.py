@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from agentlab.core.config import ModelName, StrictModel
+from agentlab.core.config import ModelName, RunName, StrictModel
 from agentlab.core.search.settings import StorageURL
 
 Search = Literal["ga", "cmaes", "random", "uniform", "task_arithmetic", "ties"]
@@ -72,7 +72,7 @@ class EvolveConfig(StrictModel):
     # already scored.
     RESUME_MAY_CHANGE: ClassVar[tuple[str, ...]] = ("name", "workers", "batch", "device")
 
-    name: str = Field("evolve", description="run name (folder suffix)")
+    name: RunName = Field("evolve", description="run name (folder suffix)")
     base_model: ModelName = Field("smollm2-135m", description="the base model every adapter belongs to: the built-in "
                             "smollm2-135m, a transformers folder, a GGUF file or a cached hub id")
     seeds: list[Path] = Field(default_factory=list, description="the adapters the population is seeded from (PEFT "

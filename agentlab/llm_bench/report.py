@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from agentlab.core.errors import pip_install
 from agentlab.core.runs import save_figure
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def save_chart(models: list[dict[str, Any]], path: Path) -> Path | None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        log.warning("matplotlib is not installed: no chart (pip install 'agentlab[plot]')")
+        log.warning("matplotlib is not installed: no chart (%s)", pip_install("plot"))
         return None
     rows = [m for m in models if m["available"]]
     if not rows:
@@ -126,7 +127,7 @@ def render_report(results: dict[str, Any], run_path: Path) -> str:
     level_rows = [(m["name"], lv) for m in models for lv in m.get("levels", [])]
     if level_rows:
         lines += ["", "## By concurrency", "",
-                  "| model | concurrency | ok | latency p50 | requests/s | output tokens/s |",
+                  "| model | concurrency | ok | latency p50 | requests/s | throughput tokens/s |",
                   "|---|---|---|---|---|---|"]
         for name, lv in level_rows:
             lines.append(f"| {name} | {lv['concurrency']} | {lv['ok']}/{lv['requests']} | "

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from agentlab.core.config import StrictModel
+from agentlab.core.config import RunName, StrictModel
 from agentlab.core.errors import ConfigError
 from agentlab.core.search.kinds import NasPlanner, describe
 from agentlab.core.search.settings import LLMPlannerSettings, StorageURL, WarmStartSpec
@@ -298,7 +298,7 @@ class NASConfig(StrictModel):
         *(f"search.{key}" for key in SearchConfig.model_fields if key not in ("space", "storage", "study_name")),
         "objective.timeout_s", "objective.keep_failed", "objective.sandbox", "objective.unreviewed_changes")
 
-    name: str = Field("nas", description="run name (folder suffix)")
+    name: RunName = Field("nas", description="run name (folder suffix)")
     data: DataConfig = Field(default_factory=DataConfig, description="dataset and windows")
     model: ModelConfig = Field(default_factory=ModelConfig, description="the base Informer config the search starts "
                                "from")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 from pydantic import Field, create_model, model_validator
 
-from agentlab.core.config import StrictModel
+from agentlab.core.config import RunName, StrictModel
 from agentlab.core.errors import MissingPackage
 from agentlab.core.llm.config import PARAMS_HELP, CacheType, Params, ResourceConfig, check_local_params
 from agentlab.core.models.builtin import builtin_for_upstream, builtin_path, is_builtin
@@ -275,7 +275,7 @@ class BasePipeline(StrictModel):
 
 class PipelineConfig(StrictModel):
     # The same pattern as stage names: the name becomes part of a folder name and is printed on the terminal.
-    name: str = Field("pipeline", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="names the run folder: "
+    name: RunName = Field("pipeline", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="names the run folder: "
                       "runs/pipeline/<timestamp>-<name> (letters, digits, _ . -)")
     base_pipeline: BasePipeline = Field(default_factory=BasePipeline, description="the stages run by default; "
                                         "`--stage` appends ad-hoc ones")

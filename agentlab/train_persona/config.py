@@ -12,7 +12,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from agentlab.core.config import ModelName, StrictModel
+from agentlab.core.config import ModelName, RunName, StrictModel
 from agentlab.core.skills import DATA_DIR
 from agentlab.core.tracking import TrackingURI, tracking_field
 
@@ -100,7 +100,7 @@ class TrainPersonaConfig(StrictModel):
         "name", "out", "force", "mlflow", "eval", "train.max_steps", "train.epochs", "train.save_steps",
         "train.logging_steps", "train.threads", "train.gradient_checkpointing")
 
-    name: str | None = Field(None, description="run name (folder suffix); empty: the --out folder's name, else the "
+    name: RunName | None = Field(None, description="run name (folder suffix); empty: the --out folder's name, else the "
                              "data's (persona_a, skill_units, chats for chats.jsonl)")
     base_model: ModelName = Field("smollm2-135m", description="base model: the built-in smollm2-135m, a local "
                             "transformers folder, a GGUF file, or an HF hub id already in the local hub cache")

@@ -72,10 +72,13 @@ def validate(data: dict[str, Any], models: ModelsConfig) -> PipelineConfig:
     if not data["base_pipeline"]["stages"]:
         raise ConfigError("the pipeline has no stages", hint="add a stage")
     try:
-        return load_config(None, pipeline_checked(models.models), base=data, schema="pipeline")
+        checked = load_config(None, pipeline_checked(models.models), base=data, schema="pipeline")
     except ConfigError as exc:  # the form has no file and lines: name the field alone
         message = "\n".join(line.removeprefix("config: ") for line in exc.message.splitlines())
-        raise ConfigError(message, hint="change it in the form (stages count from 0)") from None
+        stages = any(line.startswith("base_pipeline.stages") for line in message.splitlines())
+        raise ConfigError(message, hint="change it in the form" + (" (stages count from 0)" if stages else "")
+                          ) from None
+    return checked
 
 
 def header(models_path: Path, pipeline_path: Path) -> str:
@@ -94,7 +97,8 @@ def pipeline_yaml(data: dict[str, Any], models: ModelsConfig, models_path: Path,
 def save(data: dict[str, Any], models: ModelsConfig, models_path: Path, pipeline_path: Path, *,
          overwrite: bool = False) -> Path:
     """Write the validated pipeline to ``pipeline_path`` (atomically). An existing file is replaced only with
-    ``overwrite``; a folder, or a path whose parent folder is missing, is a ``UsageError``."""
+    ``overwrite``; a folder, a path whose parent folder is missing, or one the file cannot be written to (no
+    permission, a full disk) is a ``UsageError``."""
     text = pipeline_yaml(data, models, models_path, pipeline_path)
     if pipeline_path.is_dir():
         raise UsageError(f"{pipeline_path}: is a folder", hint="give a file name ending in .yaml")
@@ -102,5 +106,9 @@ def save(data: dict[str, Any], models: ModelsConfig, models_path: Path, pipeline
         raise UsageError(f"{pipeline_path.parent}: no such folder", hint="create it first, or save elsewhere")
     if pipeline_path.exists() and not overwrite:
         raise UsageError(f"{pipeline_path}: exists", hint="tick 'overwrite' to replace it, or choose another name")
-    atomic_write_text(pipeline_path, text)
+    try:
+        atomic_write_text(pipeline_path, text)
+    except OSError as exc:  # a folder no file can be made in (/proc), not ours to write, a full disk: one line
+        raise UsageError(f"{pipeline_path}: cannot be written ({exc.strerror or exc})",
+                         hint="save it in a folder you can write to, e.g. configs/") from None
     return pipeline_path

@@ -58,10 +58,15 @@ class Job:
         return text[-tail:]
 
     def error(self) -> str:
-        """The command's `error:` line and hint, or the end of its output."""
+        """The command's error line (its ``error:`` left out: the page's red box says it) and hint, or the end of its
+        output."""
         lines = self.output().splitlines()
         first = next((i for i, line in enumerate(lines) if line.startswith("error:")), None)
-        return "\n".join(lines[first:first + 2] if first is not None else lines[-3:])
+        if first is None:
+            return "\n".join(lines[-3:])
+        # a config's error names each bad field on a line of its own: every line up to the hint
+        end = next((i for i in range(first + 1, len(lines)) if lines[i].startswith("hint:")), first + 1)
+        return "\n".join([lines[first].removeprefix("error:").strip(), *lines[first + 1:end + 1]])
 
     def wait(self, timeout: float | None = None) -> int:
         return self.process.wait(timeout)

@@ -13,10 +13,10 @@ from typing import Any
 import streamlit as st
 
 from agentlab.core.config import load_config
-from agentlab.core.errors import AgentlabError
+from agentlab.core.errors import AgentlabError, ConfigError, shell_word
 from agentlab.core.files import human_size
 from agentlab.core.models.builtin import builtin_status
-from agentlab.core.runs import runs_root
+from agentlab.core.runs import DEFAULT_RUNS_ROOT, runs_root
 from agentlab.pipeline.config import PipelineConfig, execution_order
 from agentlab.pipeline.load import DEFAULT_PIPELINE, load_models, prepare
 from agentlab.pipeline.models import check_models
@@ -29,6 +29,14 @@ DEFAULT_MODELS = "configs/models.yaml"
 # --------------------------------------------------------------------------- Runs
 
 
+def _start_command(root: Path) -> str:
+    """A command that starts a run under ``root``: the runs go to $AGENTLAB_RUNS, else ./runs (``runs_root``), so a
+    --runs folder other than ./runs is named in the command."""
+    command = "agentlab nas --max-iterations 2"
+    return command if root.absolute() == DEFAULT_RUNS_ROOT.absolute() else \
+        f"AGENTLAB_RUNS={shell_word(root.absolute())} {command}"
+
+
 def runs_page() -> None:
     root = runs_root()
     st.title("Runs")
@@ -36,7 +44,7 @@ def runs_page() -> None:
     if not rows:
         where = (f"no run folders under {root.absolute()}/ yet" if root.is_dir() else
                  f"{root.absolute()} does not exist (a typo in --runs?); it is made when a run starts there")
-        st.info(f"{where}: start one from the shell (`agentlab nas --max-iterations 2`) or from the Pipeline pages")
+        st.info(f"{where}: start one from the shell (`{_start_command(root)}`) or from the Pipeline pages")
         return
     left, middle, right, button = st.columns([4, 4, 5, 1], vertical_alignment="bottom")
     commands = left.multiselect("Command", sorted({r.command for r in rows}), key="runs_commands")
@@ -48,10 +56,11 @@ def runs_page() -> None:
     st.dataframe([r.cells() for r in shown], hide_index=True)
     ids = [r.id for r in shown]
     wanted = st.query_params.get("run")
-    if wanted and wanted not in ids:  # a link to a run that is gone, or filtered out
-        st.warning(render.plain(f"?run={wanted}: no such run folder under {root.absolute()}/"
-                                if wanted not in {r.id for r in rows} else f"?run={wanted}: hidden by the filters "
-                                "above"))
+    if wanted and wanted not in ids:  # a link to a run that is gone, or filtered out, or to no run folder
+        folder = root / wanted
+        st.warning(render.plain(f"?run={wanted}: hidden by the filters above" if wanted in {r.id for r in rows} else
+                                f"?run={wanted}: {runs.no_run_json(folder.absolute())}" if folder.is_dir() else
+                                f"?run={wanted}: no such run folder under {root.absolute()}/"))
     chosen = st.selectbox("Open a run", ids, index=ids.index(wanted) if wanted in ids else None,
                           placeholder="choose a run folder", key=f"runs_open_{wanted}")
     if chosen is None:
@@ -98,11 +107,16 @@ def base_page() -> None:
     pipeline_file = right.text_input("Pipeline file", str(DEFAULT_PIPELINE), key="base_pipeline")
     loaded = None
     try:
+        if not Path(pipeline_file).exists():  # the CLI's hint offers to leave --pipeline out: no option here
+            raise ConfigError(f"{pipeline_file}: pipeline file not found",
+                              hint="check the path, or build one on the Manual page; `agentlab config examples .` "
+                              "writes configs/pipeline.yaml")
         loaded = prepare(models_file, pipeline_file)
     except AgentlabError as exc:
         render.error(exc)
     if loaded is not None:
-        st.markdown(f"**{loaded.name}**: {len(loaded.pipeline.base_pipeline.stages)} stages")
+        count = len(loaded.pipeline.base_pipeline.stages)
+        st.markdown(f"**{loaded.name}**: {count} stage{'' if count == 1 else 's'}")
         st.dataframe(_stage_rows(loaded.pipeline.base_pipeline.stages), hide_index=True)
     text = st.text_area("Input", key="base_input", placeholder="Name three uses of a paperclip.")
     if st.button("Run", key="base_run", type="primary", disabled=loaded is None) and _has_input(text):

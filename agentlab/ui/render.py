@@ -11,7 +11,7 @@ import streamlit as st
 
 from agentlab.core.agent import approval
 from agentlab.core.errors import AgentlabError
-from agentlab.core.runs import RUNNING, runs_root
+from agentlab.core.runs import FAILED, RUNNING, runs_root
 from agentlab.ui import jobs, runs, views
 from agentlab.ui.jobs import Job
 
@@ -65,8 +65,10 @@ def _live(path: str, root: str) -> None:
 def _detail(row: runs.RunRow) -> None:
     st.subheader(row.id)
     cells = row.cells()
-    st.caption(f"{row.command} · {cells['status']} · started {cells['started']} · {runs.duration(row.seconds)}"
-               + (f" · {row.result}" if row.result else ""))
+    # what is known, no empty fields: a damaged run.json is `damaged`, and the warning below says why
+    st.caption(" · ".join(part for part in (row.command, cells["status"], cells["started"] and
+                                            f"started {cells['started']}", runs.duration(row.seconds), row.result)
+                          if part))
     if row.waiting():
         _approval(row)
     if row.status == RUNNING:
@@ -80,7 +82,7 @@ def _detail(row: runs.RunRow) -> None:
     default = view[0] if view and row.status == RUNNING else "Report"
     tabs = dict(zip(names, st.tabs(names, default=default), strict=True))
     with tabs["Report"]:
-        _report(row.path)
+        _report(row)
     if view:
         with tabs[view[0]]:
             view[1](row.path)
@@ -96,7 +98,10 @@ def _detail(row: runs.RunRow) -> None:
             _text_file(row.path / name, "yaml")
     with tabs["Events"]:
         events = runs.event_rows(row.path)
-        st.caption(f"the last {len(events)} events of events.jsonl")
+        unread = runs.unreadable_lines(row.path / "events.jsonl")
+        st.caption(f"the last {len(events)} events of events.jsonl" + (
+            f"; {unread} line{'s' if unread != 1 else ''} of it could not be read (not a JSON object: torn by a "
+            "crash, or edited) and are left out" if unread else ""))
         st.dataframe(events, hide_index=True)
 
 
@@ -151,13 +156,19 @@ def _text_file(path: Path, language: str) -> None:
         st.code(text, language=language)
 
 
-def _report(path: Path) -> None:
+def _report(row: runs.RunRow) -> None:
+    path = row.path
     try:
         parts = runs.report_parts(path)
     except AgentlabError as exc:
         error(exc)
         return
-    if not parts:
+    advice = None if parts or row.waiting() else runs.continue_advice(row)  # waiting: the approval above says it
+    if advice is not None:  # it stopped: no report.md is coming unless it goes on
+        why = ("the run was interrupted (Ctrl-C, a kill, or its process died) before it finished"
+               if row.status != FAILED else f"the run failed ({plain(row.error)})" if row.error else "the run failed")
+        st.warning(f"{why}, so it wrote no report.md; {runs.shown(advice)}", icon=":material/pause_circle:")
+    elif not parts:
         st.caption("no report.md yet (the command writes it when it finishes)")
     for kind, value in parts:
         if kind == "image":
@@ -247,11 +258,26 @@ def _compress(path: Path) -> None:
     st.dataframe(points, hide_index=True)
 
 
+def _dashed(rows: list[dict[str, Any]]) -> Any:
+    """``rows`` as a table whose missing values show as ``-`` (as report.md writes them), not ``None``: the numbers
+    stay numbers (the table sorts them as such), only their display is text."""
+    import pandas as pd  # type: ignore[import-untyped]  # streamlit's own dependency
+
+    def shown(value: Any) -> str:
+        if value is None or (isinstance(value, float) and value != value):  # None, or pandas' NaN for it
+            return "-"
+        return str(round(value, 3)) if isinstance(value, float) else str(value)
+
+    return pd.DataFrame(rows).style.format(shown)
+
+
 def _bench(path: Path) -> None:
     table, levels = views.bench_rows(path)
-    st.dataframe(table, hide_index=True)
-    st.caption("per concurrency level")
-    st.dataframe(levels, hide_index=True)
+    st.dataframe(_dashed(table), hide_index=True)
+    st.caption(f"per concurrency level; {views.PER_REQUEST_SPEED}: one request's output tokens over its time after "
+               f"the first token, the median over the requests; {views.THROUGHPUT}: the output tokens of all the "
+               "level's requests over its wall time (report.md's output tokens/s)")
+    st.dataframe(_dashed(levels), hide_index=True)
 
 
 def _pipeline(path: Path) -> None:
@@ -321,7 +347,7 @@ def _job_live(key: str) -> None:
 
 def _job_done(job: Job) -> None:
     if job.state == "failed":
-        st.error(job.error() or f"exit code {job.returncode}", icon=":material/error:")
+        st.error((job.error() or f"exit code {job.returncode}").replace("\n", "  \n"), icon=":material/error:")
         with st.expander("command output"):
             st.code(job.output(), language=None)
         return

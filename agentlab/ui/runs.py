@@ -7,6 +7,7 @@ is left empty and named in ``problems``, so one damaged run never hides the othe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -16,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.agent import approval
-from agentlab.core.errors import AgentlabError
+from agentlab.core.errors import AgentlabError, shell_word
 from agentlab.core.files import read_json, read_text
-from agentlab.core.runs import INTERRUPTED, RUNNING, live_jsonl, run_status
+from agentlab.core.runs import FAILED, INTERRUPTED, RUNNING, command_words, live_jsonl, run_status
 
 PLOT_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg")
+DAMAGED = "damaged"  # the status of a folder whose run.json is missing or unreadable
 # Every form of image Markdown has: inline ``![alt](url "title")`` (the URL maybe in <>, a title in "", '' or ()),
 # by reference ``![alt][ref]``, ``![alt][]`` and ``![alt]`` (with a definition line ``[ref]: url "title"``), and an
 # HTML ``<img src=...>``.
@@ -46,6 +48,7 @@ class RunRow:
     seconds: float | None
     result: str
     problems: dict[str, str] = field(default_factory=dict)
+    error: str | None = None  # run.json's error: why a failed run stopped
 
     def waiting(self) -> bool:
         """Stopped at an approval of --approve (the question in the agent's checkpoint), for the UI to answer."""
@@ -100,13 +103,21 @@ def duration(seconds: float | None) -> str:
     return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
 
 
+def no_run_json(path: Path) -> str:
+    """What a folder without run.json is, where a run folder was expected."""
+    return f"{path}: no run.json (not a run folder, or its start was cut short)"
+
+
 def read_run(path: Path, root: Path) -> RunRow:
-    """One run folder: run.json (command, status as it really is, times) and the key result of results.json."""
+    """One run folder: run.json (command, status as it really is, times) and the key result of results.json. A
+    run.json that is missing, not JSON or no object makes the status ``damaged``."""
     problems: dict[str, str] = {}
     info = _read(path / "run.json", problems)
     info = info if isinstance(info, dict) else {}
     if "run.json" not in problems and not info:
-        problems["run.json"] = f"{path / 'run.json'}: expected a JSON object"
+        problems["run.json"] = (f"{path / 'run.json'}: expected a JSON object" if (path / "run.json").is_file()
+                                else no_run_json(path))
+    damaged = "run.json" in problems
     info = dict(info)
     for key in ("command", "status", "started", "ended"):  # a field of the wrong type: named, left empty
         value = info.get(key)
@@ -115,7 +126,7 @@ def read_run(path: Path, root: Path) -> RunRow:
             problems.setdefault("run.json", f"{path / 'run.json'}: {key} is {value!r}, not "
                                 + ("a string" if wrong else "an ISO date and time"))
             info[key] = None
-    status = str(info.get("status") or "unknown")
+    status = DAMAGED if damaged else str(info.get("status") or "unknown")
     if status == RUNNING:
         status = run_status(path, info)  # `running` whose process died is `interrupted`
     started, ended = _time(info.get("started")), _time(info.get("ended"))
@@ -131,15 +142,23 @@ def read_run(path: Path, root: Path) -> RunRow:
         result = key_result(command, results) if isinstance(results, dict) else ""
     except (KeyError, TypeError, ValueError, IndexError, AttributeError):
         result, problems["results.json"] = "", f"{path / 'results.json'}: not the results of a '{command}' run"
+    error = info.get("error")
     return RunRow(shown(str(path.relative_to(root))), path, command, status, info.get("started"), info.get("ended"),
-                  seconds, result, problems)
+                  seconds, result, problems, error if isinstance(error, str) else None)
 
 
 def find_runs(root: Path) -> list[Path]:
-    """Every run folder under ``root`` (one or two levels down), newest start first by folder name."""
+    """Every run folder under ``root`` (one or two levels down), newest start first by folder name. A folder in a
+    command's folder (``runs/nas/x``) without run.json is one too (a run whose start was cut short, or a copy that
+    lost its run.json): listed, as damaged, not left out."""
     if not root.is_dir():
         return []
     found = {p.parent for pattern in ("*/run.json", "*/*/run.json") for p in root.glob(pattern) if p.is_file()}
+    commands = {p.parent for p in found if p.parent != root} | {root / name for name in _KEY_RESULTS}
+    for folder in commands:
+        if folder.is_dir() and not (folder / "run.json").is_file():  # not a run folder (--out) with subfolders
+            with contextlib.suppress(OSError):
+                found |= {p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
     return sorted(found, key=lambda p: (p.name, str(p)), reverse=True)
 
 
@@ -155,6 +174,25 @@ def filter_runs(rows: Iterable[RunRow], *, commands: Iterable[str] = (), statuse
     commands, statuses, needle = set(commands), set(statuses), text.strip().lower()
     return [r for r in rows if (not commands or r.command in commands) and (not statuses or r.status in statuses)
             and (not needle or needle in r.id.lower() or needle in r.result.lower())]
+
+
+# the subcommand that has --resume, where it is not the command's name (`command_words`) itself
+_RESUME_WORDS = {"evolve": "evolve run"}
+
+
+def continue_advice(row: RunRow) -> str | None:
+    """How to go on with a run that stopped before it finished (``interrupted`` or ``failed``): the command line that
+    resumes its folder, or the command's own advice when it has no --resume (``cli.commands.continue_with``); None
+    for a run that did not stop so, or of a command this does not know."""
+    from agentlab.cli.commands import RESUME_ADVICE, continue_with
+
+    if row.status not in (INTERRUPTED, FAILED) or row.command not in _KEY_RESULTS:
+        return None
+    advice = continue_with(row.command)
+    if advice != RESUME_ADVICE:
+        return advice or f"`agentlab {command_words(row.command)}` has no --resume: run it again"
+    words = _RESUME_WORDS.get(row.command, command_words(row.command))
+    return f"continue it with `agentlab {words} --resume {shell_word(row.path.absolute())}`"
 
 
 # --------------------------------------------------------------------------- the key result of each command
@@ -298,6 +336,25 @@ def read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
     ``limit``: only the last ones."""
     records = list(live_jsonl(path))
     return records[-limit:] if limit else records
+
+
+def unreadable_lines(path: Path) -> int:
+    """How many whole lines of a JSONL file are no JSON object (``read_jsonl`` skips them): a line torn by a crash
+    that a later append ran into, an edit. A last line without its newline is not counted: a live run may be
+    writing it."""
+    bad = 0
+    if not path.is_file():
+        return bad
+    with contextlib.suppress(OSError), open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if not line.endswith("\n") or not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            bad += not isinstance(record, dict)
+    return bad
 
 
 def event_rows(path: Path, limit: int = 500) -> list[dict[str, Any]]:

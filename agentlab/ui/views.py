@@ -371,9 +371,17 @@ def compress_points(path: Path) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- llm-bench
 
 
+# results.json's output_tokens_per_s: the median over requests of one request's decode speed (its output tokens over
+# its time after the first token); a level's throughput_tokens_per_s: every output token of the level over its wall
+# time (what report.md's "By concurrency" table calls output tokens/s). Two numbers: two names.
+PER_REQUEST_SPEED = "tokens/s per request (p50)"
+THROUGHPUT = "throughput tokens/s"
+
+
 def bench_rows(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(one row per model, one row per model and concurrency level): availability, TTFT and latency percentiles in
-    ms, output tokens/s."""
+    ms, the decode speed of one request (``PER_REQUEST_SPEED``) and, per level, the throughput of all its requests
+    together (``THROUGHPUT``)."""
     models = [m for m in _dict(json_file(path / "results.json")).get("models") or [] if isinstance(m, dict)]
 
     def ms(value: Any) -> float | None:
@@ -382,12 +390,13 @@ def bench_rows(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     def timing(m: dict[str, Any]) -> dict[str, Any]:
         ttft, lat = _dict(m.get("ttft_s")), _dict(m.get("latency_s"))
         return {"TTFT p50 (ms)": ms(ttft.get("p50")), "p50 (ms)": ms(lat.get("p50")), "p90 (ms)": ms(lat.get("p90")),
-                "p99 (ms)": ms(lat.get("p99")), "tokens/s": m.get("output_tokens_per_s")}
+                "p99 (ms)": ms(lat.get("p99")), PER_REQUEST_SPEED: m.get("output_tokens_per_s")}
 
     table = [{"model": m.get("name"), "available": "yes" if m.get("available") else f"no: {m.get('error_kind')}",
               "ok": f"{m.get('ok')}/{m.get('requests')}", **timing(m)} for m in models]
     levels = [{"model": m.get("name"), "concurrency": lv.get("concurrency"),
-               "ok": f"{lv.get('ok')}/{lv.get('requests')}", **timing(lv), "requests/s": lv.get("requests_per_s")}
+               "ok": f"{lv.get('ok')}/{lv.get('requests')}", **timing(lv), "requests/s": lv.get("requests_per_s"),
+               THROUGHPUT: lv.get("throughput_tokens_per_s")}
               for m in models for lv in m.get("levels") or [] if isinstance(lv, dict)]
     return table, levels
 

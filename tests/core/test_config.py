@@ -478,3 +478,43 @@ def test_a_pair_given_as_one_value_says_list_not_tuple(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, "span: [0.1, 0.2, 0.3]\n"), Ranged)
     assert "cfg.yaml:1: span: List should have at most 2 items after validation, not 3" in info.value.message
+
+
+def test_a_provider_without_or_with_an_unknown_kind_names_the_kinds(tmp_path: Path) -> None:
+    """A provider with no `kind:` said pydantic's "Unable to extract tag using discriminator 'kind'", and one of an
+    unknown kind "Input tag ... found using 'kind' does not match any of the expected tags"."""
+    path = tmp_path / "llm.yaml"
+    path.write_text("providers:\n  p:\n    base_url: http://x\n  q:\n    base_url: http://x\n    kind: openai-ish\n"
+                    "  r: {kind: 5}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, LLMConfig)
+    kinds = "openai, anthropic, scripted, llama_cpp, hf"
+    assert err.value.message.splitlines() == [
+        f"{path}:2: providers.p: missing `kind:` (one of: {kinds})",
+        f"{path}:6: providers.q.kind: unknown kind 'openai-ish' (one of: {kinds})",
+        f"{path}:7: providers.r.kind: unknown kind 5 (one of: {kinds})"]
+
+
+def test_run_names_follow_the_run_folders_rule(tmp_path: Path) -> None:
+    """A schema's `name` (``RunName``) refuses what the run folder cannot be named, and only that: `config validate`
+    said ok to names the run then refused."""
+    from agentlab.core.config import RunName, run_name_problem
+    from agentlab.core.errors import RunDirError
+    from agentlab.core.runs import new_run_path
+
+    class Named(StrictModel):
+        name: RunName = "x"
+
+    for name in ["n" * 100, "n" * 101, ".hidden", "a b", "", "a/b", "a\\b", "tab\there", "line\nbreak", "café",
+                 "v1.2_x-y"]:
+        try:
+            new_run_path("nas", name, tmp_path)
+            made = True
+        except RunDirError:
+            made = False
+        assert (run_name_problem(name) is None) == made, name
+        if made:
+            assert load_config(None, Named, base={"name": name}).name == name
+        else:
+            with pytest.raises(ConfigError, match=r"name: not usable in a folder name: "):
+                load_config(None, Named, base={"name": name})

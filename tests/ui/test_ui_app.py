@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from ui_helpers import all_runs, hold_lock, models_file, own_nas_run, run_folder, running_nas, step_record  # noqa: E402, E501
 
 from agentlab.ui import APP, views  # noqa: E402
+from agentlab.ui.render import plain  # noqa: E402
 
 
 def app(**query: str) -> AppTest:
@@ -104,12 +105,58 @@ def test_a_damaged_run_is_named_not_a_crash(in_tmp: Path) -> None:
     assert not at.exception and "\\!\\[x\\](https://example.com/p.png): no such run" in texts(at, "warning")
 
 
-def test_no_runs_says_how_to_start_one(in_tmp: Path) -> None:
+def test_no_runs_says_how_to_start_one(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = app()  # no runs/ at all: said so (a typo'd --runs said "no run folders under it yet")
     assert not at.exception and "runs does not exist (a typo in --runs?)" in texts(at, "info")
+    assert "start one from the shell (`agentlab nas --max-iterations 2`)" in texts(at, "info")  # ./runs: the default
     (in_tmp / "runs").mkdir()
     at = app()
     assert not at.exception and "no run folders under" in texts(at, "info")
+    # another --runs folder (`agentlab ui --runs DIR` sets AGENTLAB_RUNS): the command said wrote to ./runs instead
+    monkeypatch.setenv("AGENTLAB_RUNS", str(in_tmp / "my runs"))
+    at = app()
+    assert not at.exception
+    assert f"(`AGENTLAB_RUNS='{in_tmp / 'my runs'}' agentlab nas --max-iterations 2`)" in texts(at, "info")
+
+
+def test_a_stopped_run_says_how_to_continue_and_a_damaged_one_says_so(in_tmp: Path) -> None:
+    """An interrupted run's Report tab said only "no report.md yet (the command writes it when it finishes)"; a
+    folder without run.json was "no such run folder"; a run.json that is not JSON gave the header
+    "nas · unknown · started  · " with empty fields; a torn line of events.jsonl was left out silently."""
+    root = in_tmp / "runs"
+    stopped = run_folder(root, "nas", "20260102-100000-stopped", status="interrupted",
+                         events=[{"kind": "trial"}, {"kind": "trial"}])
+    (stopped / "events.jsonl").write_text('{"kind": "trial"}\n{"kind": "tri\n{"kind": "trial"}\n')
+    failed = run_folder(root, "evolve", "20260102-110000-failed", status="failed")
+    info = json.loads((failed / "run.json").read_text())
+    (failed / "run.json").write_text(json.dumps({**info, "error": "ValueError: no seeds"}))
+    at = app(run="nas/20260102-100000-stopped")
+    assert not at.exception
+    assert (f"the run was interrupted (Ctrl-C, a kill, or its process died) before it finished, so it wrote no "
+            f"report.md; continue it with `agentlab nas --resume {stopped.absolute()}`") in texts(at, "warning")
+    assert "no report.md yet" not in texts(at, "caption")
+    assert ("the last 2 events of events.jsonl; 1 line of it could not be read (not a JSON object: torn by a crash, "
+            "or edited) and are left out") in texts(at, "caption")
+    at = app(run="evolve/20260102-110000-failed")
+    assert (f"the run failed (ValueError: no seeds), so it wrote no report.md; continue it with `agentlab evolve run "
+            f"--resume {failed.absolute()}`") in texts(at, "warning")
+
+    (root / "nas" / "20260102-120000-cut").mkdir()
+    at = app(run="nas/20260102-120000-cut")  # listed, and opened as damaged
+    assert not at.exception and "nas/20260102-120000-cut" in list(at.dataframe[0].value["run"])
+    assert texts(at, "caption").splitlines()[1] == "nas · damaged"
+    assert plain(f"{root / 'nas' / '20260102-120000-cut'}: no run.json (not a run folder, or its start was cut "
+                 "short)") in texts(at, "warning")
+    (root / "elsewhere").mkdir()  # not in a command's folder: not listed, but a link to it says what it is
+    at = app(run="elsewhere")
+    assert not at.exception
+    assert plain(f"?run=elsewhere: {root / 'elsewhere'}: no run.json (not a run folder, or its start was cut "
+                 "short)") in texts(at, "warning")
+    torn = run_folder(root, "nas", "20260102-130000-torn")
+    (torn / "run.json").write_text('{"command": "nas", "sta')
+    at = app(run="nas/20260102-130000-torn")
+    assert not at.exception and texts(at, "caption").splitlines()[1] == "nas · damaged"
+    assert "run.json" in texts(at, "warning")
 
 
 def test_models_page_is_the_models_check(in_tmp: Path, tiny_model: dict[str, Path]) -> None:
@@ -295,12 +342,16 @@ def test_a_pipeline_name_too_long_for_a_folder_is_the_forms_error(in_tmp: Path, 
     (in_tmp / "configs" / "pipeline.yaml").write_text(f"name: {name}\nbase_pipeline:\n  stages:\n"
                                                       "    - {name: first, model: a}\n")
     at = page(which)
-    if which == "manual":
+    if which == "manual":  # the form refuses the name itself, as `config validate` would: nothing to run or save
         at.text_input(key="manual_name").input(name).run()
-    at.text_area(key=f"{which}_input").input("Hello.")
-    at.button(key=f"{which}_run").click().run()
+        assert not at.exception
+        assert "name: not usable in a folder name: 101 characters, more than 100" in texts(at, "error")
+        assert at.button(key="manual_run").disabled and at.button(key="manual_save").disabled
+        return
+    # the pipeline file is refused when it is read, as `config validate` refuses it: nothing to run
     assert not at.exception
-    assert f"run name '{name}': not usable in a folder name" in texts(at, "error")
+    assert "name: not usable in a folder name: 101 characters, more than 100" in texts(at, "error")
+    assert at.button(key=f"{which}_run").disabled
     assert f"job_{which}" not in at.session_state and not (in_tmp / "runs").exists()
 
 
@@ -337,3 +388,55 @@ def test_damaged_pipeline_files_are_named_on_the_runs_and_history_pages(in_tmp: 
     assert shown == {"20260105-000000-damaged": "damaged", "20260105-000001-file": "completed",
                      "20260105-000002-fine": "completed", "20260105-000003-no-info": "? run.json"}
     assert shown == {s["id"]: Text.from_markup(_state(s)).plain for s in list_sessions()}  # the CLI's status
+
+
+def test_the_latency_tables_say_which_tokens_per_s_and_a_dash_for_no_value(in_tmp: Path) -> None:
+    """The per-concurrency table called the per-request speed "tokens/s", where report.md's table calls the level's
+    throughput "output tokens/s" (other numbers), and had no throughput; a dead model's cells said None, where the
+    report says -."""
+    import pyarrow as pa
+
+    all_runs(in_tmp / "runs")
+    at = app(run="llm-bench/20260102-140000-llm-bench")
+    assert not at.exception
+
+    def shown(index: int) -> list[dict[str, Any]]:
+        styler = at.dataframe[index].proto.arrow_data.styler
+        return pa.ipc.open_stream(styler.display_values).read_all().to_pylist()
+
+    models, levels = shown(1), shown(2)
+    assert models[1]["model"] == "dead" and models[1]["p50 (ms)"] == "-"
+    assert models[1]["tokens/s per request (p50)"] == "-" and models[0]["tokens/s per request (p50)"] == "50.0"
+    assert (levels[0]["tokens/s per request (p50)"], levels[0]["throughput tokens/s"]) == ("50.0", "180.0")
+    assert list(at.dataframe[1].value["p50 (ms)"])[0] == 100.0  # still a number underneath (it sorts as one)
+    assert "throughput tokens/s: the output tokens of all the level's requests over its wall time" in \
+        texts(at, "caption")
+
+
+def test_base_page_counts_stages_and_a_missing_file_offers_no_option_to_leave_out(in_tmp: Path) -> None:
+    """"local: 1 stages"; a pipeline file not there said "or leave that option out for the defaults" (the page has
+    no option to leave out)."""
+    (in_tmp / "configs").mkdir()
+    (in_tmp / "m.gguf").write_bytes(b"")
+    models_file(in_tmp / "configs", in_tmp / "m.gguf")
+    (in_tmp / "configs" / "pipeline.yaml").write_text("name: one\nbase_pipeline:\n  stages:\n"
+                                                      "    - {name: first, model: a}\n")
+    at = page("base")
+    assert not at.exception and "**one**: 1 stage" in [str(m.value) for m in at.markdown]
+    at.text_input(key="base_pipeline").input("configs/nothere.yaml").run()
+    assert not at.exception
+    said = texts(at, "error")
+    assert "configs/nothere.yaml: pipeline file not found" in said and "leave that option out" not in said
+    assert "build one on the Manual page" in said and at.button(key="base_run").disabled
+
+
+def test_manual_page_save_where_no_file_can_be_written_is_its_error_line(in_tmp: Path) -> None:
+    """"Save as" /proc/z.yaml showed a FileNotFoundError traceback on the page."""
+    (in_tmp / "m.gguf").write_bytes(b"")
+    models = models_file(in_tmp, in_tmp / "m.gguf")
+    at = page("manual")
+    at.text_input(key="manual_models").input(str(models)).run()
+    at.text_input(key="manual_path").input("/proc/z.yaml").run()
+    at.button(key="manual_save").click().run()
+    assert not at.exception
+    assert "/proc/z.yaml: cannot be written (No such file or directory)" in texts(at, "error")

@@ -46,6 +46,39 @@ def test_what_is_wrong_is_named_by_field(stages: list[StageForm], message: str) 
     assert err.value.message.startswith(message)
 
 
+def test_a_pipeline_name_no_run_folder_takes_is_refused_by_the_form() -> None:
+    """A name of 101 characters was saved, and `config validate` said ok; the run then refused it (`run name ...:
+    not usable in a folder name`). A name's error spoke of stages counting from 0."""
+    with pytest.raises(ConfigError) as err:
+        validate(pipeline_dict("n" * 101, [StageForm("x", model="a")]), MODELS)
+    assert err.value.message.startswith("name: not usable in a folder name: 101 characters, more than 100")
+    assert err.value.hint == "change it in the form"
+    with pytest.raises(ConfigError) as err:
+        validate(pipeline_dict("a b", [StageForm("x", model="a")]), MODELS)
+    assert err.value.message.startswith("name: String should match pattern") and "stages" not in (err.value.hint or "")
+    with pytest.raises(ConfigError) as err:  # a stage's error still says how stages are counted
+        validate(pipeline_dict("p", [StageForm("x", model="zz")]), MODELS)
+    assert err.value.hint == "change it in the form (stages count from 0)"
+    assert validate(pipeline_dict("n" * 100, [StageForm("x", model="a")]), MODELS).name == "n" * 100
+
+
+def test_save_where_no_file_can_be_written_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """"Save as" /proc/z.yaml showed FileNotFoundError's traceback on the page: the save caught AgentlabError only."""
+    data = pipeline_dict("p", [StageForm("one", model="a")])
+    if Path("/proc/self").is_dir():  # a folder of the kernel's, where no file can be made (root included)
+        with pytest.raises(UsageError) as err:
+            save(data, MODELS, Path("models.yaml"), Path("/proc/z.yaml"))
+        assert err.value.message == "/proc/z.yaml: cannot be written (No such file or directory)"
+        assert err.value.hint == "save it in a folder you can write to, e.g. configs/"
+
+    def refused(path: Path, text: str) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("agentlab.ui.builder.atomic_write_text", refused)
+    with pytest.raises(UsageError, match=r"p\.yaml: cannot be written \(Permission denied\)$"):
+        save(data, MODELS, Path("models.yaml"), tmp_path / "p.yaml")
+
+
 def test_save_writes_a_file_config_validate_accepts_and_never_overwrites_unasked(tmp_path: Path) -> None:
     data = pipeline_dict("p", [StageForm("one", model="a"), StageForm("two", type="multi", models=["a", "b"])])
     target = tmp_path / "p.yaml"

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from agentlab import __version__
 from agentlab.cli import main
 
 
@@ -39,7 +40,8 @@ def test_without_streamlit_one_line_names_the_extra(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     assert main(["ui"]) == 2
     (line,) = lines(capsys)
-    assert line.startswith("error: agentlab ui needs streamlit") and "pip install 'agentlab[ui]'" in line
+    assert line.startswith("error: agentlab ui needs streamlit")
+    assert f"pip install 'agentlab[ui]=={__version__}'" in line
 
 
 def test_bad_runs_folder_and_busy_port_are_one_line_exit_2(in_tmp: Path, capsys: pytest.CaptureFixture,
@@ -48,6 +50,9 @@ def test_bad_runs_folder_and_busy_port_are_one_line_exit_2(in_tmp: Path, capsys:
     (in_tmp / "afile").write_text("x")
     assert main(["ui", "--runs", "afile"]) == 2
     assert "Invalid value for '--runs': dir 'afile' is a file." in "\n".join(lines(capsys))  # click's usage error
+    assert main(["ui", "--runs", ""]) == 2  # it served the current folder as the runs folder
+    assert lines(capsys)[0] == ("error: Invalid value for '--runs': empty; give the runs folder, or leave --runs out "
+                                "for $AGENTLAB_RUNS, else runs")
     monkeypatch.setenv("AGENTLAB_RUNS", "afile")
     assert main(["ui"]) == 2
     assert lines(capsys)[0] == "error: AGENTLAB_RUNS=afile: is a file, not a folder"

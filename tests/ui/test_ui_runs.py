@@ -118,8 +118,10 @@ def test_command_views(root: Path) -> None:
                                                         ("prune 50%", "other")]
     table, levels = views.bench_rows(made["llm-bench"])
     assert table[0] == {"model": "fast", "available": "yes", "ok": "4/4", "TTFT p50 (ms)": 100.0, "p50 (ms)": 100.0,
-                        "p90 (ms)": 200.0, "p99 (ms)": 300.0, "tokens/s": 50.0}
+                        "p90 (ms)": 200.0, "p99 (ms)": 300.0, "tokens/s per request (p50)": 50.0}
     assert table[1]["available"] == "no: server_error" and len(levels) == 1
+    # one request's decode speed and the level's throughput (report.md's "output tokens/s"): two names, both shown
+    assert (levels[0]["tokens/s per request (p50)"], levels[0]["throughput tokens/s"]) == (50.0, 180.0)
     assert views.progress("unknown-command", made["nas"]) == ["3 events; last: trial"]
 
 
@@ -311,3 +313,77 @@ def test_a_failed_pipeline_session_says_where_it_stopped() -> None:
     failed = {"final": None, "failed_stage": {"name": "second", "index": 2, "position": 2, "error": "x"}}
     assert key_result("pipeline", failed) == "failed at stage second"
     assert key_result("pipeline", {"final": "Paris is  the capital"}) == "final: Paris is the capital"
+
+
+def test_a_folder_without_run_json_is_listed_as_damaged(root: Path) -> None:
+    """A run folder whose run.json is gone (a start cut short, a copy) was left out of the list, silently, and a
+    run.json that is not JSON showed status `unknown`."""
+    run_folder(root, "nas", "20260102-100000-good")
+    (root / "nas" / "20260102-110000-cut").mkdir()
+    (root / "nas" / "20260102-110000-cut" / "config.yaml").write_text("name: cut\n")
+    (root / "nas" / ".hidden").mkdir()
+    (root / "pipeline" / "20260102-120000-lost").mkdir(parents=True)  # the only folder of its command
+    torn = run_folder(root, "nas", "20260102-130000-torn")
+    (torn / "run.json").write_text('{"command": "nas", "sta')
+    out = run_folder(root, "llm-bench", "x").rename(root / "bench")  # an --out run under the root: its own
+    (out / "trials" / "run_0000").mkdir(parents=True)  # subfolders are no runs
+    (root / "notes" / "draft").mkdir(parents=True)  # a folder of no command: not a runs folder
+    rows = {r.id: r for r in runs.list_runs(root)}
+    assert set(rows) == {"nas/20260102-100000-good", "nas/20260102-110000-cut", "pipeline/20260102-120000-lost",
+                         "nas/20260102-130000-torn", "bench"}
+    cut = rows["nas/20260102-110000-cut"]
+    assert (cut.command, cut.status, cut.cells()["result"]) == ("nas", "damaged", "? run.json")
+    assert cut.problems["run.json"] == (f"{root / 'nas' / '20260102-110000-cut'}: no run.json (not a run folder, or "
+                                        "its start was cut short)")
+    assert rows["pipeline/20260102-120000-lost"].status == "damaged"
+    torn_row = rows["nas/20260102-130000-torn"]
+    assert torn_row.status == "damaged" and "run.json" in torn_row.problems
+    assert rows["nas/20260102-100000-good"].status == "completed"
+
+
+def test_lines_of_events_that_cannot_be_read_are_counted(root: Path) -> None:
+    """A torn line in the middle of events.jsonl was skipped, and nothing said so."""
+    path = all_runs(root)["nas"]
+    events = path / "events.jsonl"
+    assert runs.unreadable_lines(events) == 0
+    lines = events.read_text().splitlines(keepends=True)
+    events.write_text(lines[0] + '{"kind": "trial", "numb' + lines[1] + "[1, 2]\n\n" + lines[2] + '{"kind": "ep')
+    # the torn line ran into the next (one line), a list, a blank line; the last line, being written, not counted
+    assert runs.unreadable_lines(events) == 2
+    assert [e["kind"] for e in runs.event_rows(path)] == ["epoch", "trial"]
+    assert runs.unreadable_lines(path / "missing.jsonl") == 0
+
+
+@pytest.mark.parametrize(("command", "status", "advice"), [
+    ("nas", "interrupted", "continue it with `agentlab nas --resume {path}`"),
+    ("compress", "failed", "continue it with `agentlab compress --resume {path}`"),
+    ("evolve", "interrupted", "continue it with `agentlab evolve run --resume {path}`"),
+    ("debate-eval", "interrupted", "continue it with `agentlab debate eval --resume {path}`"),
+    ("train-persona", "failed", "continue it with `agentlab train-persona --resume {path}`"),
+    ("pipeline", "interrupted", "the finished stages are kept: continue with `agentlab pipeline rerun SESSION"),
+    ("llm-bench", "interrupted", "`agentlab llm-bench` has no --resume: run it again"),
+    ("nas", "completed", None), ("unknown", "interrupted", None)])
+def test_a_stopped_run_says_how_to_continue_it(root: Path, command: str, status: str, advice: str | None) -> None:
+    """An interrupted run's Report tab said "no report.md yet (the command writes it when it finishes)" and no more."""
+    path = run_folder(root, command, "20260102-100000-x y", status=status)
+    (row,) = runs.list_runs(root)
+    said = runs.continue_advice(row)
+    if advice is None:
+        assert said is None
+    else:
+        assert said is not None and said.startswith(advice.format(path=f"'{path.absolute()}'"))
+
+
+def test_a_failed_jobs_error_is_said_once(tmp_path: Path) -> None:
+    """A failed job showed the page's red "error" box, and in it the command's own "error:" again."""
+    import subprocess
+    import sys
+
+    from agentlab.ui.jobs import Job
+
+    log = tmp_path / "output.log"
+    log.write_text("loading\nerror: c.yaml:2: name: bad\nc.yaml:3: rounds: bad\nhint: fix the field(s) above\nbye\n")
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    job = Job(["pipeline", "rerun"], tmp_path, log, process)
+    assert job.error() == "c.yaml:2: name: bad\nc.yaml:3: rounds: bad\nhint: fix the field(s) above"

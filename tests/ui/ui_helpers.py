@@ -136,7 +136,8 @@ def bench_run(root: Path) -> Path:
                 "requests": 4 if ok else 0, "ok": 4 if ok else 0, "ttft_s": timing, "latency_s": timing,
                 "output_tokens_per_s": 50.0 if ok else None,
                 "levels": [{"concurrency": 1, "requests": 4, "ok": 4, "ttft_s": timing, "latency_s": timing,
-                            "requests_per_s": 9.5}] if ok else []}
+                            "output_tokens_per_s": 50.0, "requests_per_s": 9.5,
+                            "throughput_tokens_per_s": 180.0}] if ok else []}
 
     return run_folder(root, "llm-bench", "20260102-140000-llm-bench", results={
         "models": [model("fast", True), model("dead", False)], "available": ["fast"], "fastest": "fast"})
