@@ -54,11 +54,11 @@ def ui(
 
     Shows every run (status, result, report with its plots, config, events; running runs refresh
     live), the pipeline builder (Base / Manual / History) and the models check. Needs the extra `ui`."""
-    from agentlab.core.errors import MissingPackage, UsageError
+    from agentlab.core.errors import MissingPackage, UsageError, pip_install
     from agentlab.core.runs import runs_root
 
     if importlib.util.find_spec("streamlit") is None:
-        raise MissingPackage("agentlab ui needs streamlit, which is not installed: pip install 'agentlab[ui]'")
+        raise MissingPackage(f"agentlab ui needs streamlit, which is not installed: {pip_install('ui')}")
     runs = runs_root(runs)
     if runs.exists() and not runs.is_dir():  # AGENTLAB_RUNS naming a file (click checks --runs itself)
         raise UsageError(f"AGENTLAB_RUNS={runs}: is a file, not a folder", hint="pass the runs folder with --runs")

@@ -1,5 +1,6 @@
 """Every third-party package the code imports is declared in pyproject.toml (a dependency or an extra), and every
-optional one maps to the extra that installs it, so a missing package is one line naming `pip install 'agentlab[X]'`.
+optional one maps to the extra that installs it, so a missing package is one line naming the pip command of that
+extra, pinned to the installed agentlab (PyPI's `agentlab` is another project).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 
-from agentlab.core.errors import OPTIONAL_PACKAGES
+import agentlab
+from agentlab.core.errors import OPTIONAL_PACKAGES, missing_package, pip_install
 
 REPO = Path(__file__).resolve().parents[1]
 # importable with no extra
@@ -63,3 +65,27 @@ def test_core_imports_need_no_extra_and_optional_ones_name_their_extra() -> None
         extra = OPTIONAL_PACKAGES.get(module)
         assert extra is not None, f"{module} is optional but OPTIONAL_PACKAGES does not name its extra"
         assert dists & extras[extra], f"{module}: OPTIONAL_PACKAGES says extra '{extra}', which does not install it"
+
+
+# A command asking for `pip install 'agentlab[X]'`, unpinned: with -U, or where this agentlab is not installed, pip puts
+# PyPI's unrelated `agentlab` (ServiceNow's AgentLab, 0.3.0-0.4.2, the same import name) in its place.
+UNPINNED = re.compile(r"'agentlab\[[^\n]*?\]'")
+
+
+def test_the_pip_hint_of_an_extra_pins_the_installed_agentlab() -> None:
+    assert agentlab.__version__ != "0+unknown"  # the tests run on an installed (editable) agentlab
+    assert pip_install("ml") == f"pip install 'agentlab[ml]=={agentlab.__version__}'"
+    error = missing_package(ImportError("No module named 'optuna'", name="optuna"))
+    assert error is not None and error.hint == pip_install("ml")
+
+
+def test_no_hint_names_an_extra_without_the_version() -> None:
+    found = {}
+    for folder in ("agentlab", "cli"):
+        for path in (REPO / folder).rglob("*.py"):
+            where = str(path.relative_to(REPO))
+            lines = [n for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                     if UNPINNED.search(line)]
+            if lines:
+                found[where] = lines
+    assert not found, f"unpinned `pip install 'agentlab[X]'` (build it with errors.pip_install): {found}"

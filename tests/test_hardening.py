@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agentlab import __version__
 from agentlab.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -317,7 +318,7 @@ def test_missing_optional_package_names_the_extra(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(builtins, "__import__", no_optuna)
     monkeypatch.delitem(sys.modules, "optuna", raising=False)
     assert main(["nas", "--max-iterations", "1", "--set", "train.epochs=1"]) == 2
-    one_error(capsys, "optional package 'optuna'", "pip install 'agentlab[ml]'")
+    one_error(capsys, "optional package 'optuna'", f"pip install 'agentlab[ml]=={__version__}'")
     assert not (in_tmp / "runs").exists(), "a run folder was made before the missing package was found"
 
 

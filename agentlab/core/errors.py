@@ -138,7 +138,7 @@ OPTIONAL_PACKAGES: dict[str, str] = {
     "torchao": "compress",
     "mlflow": "track",
     "opentelemetry": "trace",
-    "streamlit": "ui",
+    "streamlit": "ui", "pandas": "ui",
     "lm_eval": "eval",
     **dict.fromkeys(("langchain_core", "langgraph"), "langchain"),
     "langchain": "agent",  # create_agent: the agent planner's harness (core/agent/harness.py)
@@ -152,6 +152,16 @@ class MissingPackage(AgentlabError):
     exit_code = 2
 
 
+def pip_install(extra: str) -> str:
+    """The command that adds the extra ``extra`` to the installed agentlab, pinned to its version: every hint that
+    names an extra is built here. PyPI's ``agentlab`` is another project (ServiceNow's AgentLab, 0.3.0-0.4.2, the same
+    import name); an unpinned requirement ``agentlab[X]`` installs theirs over this one with ``-U``, or where this
+    one is not installed. Pinned, pip keeps the installed agentlab and only adds the extra's packages."""
+    from agentlab import __version__
+
+    return f"pip install 'agentlab[{extra}]=={__version__}'"
+
+
 def missing_package(exc: ImportError) -> MissingPackage | None:
     """The ``MissingPackage`` error for an ImportError of one of ``OPTIONAL_PACKAGES``, else None."""
     name = (getattr(exc, "name", None) or "").split(".")[0]
@@ -159,7 +169,7 @@ def missing_package(exc: ImportError) -> MissingPackage | None:
     if extra is None:
         return None
     return MissingPackage(f"this needs the optional package '{name}', which is not installed",
-                          hint=f"pip install 'agentlab[{extra}]'")
+                          hint=pip_install(extra))
 
 
 class StorageError(AgentlabError):

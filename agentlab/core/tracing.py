@@ -50,6 +50,7 @@ from agentlab.core.errors import (
     MissingPackage,
     missing_package,
     one_line,
+    pip_install,
 )
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ def configure_tracing(endpoint: str | None = None, *, exporter: Any = None, capt
     ends). Neither: tracing off. A tracing set up before is flushed and replaced.
 
     ``capture_content``: put the messages sent and the reply in the attempt spans (keys scrubbed); off by default.
-    Raises ``MissingPackage`` (exit 2, hint ``pip install 'agentlab[trace]'``) without the extra ``trace``, and
+    Raises ``MissingPackage`` (exit 2, its hint the pip command of the extra ``trace``) without that extra, and
     ``ConfigError`` (exit 2) for an endpoint that is not an http(s) URL or does not answer.
     """
     shutdown_tracing()
@@ -177,7 +178,7 @@ def _import_sdk() -> None:
         error = missing_package(exc)
         if error is None:  # installed, but one of its own dependencies is broken
             error = MissingPackage(f"opentelemetry cannot be imported: {one_line(exc)}",
-                                   hint="pip install 'agentlab[trace]'")
+                                   hint=pip_install("trace"))
         raise error from None
 
 

@@ -45,7 +45,7 @@ from urllib.parse import unquote
 from pydantic import AfterValidator, Field
 
 from agentlab.core.config import absolute_sqlite, redact, scrub_text
-from agentlab.core.errors import ConfigError, MissingPackage, missing_package, one_line
+from agentlab.core.errors import ConfigError, MissingPackage, missing_package, one_line, pip_install
 from agentlab.core.runs import runs_root
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def import_mlflow() -> Any:
     except ImportError as exc:
         error = missing_package(exc)
         if error is None:  # mlflow is there but one of its own dependencies is broken
-            error = MissingPackage(f"mlflow cannot be imported: {one_line(exc)}", hint="pip install 'agentlab[track]'")
+            error = MissingPackage(f"mlflow cannot be imported: {one_line(exc)}", hint=pip_install("track"))
         raise error from None
     _quiet()
     return mlflow

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentlab.core.errors import InputError, MissingPackage, UsageError
+from agentlab.core.errors import InputError, MissingPackage, UsageError, pip_install
 from agentlab.core.harness.evaluate import _env_info_once, logliks_of, quiet_bars
 from agentlab.core.harness.lm import BASE, check_probe
 from agentlab.core.models.load import hf_model_folder
@@ -54,7 +54,7 @@ class ServedModels:
                     num_concurrent=1, max_retries=2)
             except ModuleNotFoundError as exc:  # lm-eval's API models need its [api] extra (tenacity, aiohttp)
                 raise MissingPackage(f"lm-eval's API backend is not installed ({exc})",
-                                     hint="pip install 'agentlab[eval]' (it brings lm-eval[api])") from None
+                                     hint=f"{pip_install('eval')} (it brings lm-eval[api])") from None
         return self.lms[name]
 
     def evaluate(self, adapter: str | None, tasks: Sequence[str], manager: TaskManager, settings: Settings

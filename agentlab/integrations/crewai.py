@@ -20,7 +20,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.errors import MissingPackage
+from agentlab.core.errors import MissingPackage, pip_install
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.llm.results import RoutedCompletion
 from agentlab.core.llm.router import Router
@@ -30,7 +30,7 @@ try:
     from crewai import BaseLLM
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingPackage(f"agentlab.integrations.crewai needs the package '{exc.name}', which is not installed",
-                         hint="pip install 'agentlab[crewai]'") from None
+                         hint=pip_install("crewai")) from None
 
 __all__ = ["AgentlabCrewLLM"]
 

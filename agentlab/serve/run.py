@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from agentlab.core.config import getenv
-from agentlab.core.errors import ConfigError, MissingPackage, UsageError
+from agentlab.core.errors import ConfigError, MissingPackage, UsageError, pip_install
 from agentlab.core.llm.check import local_problem
 from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, LLMConfig, load_llm_config
 from agentlab.core.llm.router import Router
@@ -78,7 +78,7 @@ def _load_llm(cfg: ServeConfig) -> LLMConfig:
         builtin_path(BUILTIN_MODELS_SERVED[-1])  # MissingPackage naming the install command
     if importlib.util.find_spec("llama_cpp") is None:
         raise MissingPackage("serving the built-in models needs llama-cpp-python, which is not installed",
-                             hint="pip install 'agentlab[gguf]', or pass --llm FILE with your models")
+                             hint=f"{pip_install('gguf')}, or pass --llm FILE with your models")
     return builtin_llm_config(installed)
 
 
@@ -145,7 +145,7 @@ def prepare(cfg: ServeConfig, llm: LLMConfig | None = None) -> dict[str, Any]:
     for package in ("starlette", "uvicorn", "prometheus_client", "jsonschema"):
         if importlib.util.find_spec(package) is None:
             raise MissingPackage(f"agentlab serve needs the package '{package}', which is not installed",
-                                 hint="pip install 'agentlab[serve]'")
+                                 hint=pip_install("serve"))
     llm = llm if llm is not None else _load_llm(cfg)
     catalog = build_catalog(llm, cfg.adapters_as_models)
     where = cfg.llm or DEFAULT_LLM_CONFIG

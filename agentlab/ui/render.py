@@ -261,7 +261,7 @@ def _compress(path: Path) -> None:
 def _dashed(rows: list[dict[str, Any]]) -> Any:
     """``rows`` as a table whose missing values show as ``-`` (as report.md writes them), not ``None``: the numbers
     stay numbers (the table sorts them as such), only their display is text."""
-    import pandas as pd  # type: ignore[import-untyped]  # streamlit's own dependency
+    import pandas as pd  # type: ignore[import-untyped]  # the ui extra (streamlit depends on it too)
 
     def shown(value: Any) -> str:
         if value is None or (isinstance(value, float) and value != value):  # None, or pandas' NaN for it

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from agentlab import __version__
 from agentlab.compress.measure import (
     default_eval_text,
     latency_hf,
@@ -211,7 +212,7 @@ def test_energy_bad_country_and_absent_package(monkeypatch: pytest.MonkeyPatch) 
         with track_energy(country_iso_code="XXX"):
             pass
     error = missing_package(ModuleNotFoundError("No module named 'codecarbon'", name="codecarbon"))
-    assert isinstance(error, MissingPackage) and error.hint == "pip install 'agentlab[compress]'"
+    assert isinstance(error, MissingPackage) and error.hint == f"pip install 'agentlab[compress]=={__version__}'"
 
 
 def test_energy_method_table_never_calls_an_estimate_measured() -> None:

