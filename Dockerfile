@@ -16,6 +16,8 @@ COPY pyproject.toml uv.lock setup.py Makefile README.md ./
 COPY agentlab agentlab
 COPY cli cli
 COPY configs configs
+# the example projects the docs run (agentlab nas -c examples/own_code/nas.yaml); installed as agentlab.examples
+COPY examples examples
 COPY benchmarks benchmarks
 
 # The README's install command. PyPI's Linux torch wheel is the CUDA build (several GB with its libraries):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -92,12 +92,37 @@ def bundled_configs() -> dict[str, bytes]:
     return {item.name: item.read_bytes() for item in folder.iterdir() if item.name.endswith(".yaml")}
 
 
+# what the wheel ships of examples/ (pyproject's package-data for agentlab.examples): a checkout's other files (a
+# run's outputs, __pycache__) are not examples
+_EXAMPLE_SUFFIXES = (".py", ".yaml", ".md")
+
+
+def bundled_examples() -> dict[str, bytes]:
+    """The example projects of the repository's examples/ folder (own_code, config_py, ...; the docs' `nas -c
+    examples/own_code/nas.yaml`), as installed inside the package (agentlab.examples), by their path under it."""
+    from importlib import resources
+
+    found: dict[str, bytes] = {}
+
+    def walk(folder: Any, prefix: str) -> None:
+        for item in folder.iterdir():
+            if item.is_dir():
+                if item.name != "__pycache__":
+                    walk(item, f"{prefix}{item.name}/")
+            elif item.name.endswith(_EXAMPLE_SUFFIXES) and f"{prefix}{item.name}" != "__init__.py":
+                found[prefix + item.name] = item.read_bytes()
+
+    walk(resources.files("agentlab.examples"), "")
+    return found
+
+
 @app.command("examples")
 def examples(
-    folder: Annotated[Path, typer.Argument(help="Where to create configs/ (default: the current folder).",
-                                           file_okay=False)] = Path("."),
+    folder: Annotated[Path, typer.Argument(help="Where to create configs/ and examples/ (default: the current "
+                                           "folder).", file_okay=False)] = Path("."),
 ) -> None:
-    """Write the example configs the docs name (configs/llm.local.yaml, configs/nas.yaml, ...) into FOLDER/configs/.
+    """Write the example configs the docs name (configs/llm.local.yaml, configs/nas.yaml, ...) into FOLDER/configs/,
+    and the example projects (examples/own_code, examples/config_py, ...) into FOLDER/examples/.
 
     For an install from the wheel, which has no checkout: afterwards the docs' commands run as written from FOLDER.
     A file that is already there is kept as it is (and named when it differs from the bundled one).
@@ -105,25 +130,30 @@ def examples(
     from agentlab.core.errors import UsageError
     from agentlab.core.runs import atomic_write_bytes
 
-    target = folder / "configs"
-    if target.exists() and not target.is_dir():
-        raise UsageError(f"{target} exists and is not a folder", hint="choose another FOLDER")
-    bundled = sorted(bundled_configs().items())
-    for name, _ in bundled:  # every target checked before the first is written: a folder in the way writes none
-        path = target / name
+    bundled = sorted([*((f"configs/{name}", data) for name, data in bundled_configs().items()),
+                      *((f"examples/{name}", data) for name, data in bundled_examples().items())])
+    for name, _ in bundled:  # every target checked before the first is written: a file or folder in the way writes
+        path = folder / name  # none
+        for parent in reversed(path.relative_to(folder).parents[:-1]):
+            if (folder / parent).exists() and not (folder / parent).is_dir():
+                raise UsageError(f"{folder / parent} exists and is not a folder; nothing was written",
+                                 hint="move it out of the way, or choose another FOLDER")
         if path.exists() and not path.is_file():
             raise UsageError(f"{path} exists and is not a file; nothing was written",
                              hint="move it out of the way, or choose another FOLDER")
-    written: list[str] = []
+    written: dict[str, list[str]] = {"configs": [], "examples": []}
     same: list[str] = []
     kept: list[str] = []
     for name, data in bundled:
-        path = target / name
+        path = folder / name
+        top, _, inner = name.partition("/")
         if path.exists():
-            (same if path.read_bytes() == data else kept).append(name)
+            (same if path.read_bytes() == data else kept).append(inner if top == "configs" else name)
             continue
         atomic_write_bytes(path, data)
-        written.append(name)
-    console.print(f"wrote {len(written)} example config(s) to {safe_text(target)}"
+        written[top].append(name)
+    console.print(f"wrote {len(written['configs'])} example config(s) to {safe_text(folder / 'configs')}"
+                  + (f" and {len(written['examples'])} example project file(s) to {safe_text(folder / 'examples')}"
+                     if written["examples"] else "")
                   + (f"; {len(same)} already there as bundled" if same else "")
                   + (f"; kept yours, which differ from the bundled ones: {', '.join(kept)}" if kept else ""))

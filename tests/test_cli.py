@@ -254,13 +254,20 @@ def test_config_examples_writes_the_bundled_configs_and_keeps_the_users(tmp_path
     assert main(["config", "examples", str(tmp_path)]) == 0
     written = {p.name: p.read_bytes() for p in (tmp_path / "configs").glob("*.yaml")}
     assert written == repo and "llm.local.yaml" in written  # every example, byte for byte
+    # the example projects the docs run (`nas -c examples/own_code/nas.yaml`), as git tracks them (but .gitignore)
+    tracked = subprocess.run(["git", "ls-files", "examples"], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout.split()
+    projects = {p for p in tracked if p.endswith((".py", ".yaml", ".md")) and p != "examples/__init__.py"}
+    assert {str(p.relative_to(tmp_path)) for p in (tmp_path / "examples").rglob("*") if p.is_file()} == projects
+    assert all((tmp_path / p).read_bytes() == (REPO / p).read_bytes() for p in projects)
+    assert "examples/own_code/train.py" in projects
     mine = tmp_path / "configs" / "nas.yaml"
     mine.write_text("# agentlab nas -c configs/nas.yaml\nmax_iterations: 2\n")
     (tmp_path / "configs" / "llm.yaml").unlink()
     capsys.readouterr()
     assert main(["config", "examples", str(tmp_path)]) == 0
     err = capsys.readouterr().err  # the console is stderr's: stdout stays for data
-    same = len(repo) - 2
+    same = len(repo) - 2 + len(projects)
     assert f"wrote 1 example config(s) to {tmp_path / 'configs'}; {same} already there as bundled" in err
     assert "kept yours, which differ from the bundled ones: nas.yaml" in err
     assert mine.read_text().endswith("max_iterations: 2\n")  # the user's file is never overwritten

@@ -39,6 +39,17 @@ def test_config_text_is_what_config_show_prints_and_validates(tmp_path: Path, ca
     assert main(["config", "validate", str(saved)]) == 0
 
 
+def test_examples_refuse_before_writing_when_an_example_projects_folder_is_a_file(tmp_path: Path,
+                                                                                 capsys: pytest.CaptureFixture) -> None:
+    """examples/own_code a file: nothing is written, neither the configs nor the other projects."""
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "examples" / "own_code").write_text("mine")
+    assert main(["config", "examples", str(tmp_path)]) == 2
+    err = one_line(capsys)
+    assert f"error: {tmp_path / 'examples' / 'own_code'} exists and is not a folder; nothing was written" in err, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["examples", "own_code"]
+
+
 def test_examples_refuse_before_writing_when_a_target_is_a_folder(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture) -> None:
     """configs/nas.yaml a folder: 12 configs were written, then exit 1 with a hint about disk space."""

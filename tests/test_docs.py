@@ -138,3 +138,53 @@ def test_root_help_fits_on_one_screen() -> None:
         row = next(i for i, line in enumerate(lines) if line.strip("│ ").startswith(command.name + " "))
         following = lines[row + 1].strip("│ ╰─╯")
         assert not following or following.split()[0] in {c.name for c in COMMANDS}, (command.name, lines[row + 1])
+
+
+def _install_section() -> str:
+    text = (DOCS / "getting-started.md").read_text(encoding="utf-8")
+    return text[text.index("## Install"):text.index("### Docker")]
+
+
+def test_the_install_docs_name_the_pythons_the_lock_covers() -> None:
+    """getting-started said "Python 3.11 or newer", but every pin of the lock carries python_full_version < '3.13':
+    on 3.13 the constraints silently do not apply (torch 2.15 instead of 2.13)."""
+    import tomllib
+
+    environments = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["uv"]["environments"]
+    assert all("python_version < '3.13'" in env for env in environments)
+    install = " ".join(_install_section().split())
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    for text in (install, readme):
+        assert "3.11 or 3.12" in text and "or newer" not in text
+    assert "python_full_version < '3.13'" in install and "3.13" in install
+
+
+def test_the_install_docs_match_the_makefile_and_the_extras() -> None:
+    """`make install`'s extras were given as all,smollm,dev (the Makefile's default has qwen too), and the list of
+    extras left out qwen, demo, plot, crewai and dev: every extra of pyproject.toml is named, and the default."""
+    import re
+    import tomllib
+
+    import agentlab
+
+    install = _install_section()
+    default = re.search(r"^EXTRAS \?= (\S+)", (ROOT / "Makefile").read_text(encoding="utf-8"), re.M)
+    assert default is not None and f"`{default.group(1)}`" in install
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    listed = install[install.index("The extras are"):]
+    assert not [name for name in extras if f"`{name}`" not in listed]
+    wheel = f"dist/agentlab-{agentlab.__version__}-py3-none-any.whl"  # `uv build` writes it there
+    [command] = [line for line in install.splitlines() if line.startswith("uv pip install ")]
+    installed = re.search(re.escape(wheel) + r"\[([a-z,]+)\]", command)
+    assert installed is not None, command
+    [export] = [line for line in install.splitlines() if line.startswith("uv export ")]
+    assert set(re.findall(r"--extra (\w+)", export)) == set(installed.group(1).split(",")) >= {"all", "smollm", "qwen"}
+    assert "--excludes" in command and "echo llm > exclude.txt" in install  # the `llm` CLI the lock leaves out
+    assert "CMAKE_ARGS=-DGGML_NATIVE=OFF" in install and "CMAKE_ARGS ?= -DGGML_NATIVE=OFF" in (
+        ROOT / "Makefile").read_text(encoding="utf-8")
+    # PyPI's agentlab is ServiceNow's AgentLab: never installed from there, an extra added pinned to this version
+    assert "never `pip install agentlab` from PyPI" in " ".join(install.split())
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for text in (install, readme):
+        assert f"pip install 'agentlab[qwen]=={agentlab.__version__}'" in text
+        assert not re.search(r"'agentlab\[[^\]]*\]'", text), "an unpinned `pip install 'agentlab[X]'`"

@@ -24,9 +24,11 @@ pytestmark = pytest.mark.xdist_group("dist")
 
 REPO = Path(__file__).resolve().parents[1]
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
-# Read at run time by the commands (data, bundled tasks, templates) and the example configs the docs name: every file
-# git tracks under these folders that is not Python source must be in the wheel.
-DATA_ROOTS = {"agentlab": "agentlab", "cli": "agentlab/cli", "configs": "agentlab/configs"}
+# Read at run time by the commands (data, bundled tasks, templates), the example configs and the example projects the
+# docs name: every file git tracks under these folders (but a dotfile such as examples/code_agent/.gitignore) must be
+# in the wheel.
+DATA_ROOTS = {"agentlab": "agentlab", "cli": "agentlab/cli", "configs": "agentlab/configs",
+              "examples": "agentlab/examples"}
 # What an sdist needs beyond the packages to rebuild the same wheel and reinstall from the lock.
 SDIST_EXTRA = ["pyproject.toml", "setup.py", "uv.lock", "README.md", "CHANGELOG.md", "Makefile"]
 
@@ -61,7 +63,7 @@ def test_the_wheel_carries_every_file_the_commands_read(dist: Path) -> None:
     expected = []
     for folder, installed in DATA_ROOTS.items():
         for path in _tracked(folder):
-            if "/tests/" in path or path.endswith(".pyc"):
+            if "/tests/" in path or path.endswith(".pyc") or path.rsplit("/", 1)[-1].startswith("."):
                 continue
             expected.append(installed + path[len(folder):])
     assert len(expected) > 200, "git ls-files found too few files: is this a git checkout?"
@@ -69,7 +71,8 @@ def test_the_wheel_carries_every_file_the_commands_read(dist: Path) -> None:
     assert not missing, f"tracked files missing from the wheel: {missing}"
     # the data the commands read, by kind, so a pattern dropped from package-data fails by name
     for sample in ("agentlab/train_persona/data/", "agentlab/core/skilldata/", "agentlab/core/harness/bundled/",
-                   "agentlab/compress/data/", "agentlab/configs/llm.local.yaml", "agentlab/cli/commands.py"):
+                   "agentlab/compress/data/", "agentlab/configs/llm.local.yaml", "agentlab/cli/commands.py",
+                   "agentlab/examples/own_code/train.py", "agentlab/examples/config_py/config.py"):
         assert any(name.startswith(sample) for name in names), f"the wheel has nothing under {sample}"
     assert not [n for n in names if n.startswith(("tests/", "benchmarks/", "docs/"))], "the wheel carries dev folders"
 
@@ -86,7 +89,9 @@ def test_the_wheel_metadata_tells_the_truth(dist: Path) -> None:
 def test_the_sdist_rebuilds_the_release(dist: Path) -> None:
     (sdist,) = dist.glob(f"agentlab-{VERSION}.tar.gz")
     names = {name.split("/", 1)[1] for name in tarfile.open(sdist).getnames() if "/" in name}
-    missing = [name for name in SDIST_EXTRA + _tracked("cli") + _tracked("configs") if name not in names]
+    packaged = [name for folder in ("cli", "configs", "examples") for name in _tracked(folder)
+                if not name.rsplit("/", 1)[-1].startswith(".")]  # examples/code_agent/.gitignore: a checkout's
+    missing = [name for name in SDIST_EXTRA + packaged if name not in names]
     assert not missing, f"missing from the sdist: {missing}"
 
 
@@ -154,7 +159,7 @@ def test_the_wheel_installed_by_pip_runs(dist: Path, tmp_path: Path, uv: str) ->
         assert "# agentlab" in _run([str(venv / "bin" / "agentlab"), "config", "show", command], work, env)
     done = subprocess.run([str(venv / "bin" / "agentlab"), "nas", "--max-iterations", "1"], cwd=work, env=env,
                           capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2 and "pip install 'agentlab[ml]'" in done.stderr, done.stderr[-2000:]
+    assert done.returncode == 2 and f"pip install 'agentlab[ml]=={VERSION}'" in done.stderr, done.stderr[-2000:]
     # then the extra it names, at the lock's versions: the search runs
     constraints = _lock_constraints(uv, tmp_path, "ml")
     _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--constraint", str(constraints),

@@ -282,6 +282,18 @@ def test_the_ett96_config_searches_every_competing_family_and_the_lookback() -> 
         assert space.active({"model.family": family}) == ["model.family"]  # one trial each
 
 
+@pytest.mark.parametrize("name", ["nas_etth1.yaml", "nas_ett96.yaml"])
+def test_the_ett_configs_read_etth1_from_the_current_folder(name: str) -> None:
+    """`agentlab config examples` ships them: their data.path was ../shared/data/ETTh1.csv, a folder of the machine
+    they were written on, so a wheel user got "data file not found" for a path that meant nothing to them."""
+    from agentlab.core.config import load_config
+
+    text = (REPO / "configs" / name).read_text()
+    assert str(load_config(REPO / "configs" / name, NASConfig, []).data.path) == "ETTh1.csv"
+    assert "shared/" not in text and "--data ETTh1.csv" in text.splitlines()[0]
+    assert "ETDataset" in text and "ETT-small/ETTh1.csv" in text  # where to get it
+
+
 ETTH1 = REPO.parent / "shared" / "data" / "ETTh1.csv"
 
 
