@@ -271,7 +271,8 @@ def _exit_at_once_on_signal(code: int) -> None:
     """From here on a Ctrl-C or SIGTERM ends the process at once with the exit code already decided (the interrupted
     one, 130, when that is what it was). Python's shutdown joins worker threads, a llama.cpp model's among them, which
     ends its step first: a second Ctrl-C there raised in the join, and the shutdown freed the model under the running
-    thread (a segmentation fault, exit 139, after "interrupted" had been said). Everything is written by now."""
+    thread (a segmentation fault, exit 139, after "interrupted" had been said). agentlab's own files are written by
+    now; an exit at once skips the atexit handlers (an OpenTelemetry or MLflow flush still pending)."""
     def leave(signum: int, frame: Any) -> None:
         os._exit(code if code else 128 + signum)
 

@@ -12,6 +12,8 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import pytest
+
 import agentlab
 from agentlab.core.errors import OPTIONAL_PACKAGES, missing_package, pip_install
 
@@ -77,6 +79,13 @@ def test_the_pip_hint_of_an_extra_pins_the_installed_agentlab() -> None:
     assert pip_install("ml") == f"pip install 'agentlab[ml]=={agentlab.__version__}'"
     error = missing_package(ImportError("No module named 'optuna'", name="optuna"))
     assert error is not None and error.hint == pip_install("ml")
+
+
+def test_the_pip_hint_from_a_checkout_that_is_not_installed_has_no_version_to_pin(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """It said `pip install 'agentlab[ui]==0+unknown'`, which no index has."""
+    monkeypatch.setattr(agentlab, "__version__", "0+unknown")
+    assert pip_install("ui") == "pip install -e '.[ui]' (from the checkout)"
 
 
 def test_no_hint_names_an_extra_without_the_version() -> None:

@@ -159,6 +159,8 @@ def pip_install(extra: str) -> str:
     one is not installed. Pinned, pip keeps the installed agentlab and only adds the extra's packages."""
     from agentlab import __version__
 
+    if "unknown" in __version__:  # run from a checkout that is not installed: no version to pin
+        return f"pip install -e '.[{extra}]' (from the checkout)"
     return f"pip install 'agentlab[{extra}]=={__version__}'"
 
 

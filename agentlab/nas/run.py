@@ -485,8 +485,8 @@ def few_windows_line(prepared: PreparedData, seq_len: int, pred_len: int) -> str
             rows += 1
     return (f"data: only {n} validation window{'' if n == 1 else 's'} ({len(prepared.train)} train / {n} val / "
             f"{len(prepared.test)} test): the best trial, early stopping and the ensemble's rolling origins are "
-            f"decided on {'it' if n == 1 else 'them'}; give more rows{more}, or a shorter data.seq_len / "
-            f"data.pred_len, for at least {MIN_VAL_WINDOWS}")
+            f"decided on {'it' if n == 1 else 'them'}; give more rows{more}, or a shorter data.pred_len (the "
+            f"lookback, data.seq_len, does not change the count), for at least {MIN_VAL_WINDOWS}")
 
 
 def _finished(folder: Path) -> bool:

@@ -334,10 +334,10 @@ def prepare_rerun(parent: Path, from_stage: str | None, *, sets: Iterable[str] |
     if from_stage not in names:
         raise UsageError(f"--from {from_stage}: no such stage", hint=f"stages in run order: {', '.join(names)}")
     start = names.index(from_stage)
+    if sets and start:  # first: a --set may point a reused stage at a model only --models FILE has
+        _check_sets_keep(pipeline_file, known, sets, names[:start], from_stage)
     if models_path is not None:
         _check_models_keep(Path(models_path), saved, models, order, start, parent)
-    if sets and start:
-        _check_sets_keep(pipeline_file, known, sets, names[:start], from_stage)
     parent_steps = {s["stage"]: s for s in load_steps(parent, names[:start])}
     missing = [n for n in names[:start] if n not in parent_steps]
     if missing:
@@ -389,7 +389,7 @@ def _check_models_keep(models_path: Path, saved: ModelsConfig, models: ModelsCon
     reused = order[:start]
     for stage in reused:
         for name in sorted(used_models([stage])):
-            if _definition(models, name) != _definition(saved, name):
+            if name not in saved.models or _definition(models, name) != _definition(saved, name):
                 raise UsageError(f"--models {models_path}: model '{name}' differs from session {parent.name}'s, and "
                                  f"stage '{stage.name}', reused before --from {order[start].name}, ran on it: a "
                                  "reused stage keeps the parent's output", hint=f"rerun from that stage to run it on "

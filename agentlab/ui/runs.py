@@ -147,10 +147,15 @@ def read_run(path: Path, root: Path) -> RunRow:
                   seconds, result, problems, error if isinstance(error, str) else None)
 
 
+# the name a run folder is made with (core.runs.new_run_path): <YYYYmmdd-HHMMSS>-<name>
+_RUN_FOLDER_NAME = re.compile(r"\d{8}-\d{6}-.")
+
+
 def find_runs(root: Path) -> list[Path]:
     """Every run folder under ``root`` (one or two levels down), newest start first by folder name. A folder in a
-    command's folder (``runs/nas/x``) without run.json is one too (a run whose start was cut short, or a copy that
-    lost its run.json): listed, as damaged, not left out."""
+    command's folder named as a run folder is made (``runs/nas/20260102-110000-x``) without run.json is one too (a
+    run whose start was cut short, or a copy that lost its run.json): listed, as damaged, not left out; another
+    (compress's ``runs/compress/workspace``) is not a run."""
     if not root.is_dir():
         return []
     found = {p.parent for pattern in ("*/run.json", "*/*/run.json") for p in root.glob(pattern) if p.is_file()}
@@ -158,7 +163,7 @@ def find_runs(root: Path) -> list[Path]:
     for folder in commands:
         if folder.is_dir() and not (folder / "run.json").is_file():  # not a run folder (--out) with subfolders
             with contextlib.suppress(OSError):
-                found |= {p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
+                found |= {p for p in folder.iterdir() if p.is_dir() and _RUN_FOLDER_NAME.match(p.name)}
     return sorted(found, key=lambda p: (p.name, str(p)), reverse=True)
 
 
@@ -188,6 +193,11 @@ def continue_advice(row: RunRow) -> str | None:
 
     if row.status not in (INTERRUPTED, FAILED) or row.command not in _KEY_RESULTS:
         return None
+    if row.command == "pipeline":  # its session's own rerun, as `pipeline show` and its Ctrl-C say it
+        from agentlab.pipeline.sessions import continue_hint, session_ref, unfinished_stage
+
+        return continue_hint(session_ref(row.path), unfinished_stage(row.path),
+                             any((row.path / "steps").glob("*.json")))
     advice = continue_with(row.command)
     if advice != RESUME_ADVICE:
         return advice or f"`agentlab {command_words(row.command)}` has no --resume: run it again"

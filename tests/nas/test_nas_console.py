@@ -254,7 +254,8 @@ def test_few_validation_windows_are_one_warning_in_the_dry_run_and_the_run(in_tm
                "ensemble's rolling origins are decided on it; give more rows (about ")
     assert main([*args, "--dry-run"]) == 0
     err = " ".join(capsys.readouterr().err.split())
-    assert err.count(warning) == 1 and "or a shorter data.seq_len / data.pred_len, for at least 16" in err, err
+    assert err.count(warning) == 1 and ("or a shorter data.pred_len (the lookback, data.seq_len, does not change "
+                                        "the count), for at least 16") in err, err
     assert main([*args, "-n", "1", "--out", str(in_tmp / "r")]) == 0
     assert " ".join(capsys.readouterr().err.split()).count(warning) == 1
     # enough windows: no warning (300 rows at lookback 14 and horizon 7)

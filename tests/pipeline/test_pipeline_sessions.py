@@ -200,6 +200,11 @@ def test_rerun_with_models_runs_on_that_file_and_refuses_a_changed_reused_model(
     flat = " ".join(err.split())
     assert code == 2 and f"--models fixed.yaml: no model 'd', which stage 'vote' of session {pid} uses" in flat, err
     assert "add it to fixed.yaml" in flat
+    # a --set that points a reused stage at a model FILE alone has: the --set is refused, not an internal error
+    (in_tmp / "fixed.yaml").write_text(models() and (in_tmp / "fixed.yaml").read_text() + "  e: {routed: a}\n")
+    code, _, err = cli(capsys, "pipeline", "rerun", pid, "--from", "final", "--models", "fixed.yaml", "--set",
+                       "base_pipeline.stages.0.model=e")
+    assert code == 2 and "internal error" not in err and "ask" in err, err
     assert sorted(p.name for p in root.iterdir()) == before  # nothing written
     # every stage runs again: any definition is taken
     code, out, err = cli(capsys, "pipeline", "rerun", pid, "--models", models(b="c"), "--json")

@@ -322,6 +322,7 @@ def test_a_folder_without_run_json_is_listed_as_damaged(root: Path) -> None:
     (root / "nas" / "20260102-110000-cut").mkdir()
     (root / "nas" / "20260102-110000-cut" / "config.yaml").write_text("name: cut\n")
     (root / "nas" / ".hidden").mkdir()
+    (root / "compress" / "workspace").mkdir(parents=True)  # compress's default workspace: no run
     (root / "pipeline" / "20260102-120000-lost").mkdir(parents=True)  # the only folder of its command
     torn = run_folder(root, "nas", "20260102-130000-torn")
     (torn / "run.json").write_text('{"command": "nas", "sta')
@@ -360,7 +361,7 @@ def test_lines_of_events_that_cannot_be_read_are_counted(root: Path) -> None:
     ("evolve", "interrupted", "continue it with `agentlab evolve run --resume {path}`"),
     ("debate-eval", "interrupted", "continue it with `agentlab debate eval --resume {path}`"),
     ("train-persona", "failed", "continue it with `agentlab train-persona --resume {path}`"),
-    ("pipeline", "interrupted", "the finished stages are kept: continue with `agentlab pipeline rerun SESSION"),
+    ("pipeline", "interrupted", "no stage finished: run it again (`agentlab pipeline rerun {path}`"),
     ("llm-bench", "interrupted", "`agentlab llm-bench` has no --resume: run it again"),
     ("nas", "completed", None), ("unknown", "interrupted", None)])
 def test_a_stopped_run_says_how_to_continue_it(root: Path, command: str, status: str, advice: str | None) -> None:
