@@ -323,14 +323,16 @@ def split_borders(n_steps: int, seq_len: int, split: str) -> tuple[list[int], li
     return [0, num_train - seq_len, n_steps - num_test - seq_len], [num_train, num_train + num_val, n_steps]
 
 
-def rows_needed(seq_len: int, pred_len: int, split: str) -> int:
-    """The fewest rows whose ``split`` leaves every part at least one window of ``seq_len + pred_len`` steps."""
+def rows_needed(seq_len: int, pred_len: int, split: str, val_windows: int = 1) -> int:
+    """The fewest rows whose ``split`` leaves every part at least one window of ``seq_len + pred_len`` steps, and
+    the validation part ``val_windows`` of them."""
     if split in ("ett_hour", "ett_minute"):  # fixed month borders: their total, or the windows never fit
         return sum(m * 30 * 24 * (1 if split == "ett_hour" else 4) for m in (12, 4, 4))
     n = seq_len + pred_len
     while True:
         b1, b2 = split_borders(n, seq_len, split)
-        if all(lo >= 0 and hi - lo >= seq_len + pred_len for lo, hi in zip(b1, b2, strict=True)):
+        windows = [hi - lo - seq_len - pred_len + 1 if lo >= 0 else 0 for lo, hi in zip(b1, b2, strict=True)]
+        if min(windows) >= 1 and windows[1] >= val_windows:
             return n
         n += 1
 

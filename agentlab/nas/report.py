@@ -80,7 +80,7 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         beaten = sum(1 for r in fair if best["test_mse"] < r["mse"])
         top = min(fair, key=lambda r: r["mse"])
         by_ensemble = "" if not ensemble else (
-            f"; {_the(final_name(ensemble))}: lower than {sum(1 for r in fair if ensemble['test_mse'] < r['mse'])}")
+            f"; {_the(model_name(ensemble))}: lower than {sum(1 for r in fair if ensemble['test_mse'] < r['mse'])}")
         lines.append(f"published ({literature['dataset']}, horizon {literature['horizon']}, every test window): "
                      f"lower test MSE than {beaten} of {len(fair)}{by_ensemble}; the best, {top['model']}, has "
                      f"{top['mse']:.3f} ({STANDARDISED})")
@@ -131,7 +131,7 @@ def _members(ensemble: dict[str, Any], limit: int = 6) -> str:
 def ensemble_line(ensemble: dict[str, Any], best: dict[str, Any], final: bool = True) -> str:
     """The console line of the ensemble (the final model unless ``final`` is False), beside the best single
     trial."""
-    name = final_name(ensemble)
+    name = model_name(ensemble)
     head = f"final model: {name}"
     if not final:
         why = "(not the final model: worse on validation than the best trial, whose forecasts it lacks)"
@@ -149,15 +149,8 @@ def ensemble_line(ensemble: dict[str, Any], best: dict[str, Any], final: bool = 
             f"{short(best['test_mse'], 4)}; chosen on validation only)")
 
 
-def final_name(ensemble: dict[str, Any]) -> str:
-    """What the ensemble block holds as the final model: "the naive forecast X" when the guard kept it in the
-    ensemble's place or greedy selection kept it alone, else "ensemble of 2 trials and 1 naive forecast"
-    (``ensemble.model_name``)."""
-    return model_name(ensemble)
-
-
 def _the(name: str) -> str:
-    """``final_name`` as the subject of a clause: "the ensemble of 2 trials", "the naive forecast X"."""
+    """``model_name`` as the subject of a clause: "the ensemble of 2 trials", "the naive forecast X"."""
     return name if name.startswith("the ") else f"the {name}"
 
 
@@ -386,13 +379,13 @@ def _ensemble_section(ensemble: dict[str, Any] | None, best: dict[str, Any], fin
             use += (f" So the final model is {sel['kept']} alone; the greedy ensemble ({len(sel['greedy']['members'])}"
                     f" members) had val MSE {_fmt(sel['greedy']['val_mse'])}, test MSE "
                     f"{_fmt(sel['greedy']['test_mse'])}.")
-    lines = [f"## Final model: {final_name(ensemble) if final == 'ensemble' else 'best trial'}", "",
+    lines = [f"## Final model: {model_name(ensemble) if final == 'ensemble' else 'best trial'}", "",
              f"Greedy ensemble selection with replacement (Caruana et al. 2004) on validation MSE over a pool of "
              f"{ensemble['pool']} forecasts ({_pool_of(ensemble)}), {ensemble['rounds']} "
              "rounds; the test windows are only scored. "
              + use, "",
              "| model | val MSE | val MAE | test MSE | test MAE |", "|---|---|---|---|---|",
-             f"| {final_name(ensemble)} | {_fmt(ensemble['val_mse'])} | "
+             f"| {model_name(ensemble)} | {_fmt(ensemble['val_mse'])} | "
              f"{_fmt(ensemble['val_mae'])} | {_fmt(ensemble['test_mse'])} | {_fmt(ensemble['test_mae'])} |",
              f"| best single trial {best['run_id']} | {_fmt(best['val_mse'])} | - | {_fmt(best['test_mse'])} | "
              f"{_fmt(best['test_mae'])} |", "", "| member | family | weight | val MSE | test MSE |",

@@ -469,20 +469,14 @@ def _prepare_forecaster(cfg: NASConfig, llm: LLMConfig | str | Path | None, *, s
 def few_windows_line(prepared: PreparedData, seq_len: int, pred_len: int) -> str | None:
     """The warning when the validation split holds fewer than ``MIN_VAL_WINDOWS`` windows, on which the best trial,
     early stopping and the ensemble would be chosen; None otherwise."""
-    from agentlab.nas.data import split_borders
+    from agentlab.nas.data import rows_needed
 
     n = len(prepared.val)
     if n >= MIN_VAL_WINDOWS:
         return None
     more = ""
     if prepared.split == "ratio":  # the fixed ETT borders grow no windows with more rows
-        rows = prepared.n_steps
-        while rows < 100 * prepared.n_steps:
-            b1, b2 = split_borders(rows, seq_len, prepared.split)
-            if b2[1] - b1[1] - seq_len - pred_len + 1 >= MIN_VAL_WINDOWS:
-                more = f" (about {rows} rows at these windows)"
-                break
-            rows += 1
+        more = f" (about {rows_needed(seq_len, pred_len, prepared.split, MIN_VAL_WINDOWS)} rows at these windows)"
     return (f"data: only {n} validation window{'' if n == 1 else 's'} ({len(prepared.train)} train / {n} val / "
             f"{len(prepared.test)} test): the best trial, early stopping and the ensemble's rolling origins are "
             f"decided on {'it' if n == 1 else 'them'}; give more rows{more}, or a shorter data.pred_len (the "
