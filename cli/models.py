@@ -331,15 +331,17 @@ def _together(cfg: Any, statuses: list[Any]) -> dict[str, Any] | None:
     any (a file several names share, with the same settings, counted once); None for fewer than two, or with
     ``resources.check`` off."""
     from agentlab.core.errors import AgentlabError
-    from agentlab.pipeline.models import _one_per_load, check_fits
+    from agentlab.core.llm.resources import check_fits
+    from agentlab.pipeline.models import one_per_load
 
     names = [s.name for s in statuses if s.required and s.estimate is not None]
     if len(names) < 2 or not cfg.resources.check:
         return None
-    loads = _one_per_load(cfg, names, [s.estimate for s in statuses if s.name in names])
+    # the statuses' estimates (pipeline.models.check_fits would read every file's header again)
+    loads = one_per_load(cfg, names, [s.estimate for s in statuses if s.name in names])
     needs = sum(e.total_bytes for e in loads)
     try:
-        check_fits(cfg, names)
+        check_fits(loads, cfg.resources)
     except AgentlabError as exc:
         return {"models": names, "needs_bytes": needs, "fits": False, "note": exc.message}
     shared = " (names of one file with the same settings load it once)" if len(loads) < len(names) else ""

@@ -109,11 +109,11 @@ def check_fits(models_cfg: ModelsConfig, names: list[str], *, skip_unreadable: b
             continue
         local.append(name)
     if estimates and models_cfg.resources.check:
-        fits(_one_per_load(models_cfg, local, estimates), models_cfg.resources)
+        fits(one_per_load(models_cfg, local, estimates), models_cfg.resources)
     return estimates
 
 
-def _one_per_load(models_cfg: ModelsConfig, names: list[str], estimates: list[Any]) -> list[Any]:
+def one_per_load(models_cfg: ModelsConfig, names: list[str], estimates: list[Any]) -> list[Any]:
     """``estimates`` with the names that would share one loaded model merged into one estimate."""
     groups: dict[tuple[str, str, str, int], list[int]] = {}
     for i, name in enumerate(names):
