@@ -276,7 +276,7 @@ def _bench(path: Path) -> None:
     st.dataframe(_dashed(table), hide_index=True)
     st.caption(f"per concurrency level; {views.PER_REQUEST_SPEED}: one request's output tokens over its time after "
                f"the first token, the median over the requests; {views.THROUGHPUT}: the output tokens of all the "
-               "level's requests over its wall time (report.md's output tokens/s)")
+               "level's requests over its wall time (report.md's column of that name)")
     st.dataframe(_dashed(levels), hide_index=True)
 
 

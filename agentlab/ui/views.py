@@ -373,7 +373,7 @@ def compress_points(path: Path) -> list[dict[str, Any]]:
 
 # results.json's output_tokens_per_s: the median over requests of one request's decode speed (its output tokens over
 # its time after the first token); a level's throughput_tokens_per_s: every output token of the level over its wall
-# time (what report.md's "By concurrency" table calls output tokens/s). Two numbers: two names.
+# time (report.md's "By concurrency" table names it so too). Two numbers: two names.
 PER_REQUEST_SPEED = "tokens/s per request (p50)"
 THROUGHPUT = "throughput tokens/s"
 

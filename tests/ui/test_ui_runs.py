@@ -120,7 +120,7 @@ def test_command_views(root: Path) -> None:
     assert table[0] == {"model": "fast", "available": "yes", "ok": "4/4", "TTFT p50 (ms)": 100.0, "p50 (ms)": 100.0,
                         "p90 (ms)": 200.0, "p99 (ms)": 300.0, "tokens/s per request (p50)": 50.0}
     assert table[1]["available"] == "no: server_error" and len(levels) == 1
-    # one request's decode speed and the level's throughput (report.md's "output tokens/s"): two names, both shown
+    # one request's decode speed and the level's throughput (report.md's "throughput tokens/s"): two names, both shown
     assert (levels[0]["tokens/s per request (p50)"], levels[0]["throughput tokens/s"]) == (50.0, 180.0)
     assert views.progress("unknown-command", made["nas"]) == ["3 events; last: trial"]
 
