@@ -903,14 +903,15 @@ def run_name_problem(name: str) -> str | None:
     return None
 
 
+_RUN_NAME_CHARS = "use letters, digits, '-', '_' and '.'"
 # the hint of a name the run folder refuses (core.runs.new_run_path)
-RUN_NAME_HINT = "use letters, digits, '-', '_' and '.' (set it with --set name=NAME)"
+RUN_NAME_HINT = f"{_RUN_NAME_CHARS} (set it with --set name=NAME)"
 
 
 def _run_name(value: str) -> str:
     problem = run_name_problem(value)
     if problem is not None:
-        raise ValueError(f"not usable in a folder name: {problem}; use letters, digits, '-', '_' and '.'")
+        raise ValueError(f"not usable in a folder name: {problem}; {_RUN_NAME_CHARS}")
     return value
 
 
