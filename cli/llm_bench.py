@@ -98,12 +98,14 @@ def llm_bench(
         from agentlab.testing.server import demo_config, demo_server
 
         demo_at.append(stack.enter_context(demo_server()).base_url)
-        return demo_config(demo_at[0])
+        # the demo models answer with text only: a tool-calling probe would report each as failing it
+        return {**demo_config(demo_at[0]), "bench": {"tools": False}}
 
     def prepare_bench(cfg: BenchConfig) -> dict[str, Any]:
         kwargs = prepare(cfg)
         if demo_at:
-            console.print(f"[cyan]demo:[/] benchmarking built-in loopback models at {demo_at[0]}")
+            console.print(f"[cyan]demo:[/] benchmarking built-in loopback models at {demo_at[0]}"
+                          + ("" if cfg.bench.tools else " (they answer with text only: no tool-calling probe)"))
         return kwargs
 
     base = start_demo if use_demo else builtin

@@ -62,8 +62,11 @@ def serve(
 
 
 def _summary(results: dict[str, Any], path: Path) -> None:
-    console.print(f"stopped ({results.get('stopped_by') or 'done'}): {results['requests']} requests, "
-                  f"{results['answered']} answered, {results['failed']} failed, {results['fallbacks']} fallbacks")
+    from agentlab.serve.report import counted
+
+    console.print(f"stopped ({results.get('stopped_by') or 'done'}): {counted(results['requests'], 'request')}, "
+                  f"{results['answered']} answered, {results['failed']} failed, "
+                  f"{counted(results['fallbacks'], 'fallback')}")
     for row in results["by_route_model"]:
         console.print(safe_text(f"  {row['route']} -> {row['model']}: {row['requests']}"))
     console.print(f"report: {safe_text(path / 'report.md')}")

@@ -103,6 +103,9 @@ def render_report(results: dict[str, Any], run_path: Path) -> str:
     if chart is not None:
         lines += ["", f"![latency]({chart.name})"]
     probed = [m for m in models if m.get("tool_call")]
+    if not results["settings"].get("tools", True):
+        lines += ["", "## Tool calling", "", "Not probed (`bench.tools: false`, as `--demo` sets it: the demo models "
+                  "answer with text only)."]
     if probed:
         lines += ["", "## Tool calling", "", "One request per working model offering one tool with "
                   "`tool_choice: required`, sent once (no repair).", "",

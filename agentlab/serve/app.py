@@ -37,6 +37,7 @@ import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from agentlab.core.config import getenv
 from agentlab.core.errors import AllModelsFailed, LLMError
 from agentlab.core.llm.types import GenParams
 from agentlab.serve.catalog import Catalog, Served
@@ -101,6 +102,8 @@ class _Handler:
         self.keys.on_spend = metrics.key_spend
         self.keys.on_refuse = metrics.key_refused
         self.secrets = secrets  # provider and client keys: scrubbed from every error message sent or logged
+        # providers whose API key variable is unset, by name (said at start; their models' 5xx say so too)
+        self.unset_keys = unset_keys(router)
         self.store = ResponseStore(cfg.max_stored_responses)  # /v1/responses conversations, for follow-ups
         # whether the server was told to stop at once (a second Ctrl-C) rather than after graceful_shutdown_s: the
         # answers it cuts then say so (the Gateway sets it; the server is made after this handler)
@@ -179,18 +182,34 @@ class _Handler:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise _too_large(int(length), limit)
+        from starlette.requests import ClientDisconnect
+
         body = bytearray()
-        async for part in request.stream():
-            body += part
-            if len(body) > limit:
-                raise _too_large(len(body), limit)
+        try:
+            async for part in request.stream():
+                body += part
+                if len(body) > limit:
+                    raise _too_large(len(body), limit)
+        except ClientDisconnect:  # gone while sending its body: before any watch of the request starts
+            raise _Disconnected() from None
         return load_body(body)  # every endpoint's text and numbers checked here, the field named
 
-    def llm_error(self, exc: LLMError) -> ApiError:
+    def llm_error(self, exc: LLMError, models: list[str] | None = None) -> ApiError:
+        """The HTTP error of a request no model answered; ``models``: the models tried when ``exc`` does not list
+        them (a single model's call: embeddings, completions). A failure of a provider whose API key is unset says
+        so, as llm-bench does (offline, no 401 would ever tell)."""
         status = _STATUS.get(exc.kind, 502)
         message = exc.message
         if isinstance(exc, AllModelsFailed) and exc.attempts and exc.attempts[-1][2]:
             message += f"; last: {exc.attempts[-1][2]}"
+        if status >= 500 and self.unset_keys:
+            tried = [a[0] for a in exc.attempts] if isinstance(exc, AllModelsFailed) else models or []
+            config = self.router.config.models
+            providers = dict.fromkeys(config[m].provider for m in tried if m in config)
+            from agentlab.core.llm.providers.openai import unset_key_hint  # httpx: an HTTP provider is there
+
+            message += "".join(f"; provider '{p}': {unset_key_hint(self.unset_keys[p])}" for p in providers
+                               if p in self.unset_keys)
         etype = "rate_limit_error" if status == 429 else "invalid_request_error" if status < 500 else "api_error"
         headers = {}
         if status == 429 and exc.retry_after:  # the upstream's own wait, rounded up to whole seconds (RFC 9110)
@@ -280,7 +299,7 @@ class _Handler:
         from starlette.responses import JSONResponse
 
         start = time.perf_counter()
-        label = "-"
+        label, model = "-", ""  # model: the one asked, once known
         try:
             key = self.check_auth(request)
             name, raw = parse_completion(await self.read_json(request), max_tokens_limit=self.cfg.max_tokens,
@@ -312,7 +331,7 @@ class _Handler:
         except ApiError as exc:
             return self.refuse(label, exc)
         except LLMError as exc:
-            return self.refuse(label, self.llm_error(exc))
+            return self.refuse(label, self.llm_error(exc, [model] if model else None))
         except _Disconnected:
             return self.disconnected(label)
         except Exception as exc:
@@ -391,7 +410,17 @@ class _Handler:
         ``events(req, task, queue, first, start)`` gives it (chat completion chunks by default). A client that
         disconnects cancels the answer's task; the events end there (see ``_EventStream``)."""
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        task = asyncio.ensure_future(self.answer(req, lambda model, text: queue.put_nowait((model, text))))
+
+        def deliver(model: str, text: str) -> None:
+            if watch.gone:
+                # text after the client left: the answer outlived its cancel, which it can lose (Python 3.11's
+                # asyncio.wait_for returns the piece that arrived with the cancel and drops the cancel, as a local
+                # model's stream waits for each token): cancel again, or the model generates on for nobody
+                task.cancel()
+                return
+            queue.put_nowait((model, text))
+
+        task = asyncio.ensure_future(self.answer(req, deliver))
         task.add_done_callback(lambda _: queue.put_nowait(_END))
         watch = _DisconnectWatch(request.receive, task.cancel)  # handed on to the response, which stops it
         try:
@@ -581,7 +610,7 @@ class _Handler:
         from starlette.responses import JSONResponse
 
         start = time.perf_counter()
-        label = "-"
+        label, model = "-", ""  # model: the one asked, once known
         try:
             key = self.check_auth(request)
             ereq = parse_embeddings(await self.read_json(request))
@@ -610,7 +639,10 @@ class _Handler:
         except ApiError as exc:
             return self.refuse(label, exc)
         except LLMError as exc:
-            return self.refuse(label, self.llm_error(exc))
+            error = self.llm_error(exc, [model] if model else None)
+            if model and error.status == 400 and ereq.dimensions is not None and "dimensions" in exc.message:
+                error.param = "dimensions"  # the model cannot give that size
+            return self.refuse(label, error)
         except _Disconnected:
             return self.disconnected(label)
         except Exception as exc:
@@ -671,6 +703,18 @@ class _Handler:
         except ApiError as exc:
             return self.refuse("-", exc)
         return Response(self.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def unset_keys(router: Router) -> dict[str, str]:
+    """The providers serving a model of ``router`` whose API key variable (``api_key_env``) is not set, by name: the
+    variable. A provider passed in place of a configured one (tests) names no variable."""
+    used = {mcfg.provider for mcfg in router.config.models.values()}
+    found = {}
+    for name, provider in router.providers.items():
+        env = getattr(provider, "api_key_env", None)
+        if name in used and env and not getenv(env):
+            found[name] = env
+    return found
 
 
 def _model_entry(served: Served) -> dict[str, Any]:
@@ -833,4 +877,18 @@ def build_app(handler: _Handler) -> Any:
         Route("/metrics", handler.metrics_text, methods=["GET"]),
         Route("/v1/keys/usage", handler.key_usage, methods=["GET"]),
     ]
-    return Starlette(routes=routes, exception_handlers={Exception: server_error, 404: not_found, 405: not_found})
+    app = Starlette(routes=routes, exception_handlers={Exception: server_error, 404: not_found, 405: not_found})
+    in_flight = handler.metrics.in_flight
+
+    async def counting(scope: Any, receive: Any, send: Any) -> None:
+        """``agentlab_requests_in_flight``: each POST (a request to answer) from its first byte to its response's
+        last, a stream's included (an endpoint returns a stream before it is sent)."""
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await app(scope, receive, send)
+        in_flight.inc()
+        try:
+            await app(scope, receive, send)
+        finally:
+            in_flight.dec()
+
+    return counting

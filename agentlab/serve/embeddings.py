@@ -11,11 +11,13 @@ import struct
 from typing import Any
 
 from agentlab.core.llm.types import Embeddings
-from agentlab.serve.protocol import ApiError
+from agentlab.serve.protocol import ApiError, check_fields
 
 __all__ = ["EmbeddingsRequest", "parse_embeddings", "embeddings_body", "MAX_INPUTS"]
 
 MAX_INPUTS = 2048  # OpenAI's limit on the inputs of one request
+# The fields OpenAI's API documents for /v1/embeddings (the `openai` SDK's EmbeddingCreateParams); any other is refused.
+EMBEDDINGS_FIELDS = frozenset({"input", "model", "dimensions", "encoding_format", "user"})
 
 
 class EmbeddingsRequest:
@@ -31,6 +33,7 @@ def parse_embeddings(body: Any) -> EmbeddingsRequest:
     """Check an embeddings body; ``ApiError`` (400) names the field."""
     if not isinstance(body, dict):
         raise _bad("the request body must be a JSON object")
+    check_fields(body, EMBEDDINGS_FIELDS, "/v1/embeddings")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("'model' must name a route or a model (GET /v1/models lists them)", "model")

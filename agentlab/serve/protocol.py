@@ -2,13 +2,15 @@
 JSON (or SSE chunks) that OpenAI clients parse.
 
 Checks are strict where a silent misreading would hurt (a wrong type, ``n > 1``, tools, images: a 400 that says so)
-and lenient where clients differ harmlessly (``user``, ``metadata`` and other fields that change nothing here are
-ignored). Errors are OpenAI-shaped (``{"error": {"message", "type", "code", "param"}}``) so every SDK raises its usual
-exception with our message.
+and lenient where clients differ harmlessly (``user``, ``store`` and other fields of OpenAI's API that change nothing
+here are accepted). A field OpenAI's API does not document for the endpoint (a typo such as ``max_token``) is a 400
+naming it, as OpenAI answers, never ignored (``check_fields``). Errors are OpenAI-shaped (``{"error": {"message",
+"type", "code", "param"}}``) so every SDK raises its usual exception with our message.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -26,14 +28,28 @@ from agentlab.core.llm.tools import TOOL_CALL_OPEN, check_tools
 from agentlab.core.llm.types import GenParams, Messages, ToolCall, Usage
 
 __all__ = ["ApiError", "ChatRequest", "parse_chat", "parse_completion", "completion_body", "text_completion_body",
-           "chunk", "error_body", "load_body", "before_cut_call"]
+           "chunk", "error_body", "load_body", "before_cut_call", "check_fields"]
 
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 # Fields that would change the answer's meaning and that this gateway cannot honour: refused, never ignored.
 # (The legacy `functions` / `function_call` are refused: `tools` / `tool_choice` are served.)
-_REFUSED = {"functions": "legacy function calling (send 'tools' instead)",
-            "function_call": "legacy function calling (send 'tool_choice' instead)", "audio": "audio output",
-            "prediction": "predicted outputs"}
+# Each: what it asks for, and the one thing to do instead.
+_REFUSED = {"functions": ("legacy function calling", "send 'tools' instead"),
+            "function_call": ("legacy function calling", "send 'tool_choice' (with 'tools') instead"),
+            "audio": ("audio output", "drop it: answers are text"),
+            "prediction": ("predicted outputs", "drop it")}
+# Every top-level field OpenAI's API documents for the endpoint (the `openai` SDK's CompletionCreateParams, with
+# `stream`): served, refused or accepted as changing nothing here, each above or in its parser; any other is refused.
+CHAT_FIELDS = frozenset({
+    "messages", "model", "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs",
+    "max_completion_tokens", "max_tokens", "metadata", "modalities", "moderation", "n", "parallel_tool_calls",
+    "prediction", "presence_penalty", "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention",
+    "reasoning_effort", "response_format", "safety_identifier", "seed", "service_tier", "stop", "store", "stream",
+    "stream_options", "temperature", "tool_choice", "tools", "top_logprobs", "top_p", "user", "verbosity",
+    "web_search_options"})
+COMPLETION_FIELDS = frozenset({
+    "model", "prompt", "best_of", "echo", "frequency_penalty", "logit_bias", "logprobs", "max_tokens", "n",
+    "presence_penalty", "seed", "stop", "stream", "stream_options", "suffix", "temperature", "top_p", "user"})
 # Sampling fields passed on to the backends that understand them (GenParams.extra).
 _EXTRA_NUMBERS = {"presence_penalty": (-2.0, 2.0), "frequency_penalty": (-2.0, 2.0)}
 
@@ -127,10 +143,23 @@ def load_body(body: bytes | bytearray) -> Any:
         if not isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)) and "digits" in str(exc):
             raise _bad(f"a number in the request body is too long: integers may have at most "
                        f"{sys.get_int_max_str_digits()} digits here; send a shorter number") from None
-        raise ApiError(400, "the request body is not JSON (UTF-8)", "invalid_json", kind="bad_request") from None
+        raise ApiError(400, _unreadable(body, exc), "invalid_json", kind="bad_request") from None
     if checked:
         check_values(data)
     return data
+
+
+def _unreadable(body: bytes | bytearray, exc: ValueError) -> str:
+    """Why ``body`` is not JSON, where: bytes that are not UTF-8 text (Latin-1, say) at their offset, or JSON's own
+    error (``Expecting value: line 1 column 39 (char 38)``)."""
+    if isinstance(exc, UnicodeDecodeError):
+        encoding = "UTF-8" if exc.encoding.replace("_", "-").lower() in ("utf-8", "utf8") else \
+            f"{exc.encoding} (the encoding its first bytes suggest)"
+        return (f"the request body is not {encoding} text: the byte 0x{body[exc.start]:02x} at offset {exc.start} "
+                f"starts no valid character ({exc.reason}); send the JSON encoded as UTF-8")
+    if not body.strip():
+        return "the request body is empty, not JSON: send a JSON object"
+    return f"the request body is not JSON: {exc}; send a JSON object"
 
 
 def check_values(body: Any) -> None:
@@ -170,6 +199,23 @@ def _surrogate(path: str, char: str, at: int, key: bool = False) -> ApiError:
     return _bad(f"{where} is not valid Unicode text: it holds a lone UTF-16 surrogate (\\u{ord(char):04x} at "
                 f"character {at}); send the text as UTF-8, or a character above U+FFFF as a surrogate pair (high "
                 "then low)", path or None)
+
+
+def check_fields(body: dict[str, Any], known: Collection[str], endpoint: str) -> None:
+    """``ApiError`` (400, ``param`` the field) for a top-level field of ``body`` outside ``known`` (the fields OpenAI's
+    API documents for ``endpoint``), as OpenAI answers one: a typo (``max_token``) or another endpoint's field
+    (``max_tokens`` on /v1/responses) was ignored, a 200 that silently did not do what was asked."""
+    unknown = [key for key in body if key not in known]
+    if not unknown:
+        return
+    key = unknown[0]
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    others = f" (and {', '.join(repr(k[:60]) for k in unknown[1:4])}{', ...' if len(unknown) > 4 else ''})" \
+        if len(unknown) > 1 else ""
+    raise _bad(f"unrecognized request argument supplied: '{key[:100]}'"
+               + (f" (did you mean '{close[0]}'?)" if close else "") + others
+               + f"; {endpoint} takes only the fields OpenAI's API documents for it: fix the name or drop the field",
+               key[:200], code="unknown_parameter")
 
 
 def _number(body: dict[str, Any], key: str, low: float, high: float | None = None) -> float | None:
@@ -320,12 +366,13 @@ def parse_chat(body: Any, *, max_tokens_limit: int, max_messages: int) -> ChatRe
     """Check an OpenAI chat-completions body and turn it into a ``ChatRequest``; ``ApiError`` (400) names the field."""
     if not isinstance(body, dict):
         raise _bad("the request body must be a JSON object")
+    check_fields(body, CHAT_FIELDS, "/v1/chat/completions")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("'model' must name a route or a model (GET /v1/models lists them)", "model")
-    for key, what in _REFUSED.items():
+    for key, (what, instead) in _REFUSED.items():
         if body.get(key):
-            raise _bad(f"'{key}': {what} is not served by this gateway; send plain chat messages", key,
+            raise _bad(f"'{key}': {what} is not served by this gateway; {instead}", key,
                        code="unsupported_parameter")
     n = _integer(body, "n")
     if n is not None and n != 1:
@@ -396,6 +443,7 @@ def parse_completion(body: Any, *, max_tokens_limit: int, max_prompts: int) -> t
     ``echo`` and ``logprobs`` (0-20) are served; ``max_tokens`` may be 0 (score the prompt only, with echo)."""
     if not isinstance(body, dict):
         raise _bad("the request body must be a JSON object")
+    check_fields(body, COMPLETION_FIELDS, "/v1/completions")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("'model' must name a model (GET /v1/models lists them)", "model")

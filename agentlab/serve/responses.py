@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentlab.core.llm.types import Message, Messages, ToolCall, Usage
-from agentlab.serve.protocol import ApiError, ChatRequest, parse_chat
+from agentlab.serve.protocol import ApiError, ChatRequest, check_fields, parse_chat
 
 __all__ = ["ResponsesRequest", "ResponseStore", "parse_responses", "response_body", "ResponseEvents"]
 
@@ -35,6 +35,14 @@ _REFUSED = {"reasoning": "reasoning settings", "include": "extra output data ('i
             "background": "background responses", "conversation": "server-side conversations (send "
             "previous_response_id or the whole input)", "prompt": "stored prompt templates",
             "top_logprobs": "log-probabilities", "max_tool_calls": "a cap on built-in tool calls"}
+# Every top-level field OpenAI's API documents for /v1/responses (the `openai` SDK's ResponseCreateParams, with
+# `stream`): mapped, refused or accepted as changing nothing here; any other (chat's `max_tokens`) is refused.
+RESPONSES_FIELDS = frozenset({
+    "model", "input", "background", "context_management", "conversation", "include", "instructions",
+    "max_output_tokens", "max_tool_calls", "metadata", "moderation", "parallel_tool_calls", "previous_response_id",
+    "prompt", "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention", "reasoning", "safety_identifier",
+    "service_tier", "store", "stream", "stream_options", "temperature", "text", "tool_choice", "tools",
+    "top_logprobs", "top_p", "truncation", "user"})
 
 
 @dataclass
@@ -189,6 +197,7 @@ def parse_responses(body: Any, *, max_tokens_limit: int, max_messages: int,
     ``history(id)`` is the stored conversation of an earlier response (None: unknown)."""
     if not isinstance(body, dict):
         raise _bad("the request body must be a JSON object")
+    check_fields(body, RESPONSES_FIELDS, "/v1/responses")
     for key, what in _REFUSED.items():
         if body.get(key):
             raise _bad(f"'{key}': {what} is not served by this gateway", key, code="unsupported_parameter")

@@ -38,7 +38,7 @@ from agentlab.serve.catalog import Catalog, build_catalog
 from agentlab.serve.config import ServeConfig
 from agentlab.serve.keys import load_keys
 from agentlab.serve.metrics import GatewayMetrics
-from agentlab.serve.report import render
+from agentlab.serve.report import counted, render
 
 if TYPE_CHECKING:
     from agentlab.core.llm.types import Provider
@@ -187,6 +187,7 @@ def run(cfg: ServeConfig, run_dir: RunDir | None = None, *, progress: Progress |
     for note in gateway.notes():
         say(f"note: {note}")
     gateway.on_started = lambda: say(gateway.describe())
+    gateway.on_stopping = say
     try:
         results = gateway.serve_forever()
     finally:
@@ -212,6 +213,8 @@ def _server_class() -> type:
 
     class Server(uvicorn.Server):
         stopped_by: str | None = None
+        # called once, as shutdown begins, with the number of requests still in flight (none: not called)
+        on_stop: Callable[[int], None] | None = None
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
@@ -235,6 +238,9 @@ def _server_class() -> type:
             cancelling them, and the loop closed under them (tracebacks, a stream cut without a word). uvicorn's
             `ERROR: Cancel N running task(s), timeout graceful shutdown exceeded` is left out: each answer cut
             says so in the gateway's own warning (``_Handler.shutdown_error``)."""
+            in_flight = sum(1 for task in self.server_state.tasks if not task.done())
+            if in_flight and self.on_stop is not None and not self.force_exit:
+                self.on_stop(in_flight)  # the wait that follows is silent: say what it waits for, and how long
             uvicorn_log = logging.getLogger("uvicorn.error")
             uvicorn_log.addFilter(_not_graceful_cancel)
             try:
@@ -276,6 +282,8 @@ class Gateway:
         self.sock = sock
         self._port: int | None = None
         self.on_started: Callable[[], None] | None = None
+        # said once when a stop has requests in flight to wait for (the CLI prints it: the wait is otherwise silent)
+        self.on_stopping: Callable[[str], None] | None = None
         self.started_at: float | None = None
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -312,9 +320,18 @@ class Gateway:
         return f"http://{host}:{self.port}/v1"
 
     def notes(self) -> list[str]:
-        """What to say once at start besides the address: the catalog's notes, and that a gateway other machines can
-        reach asks no client key (the help says to set one with --host 0.0.0.0; nothing made sure of it)."""
+        """What to say once at start besides the address: the catalog's notes, each provider whose API key variable
+        is unset (its requests would fail with a connection or auth error that does not say why), and that a gateway
+        other machines can reach asks no client key (the help says to set one with --host 0.0.0.0; nothing made
+        sure of it)."""
         notes = list(self.catalog.notes)
+        if self.handler.unset_keys:
+            from agentlab.core.llm.providers.openai import unset_key_hint
+
+            for provider, env in self.handler.unset_keys.items():
+                models = [n for n, m in self.catalog.config.models.items() if m.provider == provider]
+                notes.append(f"provider '{provider}': {unset_key_hint(env)}; until then its models "
+                             f"({', '.join(models)}) fail (502) or fall back")
         if not self.handler.keys and not self.loopback:
             notes.append(f"--host {self.cfg.host} takes requests from other machines and no client key is asked "
                          f"for: anyone who reaches port {self.port} can use the models; set --api-key-env NAME (or "
@@ -348,7 +365,14 @@ class Gateway:
                                 timeout_keep_alive=30, backlog=2048, server_header=False,
                                 # uvicorn annotates int; it is an asyncio timeout, so a float works
                                 timeout_graceful_shutdown=cast(int, self.cfg.graceful_shutdown_s))
-        return _server_class()(config)
+        server = _server_class()(config)
+        server.on_stop = self._stopping
+        return server
+
+    def _stopping(self, in_flight: int) -> None:
+        if self.on_stopping is not None and self.cfg.graceful_shutdown_s > 0:
+            self.on_stopping(f"stopping: waiting up to {self.cfg.graceful_shutdown_s:g} s for "
+                             f"{counted(in_flight, 'request')} in flight (Ctrl-C again to stop now)")
 
     def _new_loop(self) -> asyncio.AbstractEventLoop:
         try:

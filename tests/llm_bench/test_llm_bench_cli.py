@@ -131,6 +131,20 @@ def test_a_concurrency_level_above_the_request_count_is_warned(in_tmp: Path, cap
     assert "bench.concurrency" not in capsys.readouterr().err
 
 
+def test_the_demo_does_not_report_its_text_only_models_as_failing_the_tool_probe(
+        in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """`--demo`'s report had "called a tool: no, valid: no, the reply calls no tool" for each demo model, which read
+    as a failure: they answer with text only."""
+    assert main(["llm-bench", "--demo", "-m", "demo-fast", "--concurrency", "1", "--requests", "1",
+                 "--out", "r"]) == 0
+    said = capsys.readouterr()
+    assert "(they answer with text only: no tool-calling probe)" in " ".join((said.out + said.err).split())
+    report = (in_tmp / "r" / "report.md").read_text()
+    assert "Not probed (`bench.tools: false`, as `--demo` sets it: the demo models answer with text only)." in report
+    assert "| called a tool |" not in report
+    assert "tool_call" not in json.loads((in_tmp / "r" / "results.json").read_text())["models"][0]
+
+
 def test_unknown_model_and_bad_concurrency_are_usage_errors(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["llm-bench", "-c", str(REPO / "configs" / "llm.yaml"), "-m", "nope"]) == 2
     assert "--model nope: bench.models: unknown model(s) nope" in capsys.readouterr().err

@@ -58,8 +58,9 @@ def test_embeddings_through_an_http_upstream(srv: ScriptedServer, gateway) -> No
             client(gw).embeddings.create(model=name, input="x")
     # the upstream's own refusal of `dimensions` comes back as a 400 with its message
     srv.script("emb", [Reply(status=400, text="This model does not support specifying dimensions.")])
-    with pytest.raises(openai.BadRequestError, match="does not support specifying dimensions"):
+    with pytest.raises(openai.BadRequestError, match="does not support specifying dimensions") as err:
         client(gw).embeddings.create(model="emb", input="x", dimensions=3)
+    assert err.value.body["param"] == "dimensions"  # it was null
 
 
 def test_bad_embedding_requests_are_400s_naming_the_field(srv: ScriptedServer, gateway) -> None:  # noqa: ANN001
@@ -67,7 +68,8 @@ def test_bad_embedding_requests_are_400s_naming_the_field(srv: ScriptedServer, g
     url = gw.base_url + "/embeddings"
     for body, param in (({"input": ""}, "input"), ({"input": []}, "input"), ({"input": [[1, 2, 3]]}, "input"),
                         ({"input": "x", "encoding_format": "int8"}, "encoding_format"),
-                        ({"input": "x", "dimensions": 0}, "dimensions"), ({"input": 3}, "input")):
+                        ({"input": "x", "dimensions": 0}, "dimensions"), ({"input": 3}, "input"),
+                        ({"input": "x", "dimension": 4}, "dimension")):  # unknown: refused, as OpenAI does
         response = httpx.post(url, json={"model": "emb", **body})
         assert response.status_code == 400 and response.json()["error"]["param"] == param, response.text
     assert httpx.post(url, json={"model": "nope", "input": "x"}).status_code == 404
@@ -94,8 +96,9 @@ def test_local_models_embed_llama_cpp_and_transformers_alike(gateway, tiny_model
     # the loaded chat model embedded: it chats the same afterwards
     assert c.chat.completions.create(model="tiny", messages=ask).choices[0].message.content == before
     assert c.embeddings.create(model="tiny", input="x", dimensions=64).data[0].embedding
-    with pytest.raises(openai.BadRequestError, match="64-dimensional embeddings and cannot shorten"):
+    with pytest.raises(openai.BadRequestError, match="64-dimensional embeddings and cannot shorten") as err:
         c.embeddings.create(model="tiny", input="x", dimensions=32)
+    assert err.value.body["param"] == "dimensions"  # it was null
     # transformers: mean-pooled last hidden state, normalised; the same weights give the same vectors
     hf = c.embeddings.create(model="tiny-hf", input=texts, encoding_format="float")
     assert all(cosine(a.embedding, b) > 0.999 for a, b in zip(hf.data, vectors, strict=True))

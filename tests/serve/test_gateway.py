@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import re
+import socket
 import time
 
 import httpx
@@ -178,7 +179,9 @@ def test_response_format_json_schema_goes_through_the_structured_path(gw, srv: S
     ({"model": "good", "messages": ASK, "max_completion_tokens": 3, "max_tokens": 5000}, 400,
      "'max_tokens' must be between 1 and 4096"),
     ({"model": "good", "messages": ASK, "tools": [{"type": "function"}]}, 400, "tools[0] must be"),
-    ({"model": "good", "messages": ASK, "functions": [{"name": "f"}]}, 400, "legacy function calling"),
+    # one thing to do (it also said "send plain chat messages")
+    ({"model": "good", "messages": ASK, "functions": [{"name": "f"}]}, 400,
+     "'functions': legacy function calling is not served by this gateway; send 'tools' instead"),
     ({"model": "good", "messages": [{"role": "tool", "content": "x"}]}, 400, "needs 'tool_call_id'"),
     # a result answering no call (OpenAI's API refuses it; a local model was given it and rambled)
     ({"model": "good", "messages": [*ASK, {"role": "tool", "tool_call_id": "zzz", "content": "x"}]}, 400,
@@ -221,11 +224,54 @@ def test_the_usage_chunk_is_sent_only_when_asked(gw) -> None:  # noqa: ANN001
         assert any('"usage"' in e for e in events) is usage, options
 
 
-def test_a_body_that_is_not_json_is_400(gw, srv: ScriptedServer) -> None:  # noqa: ANN001
-    for junk in (b"\xff{not json", b"[1, 2", b""):
+def test_a_body_that_is_not_json_is_400_saying_where(gw, srv: ScriptedServer) -> None:  # noqa: ANN001
+    """Malformed JSON and Latin-1 text both got "the request body is not JSON (UTF-8)", with no position."""
+    latin1 = json.dumps({"model": "good", "messages": [{"role": "user", "content": "caf\u00e9"}]},
+                        ensure_ascii=False).encode("latin-1")
+    for junk, says in ((b'{"model": "good", "messages": [}', "not JSON: Expecting value: line 1 column 32 (char 31)"),
+                       (b"[1, 2", "not JSON: Expecting ',' delimiter: line 1 column 6 (char 5)"),
+                       (latin1, f"not UTF-8 text: the byte 0xe9 at offset {latin1.index(0xE9)} "),
+                       (b"\xff{not json", "not UTF-8 text: the byte 0xff at offset 0 "),
+                       (b"", "the request body is empty, not JSON")):
         not_json = httpx.post(gw.base_url + "/chat/completions", content=junk)
-        assert not_json.status_code == 400 and "not JSON" in not_json.json()["error"]["message"]
+        error = not_json.json()["error"]
+        assert not_json.status_code == 400 and says in error["message"] and error["code"] == "invalid_json", error
     assert srv.requests == []
+
+
+@pytest.mark.parametrize("path, body, param, says", [
+    ("/chat/completions", {"messages": ASK, "max_token": 4}, "max_token", "(did you mean 'max_tokens'?)"),
+    ("/chat/completions", {"messages": ASK, "foo": 1}, "foo", "supplied: 'foo'; /v1/chat/completions takes only"),
+    # another endpoint's field: /v1/responses' is max_output_tokens
+    ("/responses", {"input": "hi", "max_tokens": 4}, "max_tokens", "(did you mean 'max_output_tokens'?)"),
+    ("/completions", {"prompt": "hi", "max_token": 4}, "max_token", "(did you mean 'max_tokens'?)"),
+    ("/embeddings", {"input": "hi", "dimension": 4}, "dimension", "(did you mean 'dimensions'?)"),
+])
+def test_unknown_fields_are_a_400_naming_them(gw, srv: ScriptedServer, path: str, body: dict, param: str,  # noqa: ANN001
+                                              says: str) -> None:
+    """A typo or another endpoint's field was ignored: a 200 that did not do what was asked. OpenAI's API answers
+    400 "Unrecognized request argument supplied"."""
+    response = httpx.post(gw.base_url + path, json={"model": "good", **body})
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["param"] == param and error["code"] == "unknown_parameter", error
+    assert error["message"].startswith(f"unrecognized request argument supplied: '{param}'") and says in \
+        error["message"]
+    assert srv.requests == []
+
+
+def test_fields_openai_documents_that_change_nothing_here_are_still_accepted(gw) -> None:  # noqa: ANN001
+    from agentlab.serve.embeddings import parse_embeddings
+    from agentlab.serve.protocol import parse_completion
+
+    unused = {"user": "u1", "store": False, "service_tier": "auto", "prompt_cache_key": "k", "safety_identifier": "s",
+              "modalities": ["text"], "metadata": {"a": "b"}}
+    assert httpx.post(gw.base_url + "/chat/completions",
+                      json={"model": "good", "messages": ASK, **unused}).status_code == 200
+    assert httpx.post(gw.base_url + "/responses", json={"model": "good", "input": "hi", "user": "u1",
+                                                        "service_tier": "auto", "metadata": {}}).status_code == 200
+    parse_completion({"model": "m", "prompt": "hi", "user": "u1", "stream_options": None}, max_tokens_limit=64,
+                     max_prompts=1)
+    parse_embeddings({"model": "m", "input": "hi", "user": "u1"})
 
 
 @pytest.mark.parametrize("body, says", [
@@ -289,6 +335,19 @@ def test_client_disconnect_cancels_the_upstream_request(gw, srv: ScriptedServer)
     assert gw.router.stats()["good"]["errors"].get("cancelled") == 2
 
 
+def test_a_client_gone_while_sending_its_body_is_a_disconnect_not_a_bug(gw, caplog: pytest.LogCaptureFixture  # noqa: ANN001
+                                                                         ) -> None:
+    """A client that left before its body was whole (before any disconnect watch starts) was an internal error: a
+    traceback in the log, counted as internal_error."""
+    for path in ("/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions"):
+        with socket.create_connection(("127.0.0.1", gw.port)) as sock:
+            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         "Content-Length: 1000\r\n\r\n{\"model\": ".encode())
+            time.sleep(0.1)  # the body's start read
+    assert _wait_for(lambda: gw.handler.metrics.failed == {("-", "client_disconnected"): 4}), gw.handler.metrics.failed
+    assert "Traceback" not in caplog.text and "internal error" not in caplog.text
+
+
 def test_models_health_and_metrics(gw) -> None:  # noqa: ANN001
     models = {m["id"]: m["agentlab"] for m in httpx.get(gw.base_url + "/models").json()["data"]}
     assert models["main"] == {"kind": "route", "chain": ["down", "good"], "strategy": "single"}
@@ -312,6 +371,25 @@ def test_models_health_and_metrics(gw) -> None:  # noqa: ANN001
     assert 'agentlab_model_tokens_total{model="good",type="completion"} 6.0' in text
     health = httpx.get(root + "/health").json()
     assert health["status"] in ("ok", "degraded") and health["models"] == 6
+
+
+def test_requests_in_flight_counts_a_stream_until_its_last_chunk(gw, srv: ScriptedServer) -> None:  # noqa: ANN001
+    """``agentlab_requests_in_flight`` is documented and was never set: it read 0 under any load."""
+    srv.default("good", Reply(text="one two three four five six seven eight", chunk_delay_s=0.25))
+    root = gw.base_url.removesuffix("/v1")
+
+    def gauge() -> str:
+        return re.search(r"^agentlab_requests_in_flight (\S+)$", httpx.get(root + "/metrics").text, re.M).group(1)
+
+    assert gauge() == "0.0"
+    body = {"model": "good", "messages": ASK, "stream": True}
+    with httpx.stream("POST", gw.base_url + "/chat/completions", json=body, timeout=30) as raw:
+        lines = raw.iter_lines()
+        assert next(lines).startswith("data: ")
+        assert gauge() == "1.0"  # the endpoint has returned its stream; the stream goes on
+        rest = list(lines)
+    assert "data: [DONE]" in rest
+    assert _wait_for(lambda: gauge() == "0.0")
 
 
 def test_gateway_requests_are_traced_with_genai_attributes(gw, srv: ScriptedServer) -> None:  # noqa: ANN001
@@ -403,6 +481,8 @@ def test_a_plain_request_the_gateway_stops_past_its_graceful_shutdown_is_a_json_
     heard.emit = lambda record: uvicorn_says.append(record.getMessage())  # type: ignore[method-assign]
     srv.default("good", Reply(text="late", delay_s=5))
     gw = gateway(upstream_llm(srv.base_url, ["good"]), graceful_shutdown_s=0.5)
+    said: list[str] = []
+    gw.on_stopping = said.append  # `agentlab serve` prints it
     logging.getLogger("uvicorn.error").addHandler(heard)  # after the gateway: uvicorn's logging setup drops handlers
     body = {"model": "good", **({"messages": ASK} if path.startswith("/chat") else {"input": "hi"})}
     answer: list[httpx.Response] = []
@@ -416,11 +496,21 @@ def test_a_plain_request_the_gateway_stops_past_its_graceful_shutdown_is_a_json_
     finally:
         logging.getLogger("uvicorn.error").removeHandler(heard)
     asking.join()
+    # the wait was silent: the user took it for a hang
+    assert said == ["stopping: waiting up to 0.5 s for 1 request in flight (Ctrl-C again to stop now)"]
     assert answer[0].status_code == 503 and answer[0].json()["error"]["code"] == "server_shutdown"
     assert gw.handler.metrics.failed == {("good", "shutdown"): 1}
     assert "Traceback" not in caplog.text and "Exception in ASGI application" not in caplog.text
     assert "the gateway stopped before the answer ended (graceful_shutdown_s 0.5s passed)" in caplog.text
     assert not [line for line in uvicorn_says if "graceful shutdown exceeded" in line], uvicorn_says
+
+
+def test_a_gateway_stopped_with_nothing_in_flight_says_no_stopping_line(srv: ScriptedServer, gateway) -> None:  # noqa: ANN001
+    gw = gateway(upstream_llm(srv.base_url, ["good"]))
+    said: list[str] = []
+    gw.on_stopping = said.append
+    gw.stop()
+    assert said == []
 
 
 def test_a_bad_tool_call_says_its_shape_with_balanced_braces() -> None:
@@ -543,3 +633,109 @@ def test_internal_errors_are_counted_in_metrics_and_the_report(gw, srv: Scripted
     assert results["failed"] == 8 and results["answered"] == 0
     assert results["errors"] == [{"route": "good", "kind": "internal_error", "requests": 8}]
     assert "| good | internal_error | 8 |" in render(results)
+
+
+def test_a_provider_whose_key_is_unset_is_said_at_start_and_in_its_502(monkeypatch: pytest.MonkeyPatch,
+                                                                        gateway) -> None:  # noqa: ANN001
+    """With the providers' key variables unset, serve started with no note and a request failed 502 on a connection
+    error that did not mention the key (llm-bench said "and X, its API key, is not set")."""
+    from agentlab.core.llm.providers.openai import unset_key_hint
+
+    monkeypatch.delenv("AGENTLAB_TEST_UNSET_KEY", raising=False)
+    with socket.socket() as closed:  # a port nothing listens on: offline, as an unreachable provider is
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    llm = {"providers": {"far": {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1",
+                                 "api_key_env": "AGENTLAB_TEST_UNSET_KEY"},
+                         "canned": {"kind": "scripted", "replies": ["hi"]}},
+           "models": {"far-model": {"provider": "far", "model": "m"}, "canned": {"provider": "canned", "model": "c"}},
+           "routes": {"both": {"primary": ["far-model"], "fallback": ["canned"]}}, "timeout_s": 5, "retries": 0}
+    gw = gateway(llm)
+    said = f"provider 'far': {unset_key_hint('AGENTLAB_TEST_UNSET_KEY')}"
+    assert [n for n in gw.notes() if n.startswith(said)] == [f"{said}; until then its models (far-model) fail (502) "
+                                                             "or fall back"]
+    response = httpx.post(gw.base_url + "/chat/completions", json={"model": "far-model", "messages": ASK})
+    assert response.status_code == 502 and response.json()["error"]["message"].endswith(said), response.text
+    assert httpx.post(gw.base_url + "/embeddings", json={"model": "far-model", "input": "x"}).json()["error"][
+        "message"].endswith(said)
+    # a fallback that answers: no error to say it in; a model of a provider with its key: no hint
+    assert httpx.post(gw.base_url + "/chat/completions", json={"model": "both", "messages": ASK}).status_code == 200
+    monkeypatch.setenv("AGENTLAB_TEST_UNSET_KEY", "sk-set-now-0123456789")
+    assert not [n for n in gateway(llm).notes() if "its API key" in n]
+
+
+def test_the_report_counts_in_words_and_says_what_its_model_table_counts(gw) -> None:  # noqa: ANN001
+    """report.md said "1 requests", and "31 answered" above a model table whose ok column added up to 30: an
+    embeddings request is answered outside the router, whose calls that table shows."""
+    from agentlab.serve.report import render
+
+    httpx.post(gw.base_url + "/chat/completions", json={"model": "good", "messages": ASK})
+    report = render(gw.results())
+    assert "1 request, 1 answered, 0 failed, 0 fallbacks." in report
+    assert "Model calls of chat and responses requests" in report and "embeddings and completions requests are " \
+        "counted in the tables above only" in report
+
+
+class _LosesOneCancel:
+    """A local model's stream that lets its first cancel pass unheeded and generates on, as a llama.cpp stream does
+    when the cancel lands with a token (Python 3.11's asyncio.wait_for returns that token and drops the cancel).
+    ``first_s``: the wait before the first token (a model's load and prompt evaluation)."""
+
+    supports_stream = True
+
+    def __init__(self, first_s: float):
+        import threading
+
+        self.first_s = first_s
+        self.lost = 0
+        self.tokens = 0
+        self.outcome: str | None = None
+        self.ended = threading.Event()
+
+    async def generate(self, model: str, messages: list, params: object, timeout_s: float) -> None:
+        raise AssertionError("streamed only")
+
+    async def stream(self, model: str, messages: list, params: object, timeout_s: float):  # noqa: ANN201
+        from agentlab.core.llm.types import Completion, StreamDelta, Usage
+
+        try:
+            for i in range(150):
+                try:
+                    await asyncio.sleep(self.first_s if i == 0 else 0.02)
+                except asyncio.CancelledError:
+                    if self.lost:
+                        raise
+                    self.lost += 1
+                self.tokens += 1
+                yield StreamDelta(f"w{i} ")
+            self.outcome = "finished"
+            yield Completion(text="...", model=model, usage=Usage(3, self.tokens), finish_reason="length")
+        finally:
+            self.outcome = self.outcome or "stopped"
+            self.ended.set()
+
+
+@pytest.mark.parametrize("first_s", [0.02, 1.0], ids=["mid-stream", "before-the-first-token"])
+def test_a_stream_whose_client_left_stops_even_when_the_model_lost_the_cancel(first_s: float) -> None:
+    """Once, under load, a streamed request whose client disconnected did not stop a local generation: events.jsonl
+    said ok, 800 tokens, 38 s, and the next request waited that long. The cancel was lost in the model's stream;
+    the gateway cancels again on the next piece that comes for nobody."""
+    from agentlab.core.llm.config import LLMConfig
+    from agentlab.serve import Gateway, ServeConfig
+
+    model = _LosesOneCancel(first_s)
+    llm = LLMConfig.model_validate({"providers": {"local": {"kind": "scripted", "replies": ["x"]}},
+                                    "models": {"slow": {"provider": "local", "model": "slow"}}, "routes": {},
+                                    "timeout_s": 60, "retries": 0})
+    with Gateway(ServeConfig(port=0), llm, providers={"local": model}) as gw:
+        body = {"model": "slow", "messages": ASK, "stream": True}
+        if first_s < 0.5:  # the first words read, then the client goes
+            with httpx.stream("POST", gw.base_url + "/chat/completions", json=body, timeout=30) as raw:
+                assert next(raw.iter_lines()).startswith("data: ")
+        else:  # gone while the model is still on its prompt
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(gw.base_url + "/chat/completions", json=body, timeout=first_s / 4)
+        assert model.ended.wait(30)
+        assert model.lost == 1 and model.outcome == "stopped" and model.tokens < 150
+        assert _wait_for(lambda: gw.router.stats()["slow"]["errors"].get("cancelled") == 1)
+        assert gw.router.stats()["slow"]["successes"] == 0

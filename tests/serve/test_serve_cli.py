@@ -150,7 +150,8 @@ def test_a_second_ctrl_c_stops_at_once_and_counts_the_answers_it_cut(in_tmp: Pat
             time.sleep(0.02)
         time.sleep(0.3)  # the stream's first words sent
         serve.proc.send_signal(signal.SIGINT)
-        time.sleep(0.5)
+        # said at once (the wait was silent: it looked like a hang)
+        serve.wait_for("stopping: waiting up to 30 s for 2 requests in flight (Ctrl-C again to stop now)", timeout=10)
         serve.proc.send_signal(signal.SIGINT)
         assert serve.proc.wait(timeout=20) == 130, "".join(serve.err)[-3000:]
         for asker in askers:

@@ -359,6 +359,79 @@ def test_a_cancelled_request_stops_decoding_at_the_next_token(tiny_model: dict[s
     assert cancelled and seconds < 5, seen
 
 
+def test_a_stream_consumer_cancelled_as_a_token_arrives_stops_decoding(tiny_model: dict[str, Path],
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancel that lands as a token arrives was dropped by Python 3.11's ``asyncio.wait_for`` (it returns the
+    token): the stream went on, and the model decoded to max_tokens for a client that had left (the gateway's
+    disconnected streams, now and then under load). Decoding is stood in for by a loop that hands over tokens as fast
+    as it can until the job stops; each of 30 consumers is cancelled a few tokens in."""
+    import threading
+
+    from agentlab.core.llm.types import Usage
+
+    provider, model = _provider(), str(tiny_model["gguf"])
+    provider.load(model)
+    decoded: list[int] = []
+
+    def decoding(loaded: object, model: str, messages: object, params: object, job: lc._Job,
+                 on_text: object = None) -> object:
+        n = 0
+        while not job.should_stop([]) and n < 200_000:
+            on_text("x")  # type: ignore[operator]
+            n += 1
+        decoded.append(n)
+        return "", "stop", Usage(0, n), []
+
+    monkeypatch.setattr(provider, "_run", decoding)
+    monkeypatch.setattr(lc, "_StreamText", None)  # unused: ``on_text`` goes straight to the queue
+    finished = threading.Event()
+
+    async def consume() -> None:
+        async for _ in provider.stream(model, MSGS, GREEDY, 60):
+            await asyncio.sleep(0)
+
+    async def scenario() -> None:
+        for _ in range(30):
+            task = asyncio.create_task(consume())
+            await asyncio.sleep(0.005)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        while len(decoded) < 30:
+            await asyncio.sleep(0.01)
+        finished.set()
+
+    _run(asyncio.wait_for(scenario(), 120))
+    assert finished.is_set() and max(decoded) < 200_000, decoded
+
+
+def test_a_request_cancelled_while_waiting_its_turn_never_evaluates_its_prompt(
+        tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request whose caller left while another held the model evaluated its whole prompt once the model was free,
+    for nobody, delaying the next request."""
+    provider, model = _provider(), str(tiny_model["gguf"])
+    loaded = provider.load(model)
+    prepared: list[object] = []
+    monkeypatch.setattr(provider, "_prepare", lambda *args: prepared.append(args) or ([], {}))
+
+    async def scenario() -> None:
+        loaded.lock.acquire()  # another request holds the model
+        try:
+            task = asyncio.create_task(provider.generate(model, MSGS, GREEDY, 60))
+            await asyncio.sleep(0.3)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            loaded.lock.release()
+
+    _run(scenario())
+    loaded.executor.submit(lambda: None).result(timeout=30)  # one worker thread: the cancelled job has ended
+    assert loaded.lock.acquire(timeout=5)  # and let go of the model
+    loaded.lock.release()
+    assert prepared == []
+
+
 def test_a_stream_its_consumer_left_ends_without_a_divergence_warning(tiny_model: dict[str, Path],
                                                                      caplog: pytest.LogCaptureFixture) -> None:
     """A stream cut by its consumer (a client gone, the gateway stopping) compared the streamed text with llama.cpp's

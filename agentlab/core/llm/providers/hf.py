@@ -253,7 +253,9 @@ class HFProvider:
         try:
             while True:
                 try:
-                    item = await asyncio.wait_for(queue.get(), max(0.0, deadline - time.monotonic()))
+                    # not wait_for: Python 3.11's returns an item that arrives with a cancel and drops the cancel
+                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                        item = await queue.get()
                 except TimeoutError:
                     raise _timeout(model, timeout_s) from None
                 if item is None:

@@ -359,6 +359,9 @@ class LlamaCppProvider:
         if not loaded.lock.acquire(timeout=max(job.remaining(), 0)):
             job.timed_out = True
             raise _timeout(model, job, "waiting for the model (another request holds it)")
+        if job.cancelled:  # its caller left while it waited its turn: its prompt's evaluation would only delay others
+            loaded.lock.release()
+            raise LLMError(f"{model}: cancelled before its turn", "cancelled", model=model)
         streamer = None
         try:
             params = tool_gate(messages, params)
@@ -418,7 +421,8 @@ class LlamaCppProvider:
         try:
             work = asyncio.get_running_loop().run_in_executor(
                 loaded.executor, self._run, loaded, model, messages, params, job)
-            text, finish, usage, calls = await asyncio.wait_for(work, timeout_s + _GRACE_S)
+            async with asyncio.timeout(timeout_s + _GRACE_S):  # not wait_for: Python 3.11's can drop a cancel
+                text, finish, usage, calls = await work
         except TimeoutError:
             job.cancelled = True
             raise _timeout(model, job, "in a step llama.cpp cannot interrupt (prompt evaluation)") from None
@@ -454,7 +458,10 @@ class LlamaCppProvider:
         try:
             while True:
                 try:
-                    kind, payload = await asyncio.wait_for(queue.get(), max(job.remaining(), 0) + _GRACE_S)
+                    # not asyncio.wait_for: Python 3.11's returns a token that arrives with a cancel and drops the
+                    # cancel, and the model would generate on for a client that left
+                    async with asyncio.timeout(max(job.remaining(), 0) + _GRACE_S):
+                        kind, payload = await queue.get()
                 except TimeoutError:
                     raise _timeout(model, job, "in a step llama.cpp cannot interrupt (prompt evaluation)") from None
                 if kind == "text":

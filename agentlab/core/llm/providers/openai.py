@@ -37,7 +37,7 @@ from agentlab.core.llm.providers.http1 import BodyDecodingError, Http1Pool, usab
 from agentlab.core.llm.tools import LOCAL_PARAMS, ToolCallAssembler, calls_from_message
 from agentlab.core.llm.types import Completion, Embeddings, GenParams, Messages, StreamDelta, Usage
 
-__all__ = ["OpenAIProvider", "parse_retry_after"]
+__all__ = ["OpenAIProvider", "parse_retry_after", "unset_key_hint"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,12 @@ _SHARD = 4
 _DRAIN_S = 1.0
 
 _timeout_at = asyncio.timeout_at
+
+
+def unset_key_hint(api_key_env: str) -> str:
+    """What to do about a provider whose API key variable is not set: its connection errors' hint (llm-bench shows it),
+    and `agentlab serve`'s note at start and its 502s."""
+    return f"{api_key_env}, its API key, is not set: export it or put it in .env"
 
 
 def usage_of(usage: dict[str, Any]) -> Usage:
@@ -371,7 +377,7 @@ class OpenAIProvider:
             within = f" within {timeout_s:g}s" if timeout_s is not None else ""
             return f"no answer{within}; raise the route's timeout_s or pick a faster model"
         if kind == "connection":
-            unset = (f"; and {self.api_key_env}, its API key, is not set: export it or put it in .env"
+            unset = (f"; and {unset_key_hint(self.api_key_env)}"
                      if self._secret is None and self.api_key_env else "")  # offline, no 401 would ever say so
             return (f"cannot reach {self.base_url}; check providers.{self.name}.base_url and that the server is "
                     f"up{unset}")
