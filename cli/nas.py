@@ -122,6 +122,8 @@ def nas(
         routing = routing_config(llm, folder)  # resumed: the first run's --llm
         kwargs = prepare(cfg, routing, config_file=config, resume=folder, sets=[*(set_ or []), *options])
         approver = approver_for(cfg.search.planner, cfg.search.agent.approve, answer, dry_run=dry_run)
+        if approver is not None and answer is not None and folder is not None:
+            _check_edit(folder, answer)
         if approver is not None and not dry_run:  # a dry run asks nothing
             kwargs["approver"] = approver
         if not json_:
@@ -142,6 +144,30 @@ def nas(
                 Invocation(config=config, sets=[*(set_ or []), *options], out=out, resume=resume,
                            log_prompts=not no_log_prompts, otlp_endpoint=otlp_endpoint, json_=json_,
                            verbose=verbose))
+
+
+def _check_edit(run: Path, answer: str) -> None:
+    """An --answer edit of the shape the question waiting in ``run`` takes (refused, exit 2, before anything runs):
+    a trial of params is edited with ``changes``, a code change with ``edits``."""
+    import json
+
+    from agentlab.core.agent.approval import parse_answer, pending
+    from agentlab.core.errors import UsageError
+
+    args, asked = (parse_answer(answer).get("args") or {}), pending(run)
+    if asked is None or not args or ("edits" in args) == (asked.get("diff") is not None):
+        return
+    if "edits" in args:
+        first = dict(list((asked.get("params") or {"lr": 0.01}).items())[:1])
+        raise UsageError("--answer: the question waiting is about a trial of params: an edit of it takes 'changes' "
+                         "(its settings as key: value), not 'edits' (path, old, new: those edit a code change)",
+                         hint=f"e.g. --answer '{json.dumps({'answer': 'edit', 'changes': first})}'")
+    edits: list[dict[str, Any]] = (asked.get("args") or {}).get("edits") or [{}]
+    path = edits[0].get("path", "train.py")
+    edit = {"path": path, "old": "<the text the agent changes>", "new": "<yours>"}
+    raise UsageError("--answer: the question waiting is about a code change: an edit of it takes 'edits' (a list of "
+                     "path, old, new texts), not 'changes' (those edit a trial of params)",
+                     hint=f"e.g. --answer '{json.dumps({'answer': 'edit', 'edits': [edit]})}', or yes, or no")
 
 
 def _print_summary(results: dict[str, Any], path: Path) -> None:

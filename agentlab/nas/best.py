@@ -1,12 +1,13 @@
 """The best config of a search of the user's own command, back in the user's hands.
 
-``<run>/best/`` holds the best trial's files in the user's format: the project's config file as that trial ran it
-(``best/config.py``, the edited YAML, ...), ``params.json`` and ``command.txt`` (the exact command line). Of the
-checkpoints trials wrote into their workspaces (``<trial>/checkpoint/``) only the best trial's is kept.
-``<run>/best.patch`` is the unified diff of the config file from the user's tree as the search started to the best
-trial's (``git apply best.patch`` or ``patch -p1 < best.patch`` in the project folder). ``agentlab nas apply`` writes
-the best config file into the tree, refusing when the file has changed since the search started. A Hydra app searched
-through ``{overrides}`` gets the best trial's overrides written into its config files (``agentlab.nas.hydra``).
+``<run>/best/`` holds the best trial's files in the user's format: the project's config file with that trial's
+searched values (``best/config.py``, the edited YAML, ...; ``objective.params``' constants stay as the file has them),
+``params.json`` and ``command.txt`` (the exact command line). Of the checkpoints trials wrote into their workspaces
+(``<trial>/checkpoint/``) only the best trial's is kept. ``<run>/best.patch`` is the unified diff of the config file
+from the user's tree as the search started to the best one (``git apply best.patch`` or ``patch -p1 < best.patch`` in
+the project folder). ``agentlab nas apply`` writes the best config file into the tree, refusing when the file has
+changed since the search started. A Hydra app searched through ``{overrides}`` gets the best trial's overrides written
+into its config files (``agentlab.nas.hydra``).
 
 The file as the search started is kept in ``<run>/base/`` with its sha256 (``base.json``), written once: a resumed
 run keeps the first run's (for a Hydra app: every file of its config folder).
@@ -146,9 +147,14 @@ def write_best(run: Path, best: TrialRecord | None, overrides: dict[str, Any] | 
     elif meta is not None and used is not None:
         rel = Path(meta["file"])
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(used, tmp / rel)
+        try:  # the searched keys only: objective.params' constants (epochs: 1 for the search) stay as the file has them
+            base = ConfigFile.load(run / "base" / rel)
+            text = base.render({key: value for key, value in best.params.items() if base.lookup(key)[0]})
+        except UsageError:  # never at the cost of results.json: the file as the trial ran it
+            text = used.read_bytes().decode("utf-8")
+        (tmp / rel).write_bytes(text.encode("utf-8"))
         written["files"].append(str(rel))
-        diffs.append(_diff(run / "base" / rel, used, rel))
+        diffs.append(_diff(run / "base" / rel, tmp / rel, rel))
     for rel, file in code_files:  # the code the best trial ran (a kept chain of code changes)
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(file, tmp / rel)

@@ -15,6 +15,7 @@ change, run by the command objective in a fresh workspace of the current best ve
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from collections.abc import Callable
@@ -24,7 +25,15 @@ from typing import Any
 
 from agentlab.core.agent.runtime import Tool
 from agentlab.core.runs import atomic_write_text
-from agentlab.core.search.planners import PlanContext, Planner, Proposal, TrialDomain, Wrapper, trial_key
+from agentlab.core.search.planners import (
+    NoProposal,
+    PlanContext,
+    Planner,
+    Proposal,
+    TrialDomain,
+    Wrapper,
+    trial_key,
+)
 from agentlab.core.search.records import TrialRecord, reason_line
 from agentlab.nas.code_change import (
     CODE,
@@ -280,8 +289,11 @@ class CodeHybrid(Wrapper):
         assert isinstance(domain, TrialDomain)
         chain = chain_of(domain.best)
         records = domain.records
+        first = None
         if chain and self._owed(chain, records):
-            first = domain.draw(self.code.sampler, 1)[0]
+            with contextlib.suppress(NoProposal):  # every point of the space ran on this version: the agent plans
+                first = domain.draw(self.code.sampler, 1)[0]
+        if first is not None:
             proposal = Proposal(first.params, first.changes, first.planner, origin="tune", extra=dict(first.extra),
                                 notes=[f"tunes the params on the kept version of {domain.best.run_id}"
                                        if domain.best else "tunes the params"])

@@ -141,6 +141,10 @@ def _spaced(name: str) -> re.Pattern[str]:
 
 
 PAIR, SPACED = _pair(NAME.pattern), _spaced(NAME.pattern)
+# a name apart from its number by spaces alone that looks like a metric's (`val loss 2.08`, `top-1 0.7`), not a word
+# of a sentence (`trained on 320 rows`): what ``printed_instead`` lists of SPACED's names
+METRIC_LIKE = re.compile(r"[\d_./-]|^(?:loss|acc|accuracy|err|error|score|mse|rmse|mae|auc|ppl|perplexity|bleu"
+                         r"|rouge|precision|recall|wer|cer|iou|nll)$", re.IGNORECASE)
 SOURCE_LINE = re.compile(r"\.py['\"]?$")  # a name that is a source file: `file.py:12` names a line, not a metric
 
 
@@ -563,6 +567,10 @@ class CommandObjective:
         self.validate_program()
         self._check_placeholders(parts)
         self._check_option_names(parts)
+        if self.space_keys and not self.uses_params():  # a warning: the script may read the file AGENTLAB_PARAMS names
+            warn_once("objective.command passes no params ({args}, {overrides}, {params} or {key}) and "
+                      "objective.config is not set: unless the script reads the params file AGENTLAB_PARAMS names, "
+                      "it ignores the search's values")
         if self.config is not None:
             own = [k for k in self.space_keys if not lookup(self.own_params, k)[0]]
             self.config.require(own)
@@ -1107,8 +1115,8 @@ def _number(value: Any) -> bool:
 
 def printed_instead(metric: str, folder: Path) -> str:
     """``; it printed val_loss, val_acc (did you mean metric: val_loss?)``: the names the trial's output gave numbers
-    to (JSON keys, ``name: number``, ``name=number``, ``name number``), when the metric was not among them; empty
-    when none."""
+    to (JSON keys, ``name: number``, ``name=number``, ``name number`` when the name looks like a metric's:
+    ``METRIC_LIKE``), when the metric was not among them; empty when none."""
     names: dict[str, None] = {}  # in the order first printed, each once
     for log_name in ("stdout.log", "stderr.log"):
         end = _log_end(folder / log_name, 1_000_000)  # the end, where a final result line is
@@ -1118,7 +1126,8 @@ def printed_instead(metric: str, folder: Path) -> str:
         for line in text.splitlines()[1 if cut else 0:]:  # a line cut by the seek is no line
             data = _json_object(line)
             found = ([k for k, v in data.items() if _number(v)] if data
-                     else [found.group(1) for pattern in (PAIR, SPACED) for found in pattern.finditer(line)])
+                     else [found.group(1) for found in PAIR.finditer(line)]
+                     + [found.group(1) for found in SPACED.finditer(line) if METRIC_LIKE.search(found.group(1))])
             names.update((n.strip("'\""), None) for n in found
                          if n.lower() not in STEP_NAMES and not SOURCE_LINE.search(n))
     names_list = list(names)

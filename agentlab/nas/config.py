@@ -219,6 +219,30 @@ class SearchConfig(LLMPlannerSettings):
         "the base params (the form for your own training command). Leads outside the space or already run are "
         "skipped; they count against max_iterations")
 
+    @field_validator("space", mode="before")
+    @classmethod
+    def _near_miss(cls, space: Any) -> Any:
+        """A new space key given only part of a range (``--set search.space.alpah.low=0.5``, also under a prefix:
+        ``model.alpah``) that is a near miss of a key of the space: named as the typo it most likely is."""
+        import difflib
+
+        if not isinstance(space, dict):
+            return space
+        fields: set[str] = set(ParamSpec.model_fields)
+        named: list[tuple[str, Any]] = []
+        for key, spec in space.items():  # `--set search.space.model.alpah.low=...` nests under `model`
+            nested = isinstance(spec, dict) and spec and not set(spec) <= fields
+            named += [(f"{key}.{k}", v) for k, v in spec.items()] if nested else [(key, spec)]
+        part = [k for k, v in named if isinstance(v, dict) and set(v) <= fields and v.get("choices") is None
+                and (v.get("low") is None or v.get("high") is None)]
+        for key in part:  # the last names compared, under the same prefix (`model.` would make any two close)
+            prefix, _, name = key.rpartition(".")
+            same = {k.rpartition(".")[2]: k for k, _ in named if k not in part and k.rpartition(".")[0] == prefix}
+            if close := difflib.get_close_matches(name, list(same), n=1):
+                raise ValueError(f"search.space.{key}: no such key in the space, and a new one needs choices, or "
+                                 f"both low and high (did you mean search.space.{same[close[0]]}?)")
+        return space
+
 
 class CommandObjectiveConfig(StrictModel):
     """The user's own training command as the objective (``nas.command`` holds the contract)."""

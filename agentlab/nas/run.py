@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import ValidationError
 
+from agentlab.core.agent.approval import AwaitingApproval
 from agentlab.core.config import Flag, config_where, load_config, override_list
 from agentlab.core.errors import AgentlabError, ConfigError, RunDirError, UsageError, missing_package, storage_error
 from agentlab.core.llm.config import LLMConfig, builtin_name, load_llm_config
@@ -33,7 +34,16 @@ from agentlab.core.runs import (
 from agentlab.core.search.engine import store_of, url_where
 from agentlab.core.search.evaluator import HybridEvaluator
 from agentlab.core.search.kinds import DEFAULT_SAMPLER, KINDS, label
-from agentlab.core.search.loop import Hooks, Objective, Pruned, SearchLoop, StopRules, require_finished_trials
+from agentlab.core.search.loop import (
+    Hooks,
+    Objective,
+    Pruned,
+    SearchLoop,
+    SearchOutcome,
+    StopReason,
+    StopRules,
+    require_finished_trials,
+)
 from agentlab.core.search.planners import (
     Chooser,
     PlanContext,
@@ -591,12 +601,19 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
                                                          prepared)))
         if isinstance(objective, CommandObjective) and objective.code is not None:
             objective.code.plan_of = lambda number: loop.store.get(number).user_attrs.get("plan") or {}
+        finished = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+        stopped = False
         try:
             outcome = loop.run()
+        except KeyboardInterrupt as exc:
+            stopped = not isinstance(exc, AwaitingApproval)  # Ctrl-C, SIGTERM; not a question waiting for the UI
+            raise
         finally:
             if spaces is not None:
                 spaces.cleanup()
-                spaces.release()
+                holder["workspace"] = spaces.release() or holder.get("workspace")
+            if stopped and own:  # Ctrl-C: the report of what finished, on its way out
+                _partial_report(cfg, loop, finished, session.line, run_dir, study, holder.get("workspace"))
         planned = session.planner.report(trial_results(outcome.records, direction == "maximize",
                                                        without_llm(metric) if own else forecast_without_llm))
     if own:  # results.json and report.md even when no trial succeeded: the failures' reasons are in them
@@ -634,6 +651,26 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
     run_dir.save_report(render_report(cfg, outcome, results, run_dir.path, study))
     log_results(tracker, results, run_dir.path)
     return results
+
+
+def _partial_report(cfg: NASConfig, loop: SearchLoop, finished: set[int], planner_line: str, run_dir: RunDir,
+                    study: Any, workspace: str | None) -> None:
+    """At Ctrl-C, results.json and report.md of the trials finished so far (``partial``; stop reason
+    ``interrupted``), so a stopped search's report is there; best/ waits for the search's end, and a --resume, which
+    reads the study and agent_state.json only, rewrites both. Never in the way of the exit: a second Ctrl-C or an
+    error here leaves them unwritten."""
+    try:
+        records = loop.records()
+        ran = sum(1 for r in records if r.number not in finished and r.state in ("complete", "pruned", "failed"))
+        why = StopReason("interrupted", "interrupted: a partial report of the trials finished so far; best/ and "
+                         f"best.patch are written when the search finishes (agentlab nas --resume {run_dir.path})")
+        outcome = SearchOutcome(records, loop.best(records), next((r for r in loop.mine(records) if r.planner ==
+                                                                   "base" and r.state == "complete"), None), why, ran)
+        results = {**summarise_command(cfg, outcome, planner_line), "partial": True, "workspace": workspace}
+        run_dir.save_results(results)
+        run_dir.save_report(render_command_report(cfg, outcome, results, run_dir.path, study))
+    except Exception:
+        log.warning("the partial report could not be written", exc_info=True)
 
 
 def _on_trial(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, study: Any, holder: dict[str, Any],

@@ -187,9 +187,13 @@ class Workspaces:
                 parts.append(f"{len(names)} ignored file(s) or folder(s) {what} ({', '.join(names[:3])}"
                              f"{', ...' if len(names) > 3 else ''})")
         self.carried = " and ".join(parts)
-        line = (f"workspaces: each trial runs in a git worktree of {self.commit[:12]} (branch {self.branch}) under "
-                f"{self.root}")
-        return line + (f"; carried in: {self.carried}" if self.carried else "")
+        return self.line()
+
+    def line(self, gone: bool = False) -> str:
+        """The workspaces of a git project in words; ``gone``: the run's branch was deleted at the end."""
+        branch = f"branch {self.branch}" + (", deleted at the end: nothing was committed on it" if gone else "")
+        line = f"workspaces: each trial runs in a git worktree of {(self.commit or '')[:12]} ({branch}) under "
+        return line + str(self.root) + (f"; carried in: {self.carried}" if self.carried else "")
 
     def _require_patterns(self) -> None:
         if not self._copy_list():
@@ -297,16 +301,18 @@ class Workspaces:
                 if not self.keep_failed or (folder / ".git").exists():
                     shutil.rmtree(folder, ignore_errors=True)
 
-    def release(self) -> None:
+    def release(self) -> str | None:
         """At the end of a search: the run's branch goes when nothing was committed on it (it still points at the
         commit the search started from), so ``git branch`` is the user's again; the commit stays in the run's
-        ``workspace.json`` for a later ``--resume``, which makes the branch again."""
+        ``workspace.json`` for a later ``--resume``, which makes the branch again. Returns the workspaces' ``line``
+        saying so when it went (report.md names no branch that is gone as if it were there), else None."""
         if self.repo is None or not self.branch or not self.commit:
-            return
+            return None
         with self._lock():
             at = _git(self.repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{self.branch}", check=False)
-            if at == self.commit:
-                _git(self.repo, "branch", "-D", self.branch, check=False)
+            if at != self.commit or _git(self.repo, "branch", "-D", self.branch, check=False) is None:
+                return None
+        return self.line(gone=True)
 
     # ------------------------------------------------------------------ helpers
 

@@ -99,6 +99,21 @@ def test_code_changes_kept_dropped_crashed_and_refused(tmp_path: Path) -> None:
     assert "OFFSET = 0.25" in (folder / "train.py").read_text()
 
 
+def test_a_space_used_up_on_a_kept_version_hands_the_turn_to_the_agent_then_stops_as_exhausted(
+        tmp_path: Path) -> None:
+    """Two values of x and tune_every 2: the kept change ran x=4 on its version and the tune x=1, so the second tune
+    had nothing left; the search stopped there (before: with an error, exit 1) though the agent had a change to run."""
+    folder = project(tmp_path)
+    cfg = config(folder)
+    cfg["search"].update(tune_every=2, space={"x": {"choices": [4.0, 1.0]}})
+    calls = [edit("OFFSET = 3.0", "OFFSET = 0.5", "smaller"), edit("OFFSET = 0.5", "OFFSET = 0.25", "smaller still")]
+    results = run_nas_optimization(max_iterations=8, config=cfg, out=tmp_path / "run",
+                                   llm=scripted_llm(ScriptAgent(calls)))
+    assert [(r["trial"], r["fate"]) for r in results["code_changes"]] == [("run_0001", "kept"), ("run_0003", "kept")]
+    assert results["stop_reason"].startswith("every configuration of the search space was tried")
+    assert results["best"]["loss"] == pytest.approx(0.25)
+
+
 def test_a_change_that_writes_a_protected_file_at_run_time_is_refused_not_crashed(tmp_path: Path) -> None:
     folder = project(tmp_path)
     cheat = edit("OFFSET = 3.0", "OFFSET = 0.0\nopen('eval.py', 'w').write('print(0)')", "cheat at run time")
@@ -136,6 +151,7 @@ def test_kept_versions_are_commits_on_the_runs_branch(tmp_path: Path) -> None:
     assert log.splitlines()[0].startswith("agentlab run_0001: a smaller offset") and log.splitlines()[1] == "start"
     shown = subprocess.run(["git", "show", f"{branch}:train.py"], cwd=folder, capture_output=True, text=True).stdout
     assert "OFFSET = 0.5" in shown
+    assert f"(branch {branch}) under" in (out / "report.md").read_text()  # kept: named as it is
     assert subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True).stdout == head
     status = subprocess.run(["git", "status", "--porcelain"], cwd=folder, capture_output=True, text=True).stdout
     assert status == ""  # the user's tree and index as they were

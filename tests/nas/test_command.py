@@ -201,6 +201,24 @@ def test_a_placeholder_close_to_a_param_but_naming_none_is_warned_about(tmp_path
     assert "names no param" not in caplog.text
 
 
+def test_a_command_that_passes_no_params_is_warned_about_before_any_trial(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--dry-run` said "config ok" of a command with no placeholder and no objective.config; the warning that it
+    probably ignores the search's values came only after trials with the same metric. A warning: the script may
+    read the file AGENTLAB_PARAMS names."""
+    import agentlab.nas.command as command_module
+
+    monkeypatch.setattr(command_module, "_WARNED", set())  # said once a process: other tests may have said it
+    CommandObjective(spec(f"{PYTHON} -c pass"), cwd=tmp_path, trial_dir=lambda n: tmp_path,
+                     space_keys=("x",)).validate()
+    assert "objective.command passes no params ({args}, {overrides}, {params} or {key})" in caplog.text
+    caplog.clear()
+    for passes in ("{params}", "--x={x}"):
+        CommandObjective(spec(f"{PYTHON} -c pass {passes}"), cwd=tmp_path, trial_dir=lambda n: tmp_path,
+                         space_keys=("x",)).validate()
+    assert "passes no params" not in caplog.text
+
+
 def test_a_param_the_script_has_no_option_for_is_warned_about_once(tmp_path: Path,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
     """objective.params.lrr with `{args}`: --dry-run said "config ok" and trial 0 failed (argparse: "unrecognized

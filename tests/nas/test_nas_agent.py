@@ -187,6 +187,37 @@ def test_approve_without_a_terminal_stops_at_the_interrupt_and_resumes_with_the_
     assert "(approval)" in report and "try another" in report
 
 
+def test_an_edit_answer_of_the_wrong_shape_is_refused_before_anything_runs(tmp_path: Path, server: str) -> None:
+    """`--answer '{"answer": "edit", "edits": [...]}'` to a question about a trial of params said "edited: runs the
+    change with your new text", then "your edit was not valid (changes must be a mapping ..., got NoneType)": it is
+    refused, exit 2, naming the `changes` it takes, and the question still waits for an answer of that shape."""
+    from agentlab.core.agent import approval
+
+    (tmp_path / "train.py").write_text("import json, sys\nx = json.load(open(sys.argv[1]))['x']\n"
+                                       "print(f'loss: {(x - 1.5) ** 2}')\n")
+    (tmp_path / "nas.yaml").write_text(yaml.safe_dump({
+        "objective": {"command": f"{sys.executable} train.py {{params}}", "metric": "loss", "params": {"x": 0.0}},
+        "search": {"space": {"x": {"low": 0.0, "high": 2.0}}}}))
+    env = {**os.environ, "AGENTLAB_RUNS": str(tmp_path / "runs"), approval.APPROVE_UI_ENV: "1"}
+
+    def agentlab(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "agentlab.cli", "nas", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=240)
+
+    first = agentlab("-c", "nas.yaml", "--llm", str(routing(tmp_path, server)), "-n", "2", "--planner", "agent",
+                     "--approve", "--out", "run")
+    assert first.returncode == 130, first.stdout[-3000:] + first.stderr[-3000:]
+    edits = {"answer": "edit", "edits": [{"path": "train.py", "old": "1.5", "new": "1.0"}]}
+    wrong = agentlab("--resume", "run", "--answer", json.dumps(edits))
+    said = " ".join((wrong.stdout + wrong.stderr).split())
+    assert wrong.returncode == 2 and "an edit of it takes 'changes' (its settings as key: value), not 'edits'" in said
+    assert "edited" not in said and "Traceback" not in said
+    assert approval.pending(tmp_path / "run") is not None  # still asked
+    right = agentlab("--resume", "run", "--answer", json.dumps({"answer": "edit", "changes": {"x": 1.25}}))
+    assert right.returncode == 0, right.stdout[-3000:] + right.stderr[-3000:]
+    assert [e["params"] for e in events(tmp_path / "run", "trial") if e.get("number") == 1] == [{"x": 1.25}]
+
+
 def test_agent_without_its_api_key_is_one_line_and_no_folder(in_tmp: Path, monkeypatch: Any, capsys: Any) -> None:
     from agentlab.cli import main
 

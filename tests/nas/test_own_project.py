@@ -169,8 +169,12 @@ def test_interrupted_then_resumed_leaves_the_project_as_it_was(tmp_path: Path, s
     wait_for_a_workspace(run, proc, log)
     proc.send_signal(sig)
     assert proc.wait(timeout=30) == (130 if sig == signal.SIGINT else -signal.SIGKILL), log.read_text()[-2000:]
-    if sig == signal.SIGINT:  # Ctrl-C: cleaned up at once
+    if sig == signal.SIGINT:  # Ctrl-C: cleaned up at once, and a partial report of what finished written
         assert snapshot(project) == {**before, "worktrees": 1}
+        partial = json.loads((run / "results.json").read_text())
+        assert partial["partial"] is True and partial["stop_reason"].startswith("interrupted: a partial report")
+        assert "Stopped: interrupted: a partial report of the trials finished so far" in (run / "report.md").read_text()
+        assert not (run / "best").exists()  # written at the search's end
     else:  # kill -9 leaves git's registration of the running trial's worktree: --resume removes it
         assert snapshot(project)["worktrees"] == 2
     # the interrupted trial runs again first and counts: a total of the finished trial alone would run 2 for 1
@@ -182,6 +186,7 @@ def test_interrupted_then_resumed_leaves_the_project_as_it_was(tmp_path: Path, s
     assert proc.wait(timeout=120) == 0, log.read_text()[-2000:]
     assert snapshot(project) == {**before, "worktrees": 1}
     assert json.loads((run / "results.json").read_text())["states"] == {"complete": 4}
+    assert "partial" not in json.loads((run / "results.json").read_text())
     assert not list((run / "workspaces").glob("trial_*"))
 
 
@@ -205,6 +210,28 @@ def test_set_reaches_a_dotted_space_key(tmp_path: Path) -> None:
                  "--out", str(run)]) == 0
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["search"]["space"]["training.lr"]["low"] == 0.005 and "training" not in saved["search"]["space"]
+
+
+def test_set_of_part_of_a_range_for_a_near_miss_of_a_space_key_suggests_that_key(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`--set search.space.alpah.low=0.5` (alpha's typo) said only "give choices, or both low and high"."""
+    from pydantic import ValidationError
+
+    from agentlab.nas.config import SearchConfig
+
+    project = make_project(tmp_path)
+    assert main(["nas", "-c", str(project / "nas.yaml"), "--set", "search.space.training.lrr.low=0.005",
+                 "--dry-run"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "search.space.training.lrr: no such key in the space" in err and "(did you mean search.space.training.lr?)" \
+        in err and "Traceback" not in err
+    with pytest.raises(ValidationError, match=r"search.space.alpah: .*did you mean search.space.alpha\?"):
+        SearchConfig.model_validate({"space": {"alpha": {"low": 1, "high": 2}, "alpah": {"low": 0.5}}})
+    # a new key near no other, and a whole new range, are what they were
+    with pytest.raises(ValidationError, match="give choices, or both low and high"):
+        SearchConfig.model_validate({"space": {"alpha": {"low": 1, "high": 2}, "momentum": {"low": 0.5}}})
+    assert "alpah" in SearchConfig.model_validate({"space": {"alpha": {"low": 1, "high": 2},
+                                                             "alpah": {"low": 0.5, "high": 1}}}).space
 
 
 def test_the_summary_and_report_say_the_change_against_the_base_in_the_metrics_direction(
@@ -267,6 +294,7 @@ def test_crlf_and_latin1_edits_a_gitignored_data_folder_and_a_run_name_with_a_sp
     assert snapshot(project) == before
     assert json.loads((run / "workspaces" / "workspace.json").read_text())["branch"] == "agentlab/try-1"
     assert git(project, "branch", "--list", "agentlab/*") == ""  # nothing committed on it: gone at the end
+    assert "(branch agentlab/try-1, deleted at the end: nothing was committed on it)" in (run / "report.md").read_text()
 
 
 def test_resume_after_head_moved_runs_the_commit_the_search_started_from(tmp_path: Path) -> None:
@@ -298,6 +326,38 @@ def test_the_base_config_is_never_rewritten_and_apply_keeps_the_files_mode(tmp_p
     assert (run / "best.patch").read_text() == ""
     assert main(["nas", "apply", str(run)]) == 0  # already the best config: nothing written
     assert (project / "config.py").stat().st_mode & 0o777 == 0o640
+
+
+def test_objective_params_constants_are_not_written_back_only_the_searched_keys(tmp_path: Path) -> None:
+    """objective.params `training.epochs: 1` (cheaper trials) went into best/config.py, best.patch and `nas apply`
+    with the searched width: only the searched keys are written back, as for a Hydra app."""
+    project = make_project(tmp_path, space={"model.width": {"choices": [8, 32]}})
+    spec = yaml.safe_load((project / "nas.yaml").read_text())
+    spec["objective"]["params"] = {"training": {"epochs": 1}}
+    (project / "nas.yaml").write_text(yaml.safe_dump(spec))
+    run = tmp_path / "run"
+    assert main(["nas", "-c", str(project / "nas.yaml"), "-n", "2", "--planner", "random", "--out", str(run)]) == 0
+    assert '"epochs": 1,' in (run / "trials" / "run_0001" / "config_used.py").read_text()  # the trials ran epochs 1
+    assert json.loads((run / "results.json").read_text())["best"]["run_id"] == "run_0001"
+    assert (run / "best" / "config.py").read_text() == CONFIG.replace("width=8", "width=32")
+    assert '"epochs": 1' not in (run / "best.patch").read_text()
+    assert main(["nas", "apply", str(run)]) == 0
+    assert (project / "config.py").read_text() == CONFIG.replace("width=8", "width=32")
+
+
+def test_a_space_smaller_than_the_budget_stops_with_every_configuration_tried_and_resumes(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """2 configurations with -n 4 ended with exit 1 ("tpe: no valid, untried parameters in 30 draws"), no
+    results.json, report.md or best/, and `nas apply` said the search had no successful trial."""
+    project = make_project(tmp_path, space={"model.width": {"choices": [8, 32]}})
+    run = tmp_path / "run"
+    assert main(["nas", "-c", str(project / "nas.yaml"), "-n", "4", "--out", str(run)]) == 0
+    assert "stopped: every configuration of the search space was tried" in capsys.readouterr().err
+    assert json.loads((run / "results.json").read_text())["trials"] == 2 and (run / "report.md").is_file()
+    assert main(["nas", "--resume", str(run), "-n", "5"]) == 0
+    assert "every configuration of the search space was tried" in capsys.readouterr().err
+    assert main(["nas", "apply", str(run)]) == 0
+    assert "width=32" in (project / "config.py").read_text()
 
 
 def test_a_trial_writing_into_ignored_folders_never_touches_the_users_files(tmp_path: Path) -> None:

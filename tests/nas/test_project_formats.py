@@ -1122,6 +1122,10 @@ def test_no_result_names_what_the_trial_printed_and_the_nearest_name(tmp_path: P
     assert printed_instead("bleu", tmp_path / "nothing") == ""
     (tmp_path / "stdout.log").write_text("lr: 0.1\n" * 150_000 + "loss: 1 loss: 2 val_loss: 0.3\n")  # 1.2 MB
     assert printed_instead("val_los", tmp_path) == "; it printed lr, loss, val_loss (did you mean metric: val_loss?)"
+    # a word of a sentence before a number is no name it printed; `name number` that looks like a metric's is
+    (tmp_path / "stdout.log").write_text("train done on 320 rows\nval_rmse: 0.1\nstep 250: val loss 2.08 top-1 0.7\n")
+    assert printed_instead("val_mse", tmp_path) == ("; it printed val_rmse, loss, top-1 "
+                                                    "(did you mean metric: val_rmse?)")
 
 
 def test_a_yaml_map_with_int_and_str_keys_takes_a_value(tmp_path: Path) -> None:

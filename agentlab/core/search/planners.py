@@ -248,6 +248,8 @@ class TrialDomain:
             return "repeat" if trial_key(params, self.variant) in self.tried else None
 
         params = self.candidate(kind, judge, tries=MAX_RESAMPLES)
+        if params is None and broken < MAX_RESAMPLES:  # some draws were trials run already: the space is used up
+            raise NoProposal(f"every configuration of the search space was tried ({kind}: none untried and valid)")
         if params is None:
             raise LLMError(f"{kind}: no valid, untried parameters in {MAX_RESAMPLES} draws", "invalid_output",
                            hint="widen the search space or relax its constraints")

@@ -47,10 +47,11 @@ class Quadratic:
 
 
 def make_loop(tmp_path: Path, objective: Quadratic, max_iterations: int, storage: str | None = None,
-              planner: str = "tpe", pruner: Any = None) -> SearchLoop:
+              planner: str = "tpe", pruner: Any = None, space: SearchSpace = SPACE,
+              base: dict[str, Any] = BASE) -> SearchLoop:
     study = new_study(study_name="t", storage=open_storage(storage, tmp_path), direction="minimize",
                                 load_if_exists=True, pruner=pruner or optuna.pruners.NopPruner())
-    return SearchLoop(study=study, space=SPACE, base_params=dict(BASE), objective=objective,
+    return SearchLoop(study=study, space=space, base_params=dict(base), objective=objective,
                       planner=OptunaPlanner(planner), evaluator=HybridEvaluator(0.01), metric="val",
                       stop=StopRules(max_iterations=max_iterations), seed=1)
 
@@ -157,6 +158,19 @@ def test_diverged_trial_is_rejected_and_counted(tmp_path: Path) -> None:
     outcome = make_loop(tmp_path, Diverges(), 3).run()
     assert [r.state for r in outcome.records] == ["complete", "failed", "failed"]
     assert all(r.counted and "diverged" in r.reason for r in outcome.records[1:])
+
+
+@pytest.mark.parametrize("planner", ["tpe", "random"])
+def test_a_space_smaller_than_the_budget_stops_as_exhausted_with_every_point_tried(tmp_path: Path, planner: str
+                                                                                  ) -> None:
+    """A space of 4 points with -n 6 (2 of them breaking the constraint) ended with an LLMError ("no valid, untried
+    parameters in 30 draws"): exit 1, no results, instead of the stop reason ``exhausted``."""
+    space = SearchSpace({"x": ParamSpec(choices=[0.0, 1.0]), "width": ParamSpec(choices=[8]),
+                         "heads": ParamSpec(choices=[3, 4])})
+    outcome = make_loop(tmp_path, Quadratic(), 6, planner=planner, space=space,
+                        base={"x": 0.0, "width": 8, "heads": 4}).run()
+    assert outcome.stop_reason.kind == "exhausted" and "every configuration" in outcome.stop_reason
+    assert sorted(r.params["x"] for r in outcome.records) == [0.0, 1.0] and outcome.best is not None
 
 
 def test_base_outside_space_is_config_error(tmp_path: Path) -> None:
