@@ -35,11 +35,12 @@ def compress(
     model: Annotated[str | None, typer.Option(show_default=False, help="Model to compress: smollm2-135m (default), "
                                               "a transformers folder, a GGUF file (de-quantized once to a cached "
                                               "transformers folder) or a cached hub id.")] = None,
-    objective: Annotated[str | None, typer.Option(show_default=False, help='The goal in words, e.g. "maximize '
-                                                  'speedup with <2% accuracy loss".')] = None,
-    carbon_budget: Annotated[float | None, typer.Option("--carbon-budget", show_default=False,
-                                                        help="kg CO2e for the whole search (above 0): stop before "
-                                                        "an experiment would exceed it.")] = None,
+    objective: Annotated[str | None, typer.Option(show_default=False, help='The goal in words (default "maximize '
+                                                  'speedup with <2% accuracy loss"), e.g. "minimize size, maximize '
+                                                  'speedup with perplexity increase <5%".')] = None,
+    carbon_budget: Annotated[float | None, typer.Option(
+        "--carbon-budget", show_default=False, help="kg CO2e for the whole search (above 0; default none: no limit): "
+        "stop before an experiment would exceed it.")] = None,
     max_iterations: Annotated[int | None, typer.Option("--max-iterations", "-n", min=1, show_default=False,
                                                        help="Experiments, the base model not counted (default 8)."
                                                        )] = None,
@@ -116,18 +117,20 @@ def _print_summary(results: dict, path: Path) -> None:
     else:
         d, b = rec["best"]["derived"] or {}, (results["base"] or {}).get("derived") or {}
         status = "meets the constraints" if rec["feasible"] else "[yellow]closest: no experiment met the constraints[/]"
-        console.print(f"[bold]recommended[/]: {safe_text(rec['label'])} ({status})")
-        console.print(f"  speedup {fmt(d.get('speedup'))}x, perplexity {fmt(d.get('perplexity'))} (base "
+        name, figures = safe_text(rec["label"]), "  "
+        if rec.get("keep_base"):  # the base model is the recommendation, the experiment shown to compare
+            status = "it meets the constraints; " + (
+                f"best experiment: {name}, no better on the goal" if rec["feasible"] else
+                f"closest experiment: {name}, which breaks {safe_text(', '.join(rec['broken']))}")
+            name, figures = "[yellow]keep the base model[/]", "  that experiment: "
+        console.print(f"[bold]recommended[/]: {name} ({status})")
+        console.print(f"{figures}speedup {fmt(d.get('speedup'))}x, perplexity {fmt(d.get('perplexity'))} (base "
                       f"{fmt(b.get('perplexity'))}), accuracy {fmt(d.get('accuracy'))} "
                       f"(base {fmt(b.get('accuracy'))}), "
                       f"size {fmt(d.get('size'))} MB (base {fmt(b.get('size'))} MB)")
-        if rec["feasible"] and rec.get("keep_base"):
-            console.print("  [yellow]no experiment meeting the constraints is better than the base model on the "
-                          "goal: keep the base model[/]")
-        elif not rec["feasible"] and rec.get("base_feasible"):
-            console.print("  [yellow]the base model meets the constraints: keep it, unless this trade-off suits "
-                          "you[/]")
     counts, energy = results["counts"], results["energy"]
-    console.print(f"{counts['experiments']} experiments ({counts['reused']} reused, {counts['failed']} failed); "
+    n = counts["experiments"]  # counts.reused counts the base model too: said with it
+    console.print(f"{n} experiment{'' if n == 1 else 's'} and the base model ({counts['reused']} reused from the "
+                  f"workspace, {counts['failed']} failed); "
                   f"{fmt(energy['co2e_kg'])} kg CO2e ({energy['mode']}); stopped: {safe_text(results['stop_reason'])}")
     console.print(f"report: {safe_text(path / 'report.md')}")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from .commands import OTHER_SCHEMAS, load_schema, schemas
-from .common import SetOpt, console, safe_text
+from .common import SetOpt, console, safe_text, setup_logging
 
 app = typer.Typer(help="Show the defaults of a command's config, or check a YAML file.", no_args_is_help=True)
 
@@ -71,6 +71,7 @@ def validate(
     from agentlab.core.config import load_config, missing_config, read_config
     from agentlab.core.errors import UsageError
 
+    setup_logging(0)  # a moved key's warning reads "warning: ..." as the command's own does
     if not file.exists():  # the hint -c FILE gives (`agentlab config examples .`), not only "check the path"
         raise missing_config(file, optional=False)  # FILE is no option to leave out
     if command is not None:  # given, even empty (`--command ''`): that schema or none, never the file's header
@@ -79,7 +80,8 @@ def validate(
     if command is None:
         read_config(file)  # an empty file, or one that is not YAML, says so: no schema would read it
         raise UsageError(f"{file}: cannot tell which command this config is for",
-                         hint="pass --command CMD, or start the file with a line like `# agentlab llm-bench -c FILE`")
+                         hint=f"pass --command CMD ({', '.join(CONFIG_MODELS)}), or start the file with a line "
+                         "`# agentlab CMD ...`")
     load_config(file, load_schema(command), set_, schema=command)
     console.print(f"[green]ok[/] {safe_text(file)} is a valid '{safe_text(command)}' config")
 

@@ -68,7 +68,16 @@ def test_validate_an_empty_file_says_it_is_empty(in_tmp: Path, capsys: pytest.Ca
         assert "error: empty.yaml: the config file is empty (no keys, or only comments)" in one_line(capsys)
     (in_tmp / "plain.yaml").write_text("name: mine\n")  # keys but no first line: the schema is what is missing
     assert main(["config", "validate", "plain.yaml"]) == 2
-    assert "plain.yaml: cannot tell which command this config is for" in one_line(capsys)
+    said = one_line(capsys)  # the hint's example named llm-bench, whatever the file held: now the commands
+    assert "plain.yaml: cannot tell which command this config is for" in said
+    assert "hint: pass --command CMD (nas, compress, llm-bench," in said and "`# agentlab CMD ...`" in said
+
+
+def test_validate_warns_of_a_moved_key_as_the_command_does(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """`config validate old.yaml --command compress` printed the moved keys' warning without "warning:"."""
+    (in_tmp / "old.yaml").write_text("planner: tpe\n")
+    assert main(["config", "validate", "old.yaml", "--command", "compress"]) == 0
+    assert "warning: old.yaml: planner moved to search.planner" in one_line(capsys)
 
 
 def test_validate_a_missing_file_does_not_offer_to_leave_it_out(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:

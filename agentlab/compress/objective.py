@@ -79,9 +79,10 @@ class Goal(StrictModel):
     constraints: list[ConstraintSpec] = Field(default_factory=list, description="what every accepted result must "
                                               "meet")
 
-    def describe(self) -> str:
+    def describe(self, units: bool = True) -> str:
+        """The goal in words; ``units`` False: the bounds without units, as a study keeps it (0.1.0's words)."""
         parts = [f"{o.direction} {o.metric}" for o in self.objectives]
-        cons = [_describe(c) for c in self.constraints]
+        cons = [_describe(c, units) for c in self.constraints]
         return ", ".join(parts) + (" subject to " + " and ".join(cons) if cons else "")
 
 
@@ -116,12 +117,14 @@ def contradictions(objectives: list[ObjectiveSpec], constraints: list[Constraint
     return problems
 
 
-def _describe(c: ConstraintSpec) -> str:
+def _describe(c: ConstraintSpec, units: bool = True) -> str:
+    unit = _SHOWN.get(c.metric, "") if units else ""  # "memory <= 1024 MB", not "memory <= 1024"
     if c.mode == "factor":
         return f"{c.metric} {c.op} {c.value:g} x base"
-    if c.mode == "offset":
-        return f"{c.metric} {c.op} base {c.value:+g}"
-    return f"{c.metric} {c.op} {c.value:g}"
+    if c.mode == "offset":  # "accuracy >= base -0.02 (2 points)"
+        points = f" ({abs(c.value) * 100:g} points)" if units and c.metric == "accuracy" else ""
+        return f"{c.metric} {c.op} base {c.value:+g}{unit}{points}"
+    return f"{c.metric} {c.op} {c.value:g}{unit}"
 
 
 def _metric(word: str) -> str | None:
@@ -135,9 +138,12 @@ def _metric(word: str) -> str | None:
 _NUMBER = r"(\d+(?:\.\d+)?)"
 _UNIT = r"\s*(%|percent|points?|pp|megabytes?|gigabytes?|mb|gb|ms|kwh|kg|x)?"
 # the units an absolute bound may carry, per metric, and the factor to the metric's own unit (a % or points of
-# accuracy, a fraction: "accuracy >= 50%" is 0.5); any other unit is refused, not dropped
+# accuracy, a fraction: "accuracy >= 50%" is 0.5; a MB as measured, 2**20 bytes, and a GB 1024 of them, not 1000 as
+# in 0.1.0); any other unit is refused, not dropped
 _PERCENT = {"%": 0.01, "percent": 0.01, "point": 0.01, "points": 0.01, "pp": 0.01}
-_MEGABYTES = {"mb": 1.0, "megabyte": 1.0, "megabytes": 1.0, "gb": 1000.0, "gigabyte": 1000.0, "gigabytes": 1000.0}
+_MEGABYTES = {"mb": 1.0, "megabyte": 1.0, "megabytes": 1.0, "gb": 1024.0, "gigabyte": 1024.0, "gigabytes": 1024.0}
+_SHOWN = {"size": " MB", "memory": " MB", "latency": " ms", "energy": " kWh", "co2e": " kg", "speedup": "x",
+          "compression": "x"}  # the units the goal is printed with
 _BOUND_UNITS: dict[str, dict[str, float]] = {
     "accuracy": _PERCENT, "size": _MEGABYTES, "memory": _MEGABYTES, "speedup": {"x": 1.0}, "compression": {"x": 1.0},
     "latency": {"ms": 1.0}, "energy": {"kwh": 1.0}, "co2e": {"kg": 1.0}, "perplexity": {}}

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from agentlab.compress.config import CompressConfig
 
 _PANELS = (("speedup", "perplexity"), ("speedup", "accuracy"), ("size", "perplexity"), ("size", "accuracy"))
-_UNITS = {"speedup": "x base decode tok/s", "size": "MB on disk", "perplexity": "eval text", "accuracy": "task"}
+_UNITS = {"speedup": "x base decode tok/s", "size": "MB on disk", "perplexity": "eval text", "accuracy": "task",
+          "memory": "MB", "latency": "ms per token", "compression": "x base size", "energy": "kWh", "co2e": "kg"}
 FIGURES = ("speedup", "accuracy", "perplexity", "size", "compression")  # the derived figures planners are shown
 BASE_FIGURES = ("perplexity", "accuracy", "decode_tps", "size_mb")  # the base model's measurements they are shown
 
@@ -48,8 +49,8 @@ def outcome_line(record: dict[str, Any]) -> str:
     """A finished experiment as the console prints it: its index, label and planner, then its figures (the base's
     own for the base model), the verdict against the goal, and its memory and GPU (measured now, or read back from
     the workspace), or why it failed."""
-    reused = ", reused from the workspace" if record.get("reused") else ""
-    head = f"[{record.get('index')}] {record.get('label')} ({record.get('planner')}{reused})"
+    reused = ", reused from the workspace" if record.get("reused") else ""  # proposed_by: the llm planner's warm-up
+    head = f"[{record.get('index')}] {record.get('label')} ({record.get('proposed_by') or record['planner']}{reused})"
     if record.get("state") != "done":
         return f"{head}: failed: {record.get('error')}"
     d, m = record.get("derived") or {}, record.get("metrics") or {}
@@ -80,8 +81,14 @@ def write_plot(goal: Goal, records: list[dict[str, Any]], path: Path) -> Path | 
     except ImportError:
         return None
     on_front = {done[i]["index"] for i in feasible_front(goal, done)}
-    fig, axes = plt.subplots(2, 2, figsize=(10, 8))
-    for ax, (x, y) in zip(axes.flat, _PANELS, strict=True):
+    two = tuple(o.metric for o in goal.objectives[:2])  # two objectives: their front itself, the first panel
+    pair = next((p for p in _PANELS if set(p) == set(two)), two[::-1]) if len(two) == 2 else None
+    panels = [*([pair] if pair else []), *(p for p in _PANELS if p != pair)]
+    fig, axes = plt.subplots((len(panels) + 1) // 2, 2, figsize=(10, 4 * ((len(panels) + 1) // 2)), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (x, y) in zip(axes.flat, panels, strict=False):
+        points: dict[str, tuple[float, float, list[str]]] = {}  # (nearly) coinciding results: one label, "1,3"
         for r in done:
             px, py = r["derived"].get(x), r["derived"].get(y)
             if px is None or py is None:
@@ -89,15 +96,17 @@ def write_plot(goal: Goal, records: list[dict[str, Any]], path: Path) -> Path | 
             base, best = r["index"] == 0, r["index"] in on_front
             ax.scatter(px, py, marker="*" if base else "o", s=160 if base else 40,
                        c="black" if base else ("tab:red" if best else "tab:blue"), zorder=3)
-            ax.annotate(str(r["index"]), (px, py), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        ax.set_xlabel(f"{x} ({_UNITS[x]})")
-        ax.set_ylabel(f"{y} ({_UNITS[y]})")
-        if y == "perplexity":
-            ax.set_yscale("log")
+            points.setdefault(f"{px:.2g} {py:.2g}", (px, py, []))[2].append(str(r["index"]))
+        for px, py, names in points.values():
+            ax.annotate(",".join(names), (px, py), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        for axis, metric, values in (("x", x, [p[0] for p in points.values()]),
+                                     ("y", y, [p[1] for p in points.values()])):
+            ax.set(**{f"{axis}label": f"{metric} ({_UNITS[metric]})"})
+            if metric == "perplexity" or (values and min(values) > 0 and max(values) > 10 * min(values)):
+                ax.set(**{f"{axis}scale": "log"})  # one 278x speedup squashed the others on a linear axis
         ax.grid(alpha=0.3)
     fig.suptitle(f"{goal.describe()}\n* base model, red: Pareto front of the goal among the results meeting its "
-                 "constraints, numbers: experiment index",
-                 fontsize=9)
+                 "constraints, numbers: experiment index", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
     plt.close(fig)
@@ -108,7 +117,8 @@ def _row(r: dict[str, Any], front: set[int]) -> str:
     d, m = r.get("derived") or {}, r.get("metrics") or {}
     state = r.get("state", "done")
     flags = "failed: " + (r.get("error") or "") if state == "failed" else ("yes" if r.get("feasible") else "no")
-    return (f"| {r['index']} | {r['label']}{' (front)' if r['index'] in front else ''} | {r.get('planner', '')} | "
+    return (f"| {r['index']} | {r['label']}{' (front)' if r['index'] in front else ''} | "
+            f"{r.get('proposed_by') or r.get('planner', '')} | "
             f"{fmt(d.get('speedup'))} | {fmt(d.get('perplexity'))} | {fmt(d.get('accuracy'))} | {fmt(d.get('size'))} | "
             f"{fmt(d.get('memory'))} | {fmt(m.get('co2e_kg'))} | {m.get('energy_mode', '-')} | "
             f"{'reused' if r.get('reused') else 'ran'} | {flags} |")
@@ -118,13 +128,14 @@ def _recommendation(rec: dict[str, Any]) -> list[str]:
     best, base = rec.get("best"), rec.get("base") or {}
     if best is None:
         return ["No experiment finished: nothing to recommend."]
-    lines = [f"**{rec['label']}** (experiment {rec['index']})" + (
-        "" if rec["feasible"] else f": **no experiment met the constraints**; this one is the closest (it breaks "
-        f"{', '.join(rec['broken'])})" + ("; the base model meets them: keep it, unless this trade-off suits you"
-                                           if rec.get("base_feasible") else "")) + (
-        ": it meets the constraints, but no experiment that does is better than the **base model** on the goal: "
-        "keep the base model" if rec["feasible"] and rec.get("keep_base") else ""),
-        "", "| metric | base model | recommended |", "|---|---|---|"]
+    name, broken = f"**{rec['label']}** (experiment {rec['index']})", ", ".join(rec["broken"])
+    head = name + ("" if rec["feasible"] else f": **no experiment met the constraints**; this one is the closest (it "
+                   f"breaks {broken})")
+    if keep := rec.get("keep_base"):  # the base model is the recommendation, the experiment shown to compare
+        head = "**Keep the base model**: it meets the constraints and " + (
+            f"no experiment that does is better on the goal; the best, to compare: {name}" if rec["feasible"] else
+            f"no experiment does; the closest, to compare: {name} (it breaks {broken})")
+    lines = [head, "", f"| metric | base model | {'that experiment' if keep else 'recommended'} |", "|---|---|---|"]
     bm, rm = base.get("metrics") or {}, best.get("metrics") or {}
     for key, name in (("perplexity", "perplexity"), ("accuracy", "accuracy"), ("decode_tps", "decode tokens/s"),
                       ("prefill_tps", "prefill tokens/s"), ("size_mb", "size (MB)"), ("memory_mb", "memory (MB)"),
@@ -136,7 +147,7 @@ def _recommendation(rec: dict[str, Any]) -> list[str]:
               "model measured in the same way, in this run or the workspace record it reused).", "",
               "Config:", "", "```json", json.dumps(rec.get("experiment"), indent=2), "```", ""]
     file = rec.get("model_file")
-    if rec["index"] == 0:
+    if rec["index"] == 0 or keep:
         lines.append("Model: the base model itself, unchanged.")
     elif file is None:
         lines.append("Model: not kept (an int8-only experiment, one off the front, or `checkpoints_mb: 0`); run "
@@ -192,8 +203,8 @@ def render_report(cfg: CompressConfig, goal: Goal, records: list[dict[str, Any]]
         lines += [*contribution_lines(block, "hypervolume of the feasible experiments")[1:], ""]
     notes = [r for r in records if r.get("note")]
     if notes:
-        lines += ["## Planner notes", "", *(f"- {r['index']} ({r['planner']}{_origin(r)}): {r['note']}"
-                                            for r in notes), ""]
+        lines += ["## Planner notes", "", *(f"- {r['index']} ({r.get('proposed_by') or r['planner']}{_origin(r)}): "
+                                            f"{r['note']}" for r in notes), ""]
     lines += agent_story(results.get("agent"), events or [], unit="experiment")
     return "\n".join(lines)
 

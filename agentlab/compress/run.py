@@ -169,6 +169,11 @@ def prepare(cfg: CompressConfig, llm: LLMConfig | str | Path | None = None, choo
         raise UsageError("--llm applies only to the planners that use a model (--planner llm or agent); "
                          f"--planner {cfg.search.planner} uses none",
                          hint="leave out --llm, or use --planner agent or --planner llm to have --llm's model plan")
+    if cfg.llm is not None and not kind.needs_model:  # a config's llm: (or --set llm=) stays for another planner
+        at = where(("llm",)) if where is not None else None
+        said = at if at and at.startswith("--") else f"{at + ': ' if at else ''}llm: {cfg.llm}"  # --set, or file:line
+        log.warning("%s is not used: --planner %s uses no model (the llm and agent planners do)", said,
+                    cfg.search.planner)
     goal = cfg.goal()
     eval_text, calib_text = load_texts(cfg)
     questions = load_questions(cfg)
@@ -240,7 +245,7 @@ def open_search_study(cfg: CompressConfig, goal: Goal, run_path: Path) -> Any:
         await_labels(study, [GOAL_ATTR])
     check_goal(study, goal, where)
     if study.user_attrs.get(GOAL_ATTR) is None:
-        study.set_user_attr(GOAL_ATTR, goal.describe())
+        study.set_user_attr(GOAL_ATTR, goal.describe(units=False))  # as 0.1.0 wrote it: its studies resume
     return study
 
 
@@ -252,9 +257,9 @@ def check_goal(study: Any, goal: Goal, where: str) -> None:
         raise ConfigError(f"{where}: the study {name!r} was written by an agentlab before compress ran on the search "
                           "loop (its trials keep their experiments another way)",
                           hint="start a new run, with another search.study_name when the storage is shared")
-    stored = study.user_attrs.get(GOAL_ATTR)
-    if stored is not None and stored != goal.describe():
-        raise ConfigError(f"{where}: the study {name!r} has the goal '{stored}', this search '{goal.describe()}'",
+    stored, ours = study.user_attrs.get(GOAL_ATTR), goal.describe(units=False)  # without units, as 0.1.0's studies
+    if stored is not None and stored != ours:
+        raise ConfigError(f"{where}: the study {name!r} has the goal '{stored}', this search '{ours}'",
                           hint="give another goal another search.study_name or storage")
 
 
@@ -441,8 +446,8 @@ class Search:
             record = _failed(exp.label() if exp else "?", exp, R.reason_line(t.reason))
         extra: dict[str, Any] = {"origin": t.origin, "choice": t.choice, "candidates": t.candidates} \
             if t.origin else {}  # how the llm planner's pick came about
-        if t.warmup:
-            extra["warmup"] = True
+        if t.warmup:  # the sampler's pick, the LLM not asked: said so on the console, in experiments.jsonl and report
+            extra.update(warmup=True, proposed_by=f"{t.planner}, warm-up: {DEFAULT_SAMPLER['compress']}")
         return {**record, "index": index, "trial": t.number, "planner": t.planner, "worker": t.worker,
                 "note": "; ".join(n for n in [*t.notes, t.reasoning] if n), **extra}
 
@@ -483,12 +488,12 @@ class Search:
         if exp is not None and (why := self._carbon_reason()):
             raise StopSearch(why)
         index = len(self.records)
-        self.task.update(completed=index, description=f"[{index}] {label}")
+        self.task.update(completed=index, description=f"[{index}] {label}; measured")  # then the count: 1/3 models
         work = self.run_dir.file("experiments", f"{number:03d}")
         try:
             keep = self.workspace.checkpoint_dir(key) if self.cfg.checkpoints_mb > 0 and exp is not None else None
             result = run_experiment(exp, self.p.inputs, work, tick=lambda step: self.task.update(
-                description=f"[{index}] {label}: {step}"), keep=keep)
+                description=f"[{index}] {label}: {step}; measured"), keep=keep)
         except (AgentlabError, RuntimeError, ValueError) as exc:
             full = storage_error(exc, where=str(work))
             if full is not None:  # the disk, not the experiment: stop; --resume runs it again
@@ -694,9 +699,9 @@ def summarise(cfg: CompressConfig, goal: Goal, records: list[dict[str, Any]], st
         "model": cfg.model, "objective": cfg.objective, "goal": goal.describe(), "planner": cfg.search.planner,
         "recommended": best_summary(goal, records), "base": _brief(records[0]) if records else None,
         "front": [done[i]["index"] for i in on_front],
-        "experiments": [{k: r.get(k) for k in ("index", "label", "experiment", "state", "planner", "origin", "choice",
-                                               "candidates", "note", "reused", "feasible", "broken", "violation",
-                                               "metrics", "derived", "error")}
+        "experiments": [{k: r.get(k) for k in ("index", "label", "experiment", "state", "planner", "proposed_by",
+                                               "origin", "choice", "candidates", "note", "reused", "feasible",
+                                               "broken", "violation", "metrics", "derived", "error")}
                         for r in records],
         "counts": {"experiments": len(records) - 1, "reused": sum(bool(r.get("reused")) for r in records),
                    "ran": sum(not r.get("reused") for r in records),

@@ -41,8 +41,8 @@ def log_results(tracker: Tracker | NullTracker, results: dict[str, Any], run_pat
     tracker.log_metrics({"experiments": results["counts"]["experiments"], "reused": results["counts"]["reused"],
                          "co2e_kg": results["energy"]["co2e_kg"], "energy_kwh": results["energy"]["energy_kwh"],
                          **{f"best_{k}": v for k, v in ((rec.get("best") or {}).get("derived") or {}).items()}})
-    tracker.set_tags({"recommended": rec.get("label"), "feasible": rec.get("feasible"),
-                      "stop_reason": results["stop_reason"], "goal": results["goal"],
+    tracker.set_tags({"recommended": "base model" if rec.get("keep_base") else rec.get("label"),
+                      "feasible": rec.get("feasible"), "stop_reason": results["stop_reason"], "goal": results["goal"],
                       "recommended_experiment": json.dumps(rec.get("experiment"))})
     for name in ("report.md", "results.json", "best.json", "pareto.png"):
         tracker.log_artifact(run_path / name)

@@ -599,6 +599,10 @@ def format_validation_error(exc: ValidationError, data: Any, source: _Source, mo
             msg, err = f"expected a number, got {err['input']}", {**err, "type": "value_error"}  # a YAML boolean
         elif err["type"] in ("tuple_type", "set_type"):  # "a valid tuple": YAML has lists alone
             msg = "Input should be a valid list, as [a, b]"
+        elif err["type"] in ("model_type", "dict_type"):  # not "a valid dictionary or instance of CompressSearch"
+            keys = [f"{_dotted(loc)}.{k}" for k in _field_names(model, (*raw_loc, ""))]
+            msg = "Input should be a mapping" + (f" of settings ({', '.join(keys[:3])}, ...)" if len(keys) > 3 else
+                                                 f" of settings ({', '.join(keys)})" if keys else ", as {key: value}")
         elif err["type"] in ("too_long", "too_short") and msg.startswith(("Tuple ", "Set ")):
             msg = "List " + msg.split(" ", 1)[1]
         if msg.startswith("Value error, "):

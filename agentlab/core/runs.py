@@ -91,6 +91,10 @@ def check_out_folder(command: str, out: str | Path, *, resumable: bool = True) -
     path, flag = Path(out), OUT_FLAG.get(command, "--out")
     if path.exists() and not path.is_dir():
         raise RunDirError(f"{flag} {path}: is a file, not a folder", hint=f"choose a folder path for {flag}")
+    above = next((p for p in path.absolute().parents if p.exists()), None)  # where the folders would be made
+    if above is not None and not above.is_dir():  # a dry run passed it, the run then failed "Not a directory"
+        raise RunDirError(f"{flag} {path}: cannot create the run folder: {above} is a file", hint=f"choose a folder "
+                          f"path for {flag}")
     if path.is_dir() and any(path.iterdir()):
         try:  # a run of this command; other files, or another command's run, are no run for --resume to continue
             run = resumable and run_info(path, command) is not None

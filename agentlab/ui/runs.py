@@ -232,7 +232,9 @@ def _compress(r: dict[str, Any]) -> str:
         return f"{_n(r['counts']['experiments'], 'experiment')}, none recommended"
     chosen = next(e for e in r["experiments"] if e["index"] == rec["index"])
     feasible = "" if rec.get("feasible") else " (closest; constraints not met)"
-    return f"{rec['label']}: speedup {chosen['derived']['speedup']:.2f}x{feasible}"
+    shown = f"{rec['label']}: speedup {chosen['derived']['speedup']:.2f}x{feasible}"
+    # keep_base: the base model is the recommendation, the experiment named to compare (as report.md says)
+    return f"keep the base model (closest experiment: {shown})" if rec.get("keep_base") else shown
 
 
 def _debate(r: dict[str, Any]) -> str:

@@ -17,14 +17,30 @@ from agentlab.core.errors import UsageError
     ("minimize size, maximize speedup with perplexity increase <5%",
      "minimize size, maximize speedup subject to perplexity <= 1.05 x base"),
     ("maximize speedup with less than 2 points of accuracy drop and size < 100 MB",
-     "maximize speedup subject to accuracy >= base -0.02 and size <= 100"),
-    ("minimize perplexity subject to size below 0.06 GB", "minimize perplexity subject to size <= 60"),
+     "maximize speedup subject to accuracy >= base -0.02 (2 points) and size <= 100 MB"),
+    ("minimize perplexity subject to size below 0.06 GB", "minimize perplexity subject to size <= 61.44 MB"),
     ("maximize compression ratio with ppl increase under 10%",
      "maximize compression subject to perplexity <= 1.1 x base"),
     ("minimize latency", "minimize latency"),
 ])
 def test_phrasings(text: str, described: str) -> None:
     assert parse_objective(text).describe() == described
+
+
+def test_the_goal_is_printed_with_its_units_and_a_study_keeps_its_words_without_them() -> None:
+    """"memory < 1 GB" was printed "memory <= 1000" (a GB taken as 1000 of the measured MB, 2**20 bytes each), "co2e
+    < 0.1 kg" as "co2e <= 0.1", "<2 points accuracy loss" as "accuracy >= base -0.02"; a study keeps the goal's
+    words without units (as 0.1.0 wrote them), so its runs resume."""
+    from types import SimpleNamespace
+
+    from agentlab.compress.run import GOAL_ATTR, check_goal
+
+    goal = parse_objective("maximize speedup with memory < 1 GB and co2e < 0.1 kg and <2 points accuracy loss")
+    assert goal.describe() == ("maximize speedup subject to memory <= 1024 MB and co2e <= 0.1 kg and accuracy >= base "
+                               "-0.02 (2 points)")
+    old = "maximize speedup subject to memory <= 1024 and co2e <= 0.1 and accuracy >= base -0.02"
+    assert goal.describe(units=False) == old
+    check_goal(SimpleNamespace(study_name="s", user_attrs={GOAL_ATTR: old}, get_trials=lambda deepcopy: []), goal, "")
 
 
 def test_bounds_against_the_base_model() -> None:
@@ -89,9 +105,10 @@ def test_when_no_experiment_meets_the_goal_and_the_base_does_the_report_says_kee
            "experiment": {"prune": {}}, "derived": {"speedup": 3.0, "accuracy": 0.0}}
     rec = best_summary(goal, [base, bad])
     assert rec["index"] == 1 and not rec["feasible"] and rec["base_feasible"]
-    assert "the base model meets them: keep it" in "\n".join(_recommendation(rec))
+    assert "**Keep the base model**: it meets the constraints and no experiment does; the closest, to compare: " \
+        "**wanda 90%** (experiment 1) (it breaks accuracy)" in "\n".join(_recommendation(rec))
     rec = best_summary(goal, [{**base, "feasible": False}, bad])  # an absolute bound the base breaks too: no such word
-    assert not rec["base_feasible"] and "keep it" not in "\n".join(_recommendation(rec))
+    assert not rec["base_feasible"] and "Keep the base" not in "\n".join(_recommendation(rec))
 
 
 def test_an_unknown_metric_in_yaml_objectives_or_constraints_is_refused_at_validation(tmp_path: Path) -> None:
@@ -171,10 +188,10 @@ def test_an_unreadable_objective_in_a_config_file_names_its_file_line_and_field(
 @pytest.mark.parametrize(("text", "described"), [
     ("maximize speedup with accuracy >= 50%", "maximize speedup subject to accuracy >= 0.5"),
     ("maximize speedup with accuracy at least 50 points", "maximize speedup subject to accuracy >= 0.5"),
-    ("maximize speedup with latency < 5 ms", "maximize speedup subject to latency <= 5"),
-    ("maximize speedup with energy < 0.001 kWh", "maximize speedup subject to energy <= 0.001"),
-    ("maximize speedup with co2e < 0.01 kg", "maximize speedup subject to co2e <= 0.01"),
-    ("minimize size with speedup > 1.5x", "minimize size subject to speedup >= 1.5"),
+    ("maximize speedup with latency < 5 ms", "maximize speedup subject to latency <= 5 ms"),
+    ("maximize speedup with energy < 0.001 kWh", "maximize speedup subject to energy <= 0.001 kWh"),
+    ("maximize speedup with co2e < 0.01 kg", "maximize speedup subject to co2e <= 0.01 kg"),
+    ("minimize size with speedup > 1.5x", "minimize size subject to speedup >= 1.5x"),
     ("maximize speedup, and keep perplexity below 30", "maximize speedup subject to perplexity <= 30"),
 ])
 def test_a_bound_in_the_metrics_own_unit_is_read_in_it(text: str, described: str) -> None:
@@ -209,7 +226,7 @@ def test_a_unit_the_metric_lacks_a_contradiction_or_a_dangling_and_is_refused(te
     ("objectives:\n  - {metric: speedup, direction: maximize}\nconstraints:\n  - {metric: accuracy, op: '>=', "
      "value: 1.5}\n", "c.yaml:5: constraints[0]: accuracy >= 1.5 can never be met"),
     ("objectives:\n  - {metric: speedup, direction: maximize}\nconstraints:\n  - {metric: size, op: '<=', value: 100}"
-     "\n  - {metric: size, op: '>=', value: 200}\n", "c.yaml:4: constraints: 'size >= 200' and 'size <= 100'"),
+     "\n  - {metric: size, op: '>=', value: 200}\n", "c.yaml:4: constraints: 'size >= 200 MB' and 'size <= 100 MB'"),
 ])
 def test_a_yaml_goal_no_result_could_meet_is_refused_at_its_line(tmp_path: Path, yaml: str, says: str) -> None:
     from agentlab.compress.config import CompressConfig
@@ -267,9 +284,10 @@ def test_a_feasible_recommendation_no_better_than_the_base_says_keep_the_base() 
     base, slow = _rec(0, True, 0.0, speedup=1.0, accuracy=0.8), _rec(1, True, 0.0, speedup=0.923, accuracy=0.8)
     rec = best_summary(goal, [base, slow])
     assert rec["index"] == 1 and rec["feasible"] and rec["keep_base"]
-    assert "keep the base model" in "\n".join(_recommendation({**rec, "base": rec["base"]}))
+    assert "**Keep the base model**: it meets the constraints and no experiment that does is better on the goal" \
+        in "\n".join(_recommendation({**rec, "base": rec["base"]}))
     rec = best_summary(goal, [base, slow, _rec(2, True, 0.0, speedup=1.2, accuracy=0.8)])
-    assert rec["index"] == 2 and not rec["keep_base"] and "keep the base" not in "\n".join(_recommendation(rec))
+    assert rec["index"] == 2 and not rec["keep_base"] and "Keep the base" not in "\n".join(_recommendation(rec))
     two = parse_objective("maximize speedup, minimize size with <2% accuracy loss")  # the base dominates it: keep
     rec = best_summary(two, [{**base, "derived": {"speedup": 1.0, "size": 10.0}},
                              {**slow, "derived": {"speedup": 0.9, "size": 10.0}}])

@@ -98,3 +98,47 @@ def test_the_help_and_the_reference_name_a_gguf_model_file(capsys: Any) -> None:
     assert main(["compress", "--help"]) == 0
     assert "a GGUF file" in " ".join(capsys.readouterr().out.replace("│", " ").split())  # the table's lines joined
     assert "a GGUF file" in (CompressConfig.model_fields["model"].description or "")
+
+
+def test_the_pareto_plot_draws_the_goals_front_on_a_log_axis_with_one_label_for_coinciding_results(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With "minimize size, maximize speedup" no panel plotted size against speedup (the front was never drawn), one
+    278x speedup squashed the others on a linear axis, and coinciding results' labels were drawn over each other."""
+    pytest.importorskip("matplotlib")
+    import agentlab.compress.report as report
+    from agentlab.compress.objective import parse_objective
+
+    figures: list[Any] = []
+    monkeypatch.setattr(report, "save_figure", lambda fig, path, **kw: figures.append(fig))
+    records = [{"index": i, "state": "done", "feasible": True, "violation": 0.0,
+                "derived": {"speedup": speedup, "size": size, "perplexity": 20.0, "accuracy": 0.5}}
+               for i, speedup, size in ((0, 1.0, 10.0), (1, 278.0, 5.0), (2, 1.2, 5.0), (3, 1.2, 5.0))]
+    report.write_plot(parse_objective("minimize size, maximize speedup"), records, tmp_path / "pareto.png")
+    first, *others = [ax for ax in figures[0].axes if ax.axison]
+    assert (first.get_xlabel(), first.get_ylabel()) == ("speedup (x base decode tok/s)", "size (MB on disk)")
+    assert first.get_xscale() == "log" and first.get_yscale() == "linear" and len(others) == 4
+    assert sorted(t.get_text() for t in first.texts) == ["0", "1", "2,3"]
+
+
+def test_the_llm_planners_warm_up_experiments_are_labelled_by_their_sampler() -> None:
+    """The sampler's warm-up trials of `--planner llm` (the LLM not asked) were labelled "(llm)" on the console, in
+    experiments.jsonl and in report.md."""
+    from types import SimpleNamespace
+
+    from agentlab.compress.report import outcome_line
+    from agentlab.compress.run import Search, summarise
+    from agentlab.core.search.records import TrialRecord
+
+    cfg = CompressConfig()
+    base, exp = _records(cfg, ["vm:1", "vm:1"])
+    trial = TrialRecord(number=1, state="complete", value=1.5, params={}, planner="llm", origin="classical",
+                        choice=0, candidates=1, warmup=True, notes=["a warm-up trial of the sampler"],
+                        metrics={"record": exp})
+    record = Search._record_of(SimpleNamespace(), trial, 1)  # type: ignore[arg-type]  # experiments.jsonl's line
+    assert record["planner"] == "llm" and record["proposed_by"] == "llm, warm-up: nsga2"
+    assert outcome_line(record).startswith("[1] torch_dynamic_int8 (llm, warm-up: nsga2): speedup 1.5x")
+    results = summarise(cfg, cfg.goal(), [base, record], "max_iterations reached (1 experiment)", "/ws")
+    report = render_report(cfg, cfg.goal(), [base, record], results)
+    assert "| 1 | torch_dynamic_int8 (front) | llm, warm-up: nsga2 | 1.5 |" in report
+    assert "- 1 (llm, warm-up: nsga2, classical): a warm-up trial of the sampler" in report
+    assert results["experiments"][1]["proposed_by"] == "llm, warm-up: nsga2"

@@ -567,3 +567,41 @@ def test_a_shared_studys_device_is_the_one_measured_on(monkeypatch: pytest.Monke
 
     auto, cpu = (study_settings(CompressConfig(device=d)) for d in ("auto", "cpu"))
     assert auto == cpu and auto["device"] == "'cpu'" and auto["measure.dtype"] == "'float32'"
+
+
+def test_when_the_base_model_is_the_recommendation_every_output_says_so(in_tmp: Path, tiny_model: dict[str, Path],
+                                                                        monkeypatch: pytest.MonkeyPatch,
+                                                                        capsys: Any) -> None:
+    """The console said "recommended: <experiment> (closest: ...)" then "the base model meets the constraints: keep
+    it, unless ...", the summary said "1 experiments", and the progress line ran the step's ETA into the count
+    ("ETA 0:08 1/3")."""
+    from agentlab.cli.common import LineProgress
+
+    monkeypatch.setattr(LineProgress.__init__, "__defaults__", (0.0,))  # a progress line at every tick
+    run = in_tmp / "K"  # the structured prune shrinks the model, so it breaks the bound the base model meets
+    assert main(args(tiny_model, in_tmp, "--out", str(run), "--objective", "maximize speedup with compression < 1.01",
+                     "--set", "search.warm_start=[{prune: structured, mlp_keep: 0.5}]", n=1)) == 0
+    err = capsys.readouterr().err
+    rec = json.loads((run / "results.json").read_text())["recommended"]
+    assert rec["keep_base"] and not rec["feasible"]
+    assert "recommended: keep the base model (it meets the constraints; closest experiment: structured mlp 0.5 " \
+        "-0L, which breaks compression < 1.01)\n  that experiment: speedup " in err
+    assert "keep it, unless" not in err and "1 experiment and the base model (0 reused from the workspace" in err
+    assert "**Keep the base model**: it meets the constraints and no experiment does" in (run / "report.md").read_text()
+    assert "Model: the base model itself, unchanged." in (run / "report.md").read_text()
+    assert "; measured 1/2 (" in err and "; measured 0/2 (" in err  # [1] structured ...: <step>, ETA 0:01; measured
+
+
+def test_a_dry_run_checks_that_out_can_be_made_and_says_an_unused_llm(in_tmp: Path, tiny_model: dict[str, Path],
+                                                                     capsys: Any) -> None:
+    """--out same.txt/sub passed the dry run (the run: "cannot create the run folder: Not a directory", exit 2);
+    `llm: nosuch.yaml` with a planner that uses no model was accepted without a word."""
+    (in_tmp / "same.txt").write_text("a file")
+    assert main(args(tiny_model, in_tmp, "--out", str(in_tmp / "same.txt" / "sub"), "--dry-run")) == 2
+    assert f"--out {in_tmp / 'same.txt' / 'sub'}: cannot create the run folder: {in_tmp / 'same.txt'} is a file" \
+        in capsys.readouterr().err
+    assert main(args(tiny_model, in_tmp, "--set", "llm=nosuch.yaml", "--dry-run")) == 0
+    assert "warning: --set llm=nosuch.yaml is not used: --planner random uses no model" in capsys.readouterr().err
+    (in_tmp / "c.yaml").write_text("llm: nosuch.yaml\n")
+    assert main(args(tiny_model, in_tmp, "-c", str(in_tmp / "c.yaml"), "--dry-run")) == 0
+    assert f"warning: {in_tmp / 'c.yaml'}:1: llm: nosuch.yaml is not used" in capsys.readouterr().err

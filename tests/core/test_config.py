@@ -82,6 +82,24 @@ def test_wrong_type_names_line(tmp_path: Path) -> None:
     assert "'fast'" in info.value.message
 
 
+def test_a_value_where_a_section_belongs_says_what_the_section_holds() -> None:
+    """`--set search=3` said "Input should be a valid dictionary or instance of CompressSearch": a class name no
+    config or page shows."""
+    class Maps(StrictModel):
+        model: Model = Field(default_factory=Model, description="model")
+        extra: dict[str, int] = Field(default_factory=dict, description="anything")
+
+    with pytest.raises(ConfigError) as info:
+        load_config(None, Maps, ["model=3", "extra=[1]"])
+    assert info.value.message.splitlines() == [
+        "--set model=3: model: Input should be a mapping of settings (model.d_model, model.n_heads) (got 3)",
+        "--set extra=[1]: extra: Input should be a mapping, as {key: value}"]
+    from agentlab.compress import CompressConfig  # a command's own section, as the report met it
+
+    with pytest.raises(ConfigError, match=r"search: Input should be a mapping of settings \(search\.history, "):
+        load_config(None, CompressConfig, ["search=3"])
+
+
 def test_a_boolean_for_a_number_is_refused_not_read_as_1(tmp_path: Path) -> None:
     """pydantic's lax mode reads `true` as 1 for an int or float: `port: true` served on port 1."""
     class Mixed(StrictModel):

@@ -4,6 +4,7 @@ command's view."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -36,6 +37,13 @@ def test_list_reads_every_run_folder_with_status_duration_and_key_result(root: P
     assert rows["debate/20260102-110000-debate"].result == "answer 12, agreement 67%"
     assert rows["evolve/20260102-120000-evolve"].result == "best g1c0 fitness 0.800 (task 0.750)"
     assert rows["compress/20260102-130000-compress"].result == "gguf Q8_0: speedup 3.00x"
+    results = made["compress"] / "results.json"  # the base model recommended: the experiment only to compare
+    data = json.loads(results.read_text())
+    data["recommended"].update(keep_base=True, feasible=False)
+    results.write_text(json.dumps(data))
+    again = {r.id: r for r in runs.list_runs(root)}
+    assert again["compress/20260102-130000-compress"].result == (
+        "keep the base model (closest experiment: gguf Q8_0: speedup 3.00x (closest; constraints not met))")
     assert rows["llm-bench/20260102-140000-llm-bench"].result == "1/2 available; fastest fast"
     assert rows["nas/20260103-090000-nas"].status == "running"
     assert rows["nas/20260104-000000-dead"].status == "interrupted"
