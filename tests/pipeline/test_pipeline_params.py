@@ -81,7 +81,7 @@ def test_models_file_default_params_of_the_wrong_type(in_tmp: Path, capsys: pyte
     ("{repeat_penalty: x}", "repeat_penalty", "valid number"),
     ("{adapter: [a]}", "adapter", "valid string"),
     ("{temperature: null}", "temperature", "null is not a value here"),
-    ("[1, 2]", None, "valid dictionary"),
+    ("[1, 2]", None, "Input should be a mapping, as {key: value}"),
 ])
 def test_every_params_field_checks_types_and_bounds(in_tmp: Path, params: str, field: str | None,
                                                     message: str) -> None:
