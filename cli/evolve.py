@@ -20,6 +20,13 @@ app = typer.Typer(help="Evolutionary search over LoRA adapters, and exact adapte
                   no_args_is_help=True)
 
 
+def _not_empty(value: str | None) -> str | None:
+    """``--out ""`` was taken as the current folder (Path("") is "."): refused as ``--store ""`` is."""
+    if value is not None and not value.strip():
+        raise typer.BadParameter("empty; leave it out for a new folder under runs/evolve/, or give a folder path")
+    return value
+
+
 @app.command("run")
 def run_cmd(
     config: ConfigOpt = None,
@@ -41,9 +48,9 @@ def run_cmd(
                                       "folder).")] = None,
     base_model: Annotated[str | None, opt("--base-model", help="The seeds' base model (default smollm2-135m, "
                                            "built in).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Exact run folder to create (default: a new folder "
-                                              "<timestamp>-<name> under runs/evolve/).", show_default=False,
-                                              file_okay=False)] = None,
+    out: Annotated[str | None, typer.Option("--out", help="Exact run folder to create (default: a new folder "
+                                             "<timestamp>-<name> under runs/evolve/).", show_default=False,
+                                             callback=_not_empty, metavar="DIRECTORY")] = None,
     resume: ResumeOpt = None,
     json_: JsonOpt = False,
     verbose: VerboseOpt = 0,
@@ -66,7 +73,8 @@ def run_cmd(
     run_command(CommandSpec("evolve", EvolveConfig, run, prepare=lambda cfg: prepare(cfg, resuming=resume is not None),
                             rerun="evolve run -c {config}",
                             check_resume=check_resume, summary=_summary),
-                Invocation(config=config, sets=sets, out=out, resume=resume, json_=json_, verbose=verbose))
+                Invocation(config=config, sets=sets, out=Path(out) if out is not None else None, resume=resume,
+                           json_=json_, verbose=verbose))
 
 
 def _summary(results: dict[str, Any], path: Path) -> None:

@@ -163,6 +163,9 @@ def test_bad_inputs_are_input_errors(tiny_model: dict[str, Path], parents: list[
     with pytest.raises(InputError, match="holds files but is not an adapter folder"):
         blend_adapters(parents[:2], [0.5, 0.5], notes, force=True)
     assert (notes / "keep.txt").read_text() == "precious" and (notes / "sub").is_dir()
+    with pytest.raises(InputError, match="not finite"):  # finite in float32, but noise of 3e38 is not, often
+        blend_adapters(parents[:2], [0.5, 0.5], tmp_path / "huge", mut=1.0, mut_std=3e38)
+    assert not (tmp_path / "huge").exists()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp folders left
 
 
@@ -194,7 +197,7 @@ def test_cli_blend_writes_a_child_peft_loads(tiny_model: dict[str, Path], parent
 
 
 @pytest.mark.parametrize("case", ["missing", "non-peft", "alpha-3", "weights-count", "exists", "alpha-and-weights",
-                                  "weights-zero", "weights-nan", "weights-words", "rank-0"])
+                                  "weights-zero", "weights-nan", "weights-words", "rank-0", "mut-std-huge"])
 def test_cli_bad_input_is_one_line_exit_2(parents: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           case: str) -> None:
     (tmp_path / "plain").mkdir()
@@ -212,6 +215,7 @@ def test_cli_bad_input_is_one_line_exit_2(parents: list[Path], tmp_path: Path, c
         "weights-nan": ["--parents", *two, "--weights", "nan,1"],  # (refused by blend_adapters already)
         "weights-words": ["--parents", *two, "--weights", "x,y"],
         "rank-0": ["--parents", *two, "--rank", "0"],
+        "mut-std-huge": ["--parents", *two, "--mut", "0.5", "--mut-std", "1e300"],  # inf in float32 (was exit 0)
     }[case]
     if "--child" not in args:
         args += ["--child", str(tmp_path / "child")]

@@ -140,10 +140,14 @@ def render_report(results: dict[str, Any], plot: str | None) -> str:
     lines = [
         "# evolve", "",
         f"Search `{results.get('search', 'ga')}`; population {results['population']}, {results['generations']} "
-        f"generations after gen_0, base {results['base_model']}; {q['fitness']} fitness, {q.get('validation', 0)} "
-        f"validation and {q['test']} test questions; {results['seconds']:.0f} s{_session(results)}.", "",
+        f"generation{'' if results['generations'] == 1 else 's'} after gen_0, base {results['base_model']}; "
+        f"{q['fitness']} fitness, {q.get('validation', 0)} validation and {q['test']} test questions; "
+        f"{results['seconds']:.0f} s{_session(results)}.", "",
         f"Fitness = {w['task']:g} x {task_name} + {w['coop']:g} x cooperation + {w['novelty']:g} x novelty "
-        f"({results['novelty']}). {coop} The final pick is the child with the best validation score.", "",
+        f"({results['novelty']}). {coop} " + ("The final pick is the child with the best validation score." if
+                                              q.get("validation") else "No validation split: the final pick is the "
+                                              "last generation's best by fitness, a baseline's its best fitness-split "
+                                              "task score."), "",
         f"**Best: {best['id']}**, fitness {_num(best['fitness'])} (task {_num(best['task'])}, validation "
         f"{_num(best.get('validation'))}): `{ind[best['id']]['path']}`", "", *_recommended(results),
         *headline(results)]
@@ -267,11 +271,11 @@ def console_lines(results: dict[str, Any]) -> list[str]:
         shown.append(("best evolved", by_id[best["id"]]))
     seeds = [r for r in rows if r["relation"] == "seed"]
     if seeds:
-        shown.append(("best seed", max(seeds, key=lambda r: r["accuracy"])))
+        shown.append(("best seed", max(seeds, key=_on_test)))
     others = [r for r in picks if r["id"] != rec["id"]]
     if others:
         label = "best other baseline" if rec["relation"].startswith("baseline") else "best baseline"
-        shown.append((label, max(others, key=lambda r: r["accuracy"])))
+        shown.append((label, max(others, key=_on_test)))
     lines.append(f"test split, {results['final']['questions']} questions no selection saw (greedy accuracy; every "
                  "adapter in report.md):")
     lines += [f"  {label}: {r['id']} ({'best evolved' if r['relation'] == 'best' else r['relation']}) "
@@ -295,3 +299,9 @@ def console_lines(results: dict[str, Any]) -> list[str]:
             lines.append(f"note: the {label} {r['id']} is above the recommendation on test by {points} and not "
                          f"below it on {chooser} ({_num(value)} vs {_num(mine_value)}): {why}")
     return lines
+
+
+def _on_test(row: dict[str, Any]) -> tuple[float, float]:
+    """The best on test, a tie broken by the validation score (log-likelihood), not by the rows' order."""
+    value = row.get("validation")
+    return row["accuracy"], float(value) if value is not None and value == value else float("-inf")

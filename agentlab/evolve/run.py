@@ -7,6 +7,7 @@ saw.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -311,48 +312,52 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
         say(f"resuming: {done} individual(s) scored before are kept, not scored again; the run scores "
             f"{total_trials(cfg)} in all")
     waiting = [t.number for t in pop.store.trials() if t.state.name == "WAITING"]
-    if waiting:  # a resumed run: the generation queued before the stop is scored by the workers too
-        start_workers(waiting)
-    try:
-        evolve_loop(pop, cfg.batch, planner=breeder, max_iterations=total_trials(cfg), providers=providers,
-                    seed=cfg.seed, hooks=Hooks(on_event=on_event, progress=progress, run_dir=str(run_dir.path),
-                                               on_queued=start_workers, says_recovered=True)).run()
-    except TrialAborted as exc:  # the scoring failed, not an individual (worker.Scorer): its batch is queued again
-        raise exc.__cause__ or exc from None
-    try:  # generations of elites alone, after the budget was spent: stored, nothing to score
-        unscored = breeder.propose_group()  # never empty
-    except NoProposal:
-        unscored = []
-    if unscored:
-        raise AgentlabError(f"the search stopped with {len(unscored)} individuals not scored",
-                            hint="see events.jsonl; resume the run: agentlab evolve run --resume RUN")
-    history = breeder.history()
-    baselines = {name: pop.members(f"baseline_{name}") or [] for name in baseline_names(cfg)}
-    individuals = pop.individuals()
-    best, picks = final_picks(cfg, individuals, history, baselines)
-    final = pop.attr("final")
-    if final is None:
-        final = compare_on_test(settings, pop, individuals, best, progress, providers, picks)
-        pop.set_attr("final", final)
-    pop.set_attr("finished", True)
-    pop.set_attr("seconds", spent())
-    results = {
-        "base_model": cfg.base_model, "population": cfg.population, "generations": bred_generations(cfg),
-        "questions": {"fitness": len(settings.questions), "validation": len(settings.validation),
-                      "test": final["questions"]}, "score": settings.score,
-        "fitness_weights": cfg.fitness.model_dump(), "novelty": cfg.novelty,
-        "reference": {k: v for k, v in ref.items() if k not in ("round0", "debate")},
-        "individuals": {m: {k: ind.get(k) for k in RESULT_KEYS} for m, ind in individuals.items()},
-        "history": history, "best": best_row(individuals, history, best), "final": final,
-        "seconds": spent(), "search": cfg.search, "baselines": baselines,
-        # a resume's own seconds beside the whole run's: how many it scored says what they bought
-        "session_seconds": round(time.perf_counter() - start, 1),
-        "scored_this_session": sum(ind.get("state") in ("complete", "fail") for ind in individuals.values()) - done,
-        "recommended": recommended(individuals, best, picks)}
-    run_dir.save_results(results)
-    plot = fitness_plot(results, run_dir.file("fitness.png"))
-    run_dir.save_report(render_report(results, plot.name if plot else None))
-    return results
+    try:  # results.json's seconds are every session's: this one's kept however it ends (its trial events keep
+        # them only as the run itself scores, not as its workers do, and not after its last score)
+        if waiting:  # a resumed run: the generation queued before the stop is scored by the workers too
+            start_workers(waiting)
+        try:
+            evolve_loop(pop, cfg.batch, planner=breeder, max_iterations=total_trials(cfg), providers=providers,
+                        seed=cfg.seed, hooks=Hooks(on_event=on_event, progress=progress, run_dir=str(run_dir.path),
+                                                   on_queued=start_workers, says_recovered=True)).run()
+        except TrialAborted as exc:  # the scoring failed, not an individual (worker.Scorer): its batch is queued again
+            raise exc.__cause__ or exc from None
+        try:  # generations of elites alone, after the budget was spent: stored, nothing to score
+            unscored = breeder.propose_group()  # never empty
+        except NoProposal:
+            unscored = []
+        if unscored:
+            raise AgentlabError(f"the search stopped with {len(unscored)} individuals not scored",
+                                hint="see events.jsonl; resume the run: agentlab evolve run --resume RUN")
+        history = breeder.history()
+        baselines = {name: pop.members(f"baseline_{name}") or [] for name in baseline_names(cfg)}
+        individuals = pop.individuals()
+        best, picks = final_picks(cfg, individuals, history, baselines)
+        final = pop.attr("final")
+        if final is None:
+            final = compare_on_test(settings, pop, individuals, best, progress, providers, picks)
+            pop.set_attr("final", final)
+        pop.set_attr("finished", True)
+        results = {
+            "base_model": cfg.base_model, "population": cfg.population, "generations": bred_generations(cfg),
+            "questions": {"fitness": len(settings.questions), "validation": len(settings.validation),
+                          "test": final["questions"]}, "score": settings.score,
+            "fitness_weights": cfg.fitness.model_dump(), "novelty": cfg.novelty,
+            "reference": {k: v for k, v in ref.items() if k not in ("round0", "debate")},
+            "individuals": {m: {k: ind.get(k) for k in RESULT_KEYS} for m, ind in individuals.items()},
+            "history": history, "best": best_row(individuals, history, best), "final": final,
+            "seconds": spent(), "search": cfg.search, "baselines": baselines,
+            # a resume's own seconds beside the whole run's: how many it scored says what they bought
+            "session_seconds": round(time.perf_counter() - start, 1),
+            "scored_this_session": sum(ind.get("state") in ("complete", "fail") for ind in individuals.values()) - done,
+            "recommended": recommended(individuals, best, picks)}
+        run_dir.save_results(results)
+        plot = fitness_plot(results, run_dir.file("fitness.png"))
+        run_dir.save_report(render_report(results, plot.name if plot else None))
+        return results
+    finally:
+        with contextlib.suppress(Exception):  # the store cannot be written now: its error is the one to say
+            pop.set_attr("seconds", spent())
 
 
 def _results(run_dir: RunDir) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from agentlab.core.errors import AgentlabError
+from agentlab.core.process import die_with_parent
 from agentlab.core.search.evaluator import Decision
 from agentlab.core.search.loop import GroupPlanner, Hooks, SearchLoop, StopRules, TrialAborted, TrialFailed
 from agentlab.core.search.planners import Planner
@@ -151,11 +153,24 @@ def run_workers(store: str, n: int, batch: int, logs: Path, poll: Callable[[], N
         name = f"worker-{i}{'.' + group if group else ''}"
         log_file = next(path for k in itertools.count(1)  # a resume's second start of a generation: .2
                         if not (path := logs / f"{name}{f'.{k}' if k > 1 else ''}.log").exists())
-        with open(log_file, "a", encoding="utf-8") as handle:  # the child keeps its own descriptor
-            procs.append((subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT), log_file))
-    while any(p.poll() is None for p, _ in procs):
-        time.sleep(2)
-        poll()
+        with open(log_file, "a", encoding="utf-8") as handle:  # the child keeps its own descriptor; its own session:
+            # a Ctrl-C reaches the run alone, which stops them once (finally), however it was stopped
+            worker = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                                      start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM))
+            procs.append((worker, log_file))
+    try:
+        while any(p.poll() is None for p, _ in procs):
+            time.sleep(2)
+            poll()
+    finally:  # the run stopped (Ctrl-C, SIGTERM, an error): its workers give their batches back (serve) and end
+        running = [p for p, _ in procs if p.poll() is None]
+        for p in running:
+            p.terminate()
+        for p in running:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
     for p, log_file in procs:
         if p.returncode:
             text = log_file.read_text(encoding="utf-8", errors="replace") if log_file.is_file() else ""
@@ -163,3 +178,4 @@ def run_workers(store: str, n: int, batch: int, logs: Path, poll: Callable[[], N
             line = ([x for x in lines if x.startswith("error:")] or lines or ["no output"])[-1]
             say(f"a worker exited with {p.returncode} ({line}); its log: {log_file}; what it left is scored here")
     poll()
+

@@ -219,7 +219,7 @@ def test_workers_score_in_parallel_processes(in_tmp: Path, tiny_model: dict[str,
 @pytest.mark.parametrize("case", ["no-seeds", "short-task", "too-many-seeds", "bad-store", "not-lora", "worker",
                                   "worker-journal", "store-not-journal", "worker-not-journal", "new-store-short-task",
                                   "empty-store", "worker-empty-store", "worker-folder-store", "worker-empty-sqlite",
-                                  "unwritable-store"])
+                                  "unwritable-store", "empty-out", "huge-mut-std"])
 def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, tiny_model: dict[str, Path],
                                           seeds: dict[str, Path], capsys: Any) -> None:
     config = write_config(in_tmp, tiny_model, seeds)
@@ -239,6 +239,10 @@ def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, tiny_model: d
         args += ["--store", "/proc/x/y.journal"]
     elif case == "empty-store":  # was the current folder: "cannot use '/tmp/x' as an Optuna journal file"
         args += ["--store", ""]
+    elif case == "empty-out":  # was the current folder: "--out .: folder exists and is not empty"
+        args += ["--out", ""]
+    elif case == "huge-mut-std":  # inf in float32: its children were adapters of inf, exit 0
+        args += ["--set", "mut_std=1e300"]
     elif case in ("worker-empty-store", "worker-folder-store"):  # a folder was "no such journal file"
         args = ["evolve", "worker", "--store", "" if case == "worker-empty-store" else str(in_tmp), "--no-wait"]
     elif case == "not-lora":
@@ -261,6 +265,11 @@ def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, tiny_model: d
     assert not (in_tmp / "runs").exists() and not (in_tmp / "nosuch.db").exists()
     if case.endswith("empty-store"):
         assert "store: empty" in err[0]
+    if case == "empty-out":
+        assert err[0] == "error: Invalid value for '--out': empty; leave it out for a new folder under runs/evolve/, " \
+            "or give a folder path"
+    if case == "huge-mut-std":
+        assert "mut_std" in err[0]
     if case == "worker-folder-store":
         assert err[0] == f"error: store {in_tmp}: a folder, not a journal file"
     if case == "worker-empty-sqlite":
@@ -570,3 +579,25 @@ def test_a_moved_or_copied_run_names_its_own_adapters_and_keeps_its_total_second
         assert re.search(r"\d+ individuals in \d+ s, none scored in this session", err), err
     other = open_population(None, in_tmp / "MOVED", create=False)
     assert all(not Path(i["path"]).is_relative_to(in_tmp / "COPY") for i in other.individuals().values())
+
+
+def test_an_interrupted_session_keeps_its_seconds_for_the_next(in_tmp: Path, tiny_model: dict[str, Path],
+                                                                seeds: dict[str, Path],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """results.json's seconds are every session's, but a session's were kept in the store only as the run process
+    scored an individual: with --workers (they score) or stopped after its last score, the next session lost them."""
+    import importlib
+
+    run_module = importlib.import_module("agentlab.evolve.run")  # the package's `run` is the function
+
+    class Stopped:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def run(self) -> None:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "evolve_loop", Stopped)
+    config = write_config(in_tmp, tiny_model, seeds, fitness={"coop": 0.0})
+    assert main(["evolve", "run", "-c", str(config), "--out", str(in_tmp / "RUN")]) == 130
+    assert open_population(None, in_tmp / "RUN", create=False).attr("seconds") is not None

@@ -102,3 +102,30 @@ def test_a_generation_line_leaves_out_a_part_of_weight_0() -> None:
         "gen 1: best g1c0 fitness -4.153 (task -4.173, novelty 0.42); mean fitness -4.154"
     assert generation_line(1, {**best, "coop": 0.25}, mean, {"task": 1.0, "coop": 0.1, "novelty": 0.05}) == \
         "gen 1: best g1c0 fitness -4.153 (task -4.173, coop +0.25, novelty 0.42); mean fitness -4.154"
+
+
+def test_a_tie_on_test_is_broken_by_validation_not_by_order() -> None:
+    """"best seed" and "best baseline" took the first of the rows tied on test accuracy."""
+    r = results()
+    rows = {x["id"]: x for x in r["final"]["rows"]}
+    rows["s1"].update(correct=24, accuracy=rows["s0"]["accuracy"])  # tied with s0, above it on validation
+    rows["ties1"].update(correct=25, accuracy=rows["ta3"]["accuracy"], validation=-2.15)  # tied with ta3, above it
+    lines = console_lines(r)
+    assert lines[4].startswith("  best seed: s1 (seed) 24/90") and lines[5].startswith("  best baseline: ties1 ")
+
+
+def test_the_report_says_the_rule_that_picked() -> None:
+    """report.md said "the final pick is the child with the best validation score" with no validation split; and
+    "1 generations"."""
+    from agentlab.evolve.report import render_report
+
+    r = {**results(), "population": 4, "generations": 1, "base_model": "m", "novelty": "answers", "seconds": 3.0,
+         "fitness_weights": {"task": 1.0, "coop": 0.0, "novelty": 0.0}, "reference": {}, "history": []}
+    for i in r["individuals"].values():
+        i.update(generation=0, state="complete")
+    text = " ".join(render_report(r, None).split())
+    assert "1 generation after gen_0" in text and "the child with the best validation score" in text
+    r["questions"] = {**r["questions"], "validation": 0}
+    text = " ".join(render_report(r, None).split())
+    assert "No validation split: the final pick is the last generation's best by fitness" in text
+    assert "best validation score" not in text

@@ -3,6 +3,11 @@ them together), and Ctrl-C says what went back to the queue (a worker has no run
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -87,7 +92,7 @@ def test_each_worker_process_has_its_own_log(tmp_path: Path, monkeypatch: pytest
     class Failed:  # a worker process that printed its error and exited 1
         returncode = 1
 
-        def __init__(self, command: list[str], env: dict[str, str], stdout: Any, stderr: Any) -> None:
+        def __init__(self, command: list[str], env: dict[str, str], stdout: Any, stderr: Any, **kwargs: Any) -> None:
             stdout.write(f"error: process {len(started)}\n")
             started.append(self)
 
@@ -106,3 +111,61 @@ def test_each_worker_process_has_its_own_log(tmp_path: Path, monkeypatch: pytest
     for line in said:  # the log named holds the error said, and only it
         error, log = line.split(" (", 1)[1].split("); its log: ")
         assert Path(log.split(";")[0]).read_text().strip() == error
+
+
+CHILD = """import os, signal, sys, time
+from pathlib import Path
+def term(*args):
+    Path(sys.argv[1], f"term-{os.getpid()}").touch()
+    sys.exit(130)
+signal.signal(signal.SIGTERM, term)
+Path(sys.argv[1], f"ready-{os.getpid()}").touch()
+time.sleep(120)
+"""
+
+RUN = """import subprocess, sys
+from pathlib import Path
+from agentlab.evolve import worker
+real, folder = subprocess.Popen, sys.argv[1]
+subprocess.Popen = lambda command, **kw: real([sys.executable, "-c", sys.argv[2], folder], **kw)
+worker.run_workers("s.journal", 2, 1, Path(folder, "logs"), lambda: None, print)
+"""
+
+
+def wait_for(folder: Path, prefix: str, n: int) -> list[Path]:
+    deadline = time.monotonic() + 30
+    while len(found := sorted(folder.glob(f"{prefix}-*"))) < n and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the run's death reaches its workers on Linux")
+@pytest.mark.parametrize("how", ["interrupt", "kill -9"])
+def test_a_stopped_run_stops_its_worker_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """`kill -INT` on the run (its pid only, as timeout or a scheduler sends it) ended it, exit 130, but its
+    `evolve worker --no-wait` processes scored on to the end of their batch; after `kill -9` too. They get SIGTERM
+    (a worker gives its batch back, as on Ctrl-C) when the run stops, however it stops."""
+    from agentlab.evolve import worker
+
+    try:
+        if how == "interrupt":
+            real = subprocess.Popen
+            monkeypatch.setattr(worker.subprocess, "Popen", lambda command, **kw: real(
+                [sys.executable, "-c", CHILD, str(tmp_path)], **kw))
+
+            def poll() -> None:
+                wait_for(tmp_path, "ready", 2)
+                raise KeyboardInterrupt
+
+            with pytest.raises(KeyboardInterrupt):
+                worker.run_workers("s.journal", 2, 1, tmp_path / "logs", poll, print)
+        else:
+            run = subprocess.Popen([sys.executable, "-c", RUN, str(tmp_path), CHILD])
+            wait_for(tmp_path, "ready", 2)
+            run.kill()
+            run.wait()
+        assert len(wait_for(tmp_path, "term", 2)) == 2
+    finally:  # without the fix: the workers would sleep on
+        for ready in tmp_path.glob("ready-*"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(ready.name.split("-")[1]), signal.SIGKILL)

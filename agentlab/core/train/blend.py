@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 LINEAGE = "lineage.json"
 METHODS = ("exact", "linear")
+FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32
 EXACT_TOLERANCE = 1e-9  # discarded energy (a share of the sum's) below which a truncated blend is still exact
 _A, _B = ".lora_A.weight", ".lora_B.weight"
 
@@ -193,9 +194,9 @@ def blend_adapters(parents: list[str | Path], weights: list[float], child: str |
         raise InputError(f"weights must be finite numbers (got {weights})", hint="give each parent a finite weight")
     if not 0.0 <= mut <= 1.0:
         raise InputError(f"mutation probability {mut} is not in [0, 1]", hint="give a probability from 0 to 1")
-    if mut_std < 0 or not math.isfinite(mut_std):
-        raise InputError(f"mutation std {mut_std} must be a finite number >= 0", hint="give 0 or more (0.01 is the "
-                         "default)")
+    if mut_std < 0 or not mut_std <= FLOAT32_MAX:  # nan and inf too; the child's factors are float32 or narrower
+        raise InputError(f"mutation std {mut_std} must be a finite number >= 0 (float32: at most {FLOAT32_MAX:.4g})",
+                         hint="give 0 or more (0.01 is the default)")
     if lora_alpha is not None and not (math.isfinite(lora_alpha) and lora_alpha > 0):
         raise InputError(f"child lora_alpha {lora_alpha} must be > 0")
     _check_child(child, parents, force)
@@ -329,7 +330,12 @@ def _save_child(result: BlendResult, read: list[Parent], tensors: dict[str, torc
                "discarded_energy": _json_number(result.discarded_energy),
                "module_discarded_energy": {m: _json_number(e) for m, e in result.module_energy.items()},
                "base_model_name_or_path": config.get("base_model_name_or_path")}
-    _write_child(result.child, config, {k: v.to(dtype).contiguous() for k, v in tensors.items()}, lineage, force)
+    tensors = {k: v.to(dtype).contiguous() for k, v in tensors.items()}
+    bad = next((k for k, v in tensors.items() if not bool(torch.isfinite(v).all())), None)
+    if bad is not None:  # a huge --mut-std, weight or --scale: the adapter would load and break every answer
+        raise InputError(f"the child's {bad} is not finite in {str(dtype).removeprefix('torch.')}: nothing written "
+                         f"to {result.child}", hint="give smaller weights (or a smaller --mut-std, --scale)")
+    _write_child(result.child, config, tensors, lineage, force)
     result.seconds = time.perf_counter() - start
     return result
 
