@@ -62,7 +62,7 @@ from agentlab.core.search.loop import Pruned, TrialFailed
 from agentlab.core.search.records import reason_line
 from agentlab.core.search.space import lookup, same_value
 from agentlab.core.tracking import flatten
-from agentlab.nas.config import CommandObjectiveConfig
+from agentlab.nas.config import CommandObjectiveConfig, close_key
 from agentlab.nas.script import (
     ArgOption,
     argparse_options,
@@ -429,14 +429,6 @@ def lookup_flat(passed: dict[str, Any], base: dict[str, Any], key: str) -> Any:
     return passed[key] if key in passed else lookup(base, key)[1]
 
 
-def _close_key(key: str, known: list[str]) -> list[str]:
-    """The known key a typo stands for: one of the same parent whose last part is close to the key's (a shared
-    `train.` prefix alone made `train.lr` "close" to `train.l2`)."""
-    parent, _, last = key.rpartition(".")
-    siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
-    return [siblings[m] for m in difflib.get_close_matches(last, list(siblings), n=1, cutoff=0.75)]
-
-
 class CommandObjective:
     """The ``Objective`` of ``core.search.loop`` for a command (see the module docstring for the contract).
 
@@ -609,7 +601,7 @@ class CommandObjective:
                             "its current value")
             known = sorted({*flatten(self.base_params), *composed_keys,
                             *(self.options if ARGS in self.command else {})})
-            close = [k for k in _close_key(missing[0], known) if k != missing[0]]
+            close = [k for k in close_key(missing[0], known) if k != missing[0]]
             raise UsageError(f"search.space.{missing[0]}: not a key of objective.params{said}"
                              + (f" (did you mean {close[0]}?)" if close else ""), hint=hint)
         problems = self.check({})
@@ -633,7 +625,7 @@ class CommandObjective:
             for key in re.findall(r"(?<!\$)\{([A-Za-z_][\w.-]*)\}", part):
                 if key in ("params", "args", "overrides") or key in self._value_keys(part):
                     continue
-                close = _close_key(key, known)
+                close = close_key(key, known)
                 if close:
                     warn_once(f"objective.command: {{{key}}} names no param, so it reaches the command as written "
                                f"(did you mean {{{close[0]}}}?)")
@@ -650,7 +642,7 @@ class CommandObjective:
         for key in flatten(self.own_params):
             if "." in key or key in self.space_keys or key in names or key.replace("_", "-") in names:
                 continue
-            close = _close_key(key, sorted(self.options))
+            close = close_key(key, sorted(self.options))
             warn_once(f"objective.params.{key}: {script} has no option for it that could be read from its source "
                        f"(it has {', '.join(sorted({f.option for f in self.options.values()}))}), so the script may "
                        "refuse it and trial 0 fail" + (f" (did you mean {close[0]}?)" if close else ""))

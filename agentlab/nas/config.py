@@ -8,6 +8,7 @@ family trained under its own budget (``train.per_family``).
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -177,6 +178,14 @@ def default_space() -> dict[str, ParamSpec]:
     }
 
 
+def close_key(key: str, known: list[str], cutoff: float = 0.75) -> list[str]:
+    """The known key a typo stands for: one of the same parent whose last part is close to the key's (a shared
+    `train.` prefix alone made `train.lr` "close" to `train.l2`)."""
+    parent, _, last = key.rpartition(".")
+    siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
+    return [siblings[m] for m in difflib.get_close_matches(last, list(siblings), n=1, cutoff=cutoff)]
+
+
 class SearchConfig(LLMPlannerSettings):
     """The search loop; the LLM planner's keys (``history``, ``llm_*``) come from ``LLMPlannerSettings``."""
 
@@ -224,8 +233,6 @@ class SearchConfig(LLMPlannerSettings):
     def _near_miss(cls, space: Any) -> Any:
         """A new space key given only part of a range (``--set search.space.alpah.low=0.5``, also under a prefix:
         ``model.alpah``) that is a near miss of a key of the space: named as the typo it most likely is."""
-        import difflib
-
         if not isinstance(space, dict):
             return space
         fields: set[str] = set(ParamSpec.model_fields)
@@ -235,12 +242,10 @@ class SearchConfig(LLMPlannerSettings):
             named += [(f"{key}.{k}", v) for k, v in spec.items()] if nested else [(key, spec)]
         part = [k for k, v in named if isinstance(v, dict) and set(v) <= fields and v.get("choices") is None
                 and (v.get("low") is None or v.get("high") is None)]
-        for key in part:  # the last names compared, under the same prefix (`model.` would make any two close)
-            prefix, _, name = key.rpartition(".")
-            same = {k.rpartition(".")[2]: k for k, _ in named if k not in part and k.rpartition(".")[0] == prefix}
-            if close := difflib.get_close_matches(name, list(same), n=1):
+        for key in part:
+            if close := close_key(key, [k for k, _ in named if k not in part], cutoff=0.6):
                 raise ValueError(f"search.space.{key}: no such key in the space, and a new one needs choices, or "
-                                 f"both low and high (did you mean search.space.{same[close[0]]}?)")
+                                 f"both low and high (did you mean search.space.{close[0]}?)")
         return space
 
 

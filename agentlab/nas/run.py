@@ -39,7 +39,6 @@ from agentlab.core.search.loop import (
     Objective,
     Pruned,
     SearchLoop,
-    SearchOutcome,
     StopReason,
     StopRules,
     require_finished_trials,
@@ -664,8 +663,7 @@ def _partial_report(cfg: NASConfig, loop: SearchLoop, finished: set[int], planne
         ran = sum(1 for r in records if r.number not in finished and r.state in ("complete", "pruned", "failed"))
         why = StopReason("interrupted", "interrupted: a partial report of the trials finished so far; best/ and "
                          f"best.patch are written when the search finishes (agentlab nas --resume {run_dir.path})")
-        outcome = SearchOutcome(records, loop.best(records), next((r for r in loop.mine(records) if r.planner ==
-                                                                   "base" and r.state == "complete"), None), why, ran)
+        outcome = loop.outcome(records, why, ran)
         results = {**summarise_command(cfg, outcome, planner_line), "partial": True, "workspace": workspace}
         run_dir.save_results(results)
         run_dir.save_report(render_command_report(cfg, outcome, results, run_dir.path, study))

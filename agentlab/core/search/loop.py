@@ -611,6 +611,10 @@ class SearchLoop:
             ran, stopped = ran + (why is None), why or stopped
         records = self.records()
         self.on_trial(records)
+        return self.outcome(records, reason, ran)
+
+    def outcome(self, records: list[TrialRecord], reason: StopReason, ran: int) -> SearchOutcome:
+        """The search's result over ``records``: its best, its base trial, why it stopped, the trials run here."""
         base = next((r for r in self.mine(records) if r.planner == "base" and r.state == "complete"), None)
         return SearchOutcome(records, self.best(records), base, reason, ran)
 
