@@ -62,7 +62,7 @@ def serve(
 
 
 def _summary(results: dict[str, Any], path: Path) -> None:
-    from agentlab.serve.report import counted
+    from agentlab.core.files import counted
 
     console.print(f"stopped ({results.get('stopped_by') or 'done'}): {counted(results['requests'], 'request')}, "
                   f"{results['answered']} answered, {results['failed']} failed, "

@@ -143,6 +143,11 @@ def human_size(n: float | None) -> str:
     return f"{n:.1f} GiB"
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 trial``, ``2 trials``, ``1,200 trials``: a count and its noun, plural unless the count is 1."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 CACHE_ENV = "AGENTLAB_CACHE"
 
 

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from agentlab.core.config import ModelName, RunName, StrictModel
 from agentlab.core.search.settings import StorageURL
+from agentlab.core.train.blend import FLOAT32_MAX
 
 Search = Literal["ga", "cmaes", "random", "uniform", "task_arithmetic", "ties"]
 Baseline = Literal["uniform", "task_arithmetic", "ties", "random"]
@@ -110,7 +111,7 @@ class EvolveConfig(StrictModel):
                                              "uniformly in this range per child (the second gets 1 - it)")
     mut: float = Field(0.03, ge=0, le=1, description="mutation: probability that an element of a child's A/B "
                        "factors gets Gaussian noise")
-    mut_std: float = Field(0.01, ge=0, le=3.4028234663852886e38,  # float32's largest (blend refuses more)
+    mut_std: float = Field(0.01, ge=0, le=FLOAT32_MAX,  # blend refuses more
                            description="mutation: the noise's standard deviation")
     max_rank: int = Field(48, ge=1, description="a child's rank is the sum of its parents' ranks (an exact blend) "
                           "up to this; above it, the best rank-max_rank approximation (the discarded energy is "

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def counted(n: int, noun: str) -> str:
-    """``1 request``, ``2 requests``."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+from agentlab.core.files import counted
 
 
 def _ms(value: float | None) -> str:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from agentlab.core.config import getenv
 from agentlab.core.errors import ConfigError, MissingPackage, UsageError, pip_install
+from agentlab.core.files import counted
 from agentlab.core.llm.check import local_problem
 from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, LLMConfig, load_llm_config
 from agentlab.core.llm.router import Router
@@ -38,7 +39,7 @@ from agentlab.serve.catalog import Catalog, build_catalog
 from agentlab.serve.config import ServeConfig
 from agentlab.serve.keys import load_keys
 from agentlab.serve.metrics import GatewayMetrics
-from agentlab.serve.report import counted, render
+from agentlab.serve.report import render
 
 if TYPE_CHECKING:
     from agentlab.core.llm.types import Provider

@@ -18,7 +18,7 @@ from typing import Any
 
 from agentlab.core.agent import approval
 from agentlab.core.errors import AgentlabError, shell_word
-from agentlab.core.files import read_json, read_text
+from agentlab.core.files import counted, read_json, read_text
 from agentlab.core.runs import FAILED, INTERRUPTED, RUNNING, command_words, live_jsonl, run_status
 
 PLOT_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg")
@@ -208,28 +208,24 @@ def continue_advice(row: RunRow) -> str | None:
 # --------------------------------------------------------------------------- the key result of each command
 
 
-def _n(count: Any, word: str) -> str:
-    """``1 trial``, ``2 trials``."""
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
-
-
 def _nas(r: dict[str, Any]) -> str:
     if "objective" in r:  # the user's own command: its metric under its own name, in its direction
         best, metric = r.get("best"), r["metric"]
         if not best:
-            return f"no successful trial, {_n(r['trials'], 'trial')}"
-        return (f"best {metric} {best[metric]:.4g} ({best['run_id']}; "
-                f"{'higher' if r.get('direction') == 'maximize' else 'lower'} is better), {_n(r['trials'], 'trial')}")
+            return f"no successful trial, {counted(r['trials'], 'trial')}"
+        better = "higher" if r.get("direction") == "maximize" else "lower"
+        trials = counted(r["trials"], "trial")
+        return f"best {metric} {best[metric]:.4g} ({best['run_id']}; {better} is better), {trials}"
     best, ensemble = r["best"], r.get("ensemble")
-    final = (f", ensemble val MSE {ensemble['val_mse']:.4f} ({_n(len(ensemble['members']), 'trial')})"
+    final = (f", ensemble val MSE {ensemble['val_mse']:.4f} ({counted(len(ensemble['members']), 'trial')})"
              if ensemble and r.get("final_model", "ensemble") == "ensemble" else "")
-    return f"best val MSE {best['val_mse']:.4f} ({best['run_id']}){final}, {_n(r['trials'], 'trial')}"
+    return f"best val MSE {best['val_mse']:.4f} ({best['run_id']}){final}, {counted(r['trials'], 'trial')}"
 
 
 def _compress(r: dict[str, Any]) -> str:
     rec = r.get("recommended")
     if not rec:
-        return f"{_n(r['counts']['experiments'], 'experiment')}, none recommended"
+        return f"{counted(r['counts']['experiments'], 'experiment')}, none recommended"
     chosen = next(e for e in r["experiments"] if e["index"] == rec["index"])
     feasible = "" if rec.get("feasible") else " (closest; constraints not met)"
     shown = f"{rec['label']}: speedup {chosen['derived']['speedup']:.2f}x{feasible}"
@@ -267,7 +263,7 @@ def _bench(r: dict[str, Any]) -> str:
 
 
 def _persona(r: dict[str, Any]) -> str:
-    return f"loss {r['first_loss']:.3f} -> {r['final_loss']:.3f}, {_n(r['steps'], 'step')}"
+    return f"loss {r['first_loss']:.3f} -> {r['final_loss']:.3f}, {counted(r['steps'], 'step')}"
 
 
 def _lm_eval(r: dict[str, Any]) -> str:

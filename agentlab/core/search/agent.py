@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agentlab.core.agent.runtime import AgentModel, Tool, arguments, profile_of, summary
+from agentlab.core.files import counted
 from agentlab.core.llm.config import ModelProfile
 from agentlab.core.runs import atomic_write_text
 from agentlab.core.search import share as S
@@ -328,9 +329,9 @@ class AgentPlanner:
         left = self.settings.guard_patience - streak
         sampler = label(self.sampler)
         # budget_left counts the trial being planned now (PlanContext): "0 left" with one to plan misled the agent
-        lines = [f"{_count(self.ctx.budget_left, self.unit)} left, the one you plan now included. "
+        lines = [f"{counted(self.ctx.budget_left, self.unit)} left, the one you plan now included. "
                  f"{view.best_line()}.",
-                 f"{_count(left, 'more ' + self.unit)} without a new best and the guard runs {sampler} instead."]
+                 f"{counted(left, 'more ' + self.unit)} without a new best and the guard runs {sampler} instead."]
         return "\n".join(lines)
 
     def brief(self) -> list[dict[str, Any]]:
@@ -538,18 +539,13 @@ def agent_block(planner: AgentPlanner, rows: list[tuple[str, Any, str]],
             "improvement_from_leads": _gain(with_all, without_leads, higher_is_better) if leads else None}
 
 
-def _count(n: int, word: str) -> str:
-    """``1 step``, ``2 steps``: a count and its noun (the last word plural unless the count is 1)."""
-    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
-
-
 def agent_summary(block: dict[str, Any] | None, unit: str = "trial") -> str | None:
     """The agent block in one sentence (the console, report.md)."""
     if not block:
         return None
-    line = (f"agent ({block['model']}): {_count(block['steps'], 'step')}, {_count(block['tool_calls'], 'tool call')} "
+    line = (f"agent ({block['model']}): {counted(block['steps'], 'step')}, {counted(block['tool_calls'], 'tool call')} "
             f"({block['invalid_tool_calls']} invalid, {block['rejected_calls']} refused by the search, "
-            f"{block['defaulted']} defaulted to candidate 0); {_count(block['trials_by_agent'], unit)} by the agent, "
+            f"{block['defaulted']} defaulted to candidate 0); {counted(block['trials_by_agent'], unit)} by the agent, "
             f"{block['trials_by_guard']} by the guard; {round(block['tokens_per_trial']):,} tokens and "
             f"{block['seconds_per_trial']:g} s of the model per {unit}")
     return line + "; " + credit_line(block, unit)
@@ -562,19 +558,19 @@ def credit_line(block: dict[str, Any], unit: str = "trial") -> str:
     if not picks:
         line = f"the agent picked no {unit} other than the sampler's candidate 0: no gain is the agent's"
     elif gain:
-        line = (f"its {_count(picks, 'pick')} other than the sampler's candidate 0 improved the best by "
+        line = (f"its {counted(picks, 'pick')} other than the sampler's candidate 0 improved the best by "
                 f"{gain * 100:.1f}% over the same {unit}s without them")
     elif _all_theirs(block, "_without_agent_picks"):
-        line = (f"its {_count(picks, 'pick')} other than the sampler's candidate 0 gave the whole best: the same "
+        line = (f"its {counted(picks, 'pick')} other than the sampler's candidate 0 gave the whole best: the same "
                 f"{unit}s without them gave none")
     else:
-        line = f"its {_count(picks, 'pick')} other than the sampler's candidate 0 did not improve the best"
+        line = f"its {counted(picks, 'pick')} other than the sampler's candidate 0 did not improve the best"
     leads, lead_gain = block.get("trials_from_leads", 0), block.get("improvement_from_leads")
     if leads:
-        line += (f"; the warm start's {_count(leads, 'lead')} improved the best by {lead_gain * 100:.1f}%"
-                 if lead_gain else f"; the warm start's {_count(leads, 'lead')} gave the whole best"
+        line += (f"; the warm start's {counted(leads, 'lead')} improved the best by {lead_gain * 100:.1f}%"
+                 if lead_gain else f"; the warm start's {counted(leads, 'lead')} gave the whole best"
                  if _all_theirs(block, "_without_leads") else
-                 f"; the warm start's {_count(leads, 'lead')} did not improve the best")
+                 f"; the warm start's {counted(leads, 'lead')} did not improve the best")
     return line
 
 
