@@ -348,7 +348,7 @@ class EnsembleBuilder:
         total = sum(c for _, c in chosen)
         scores = {split: _errors(mixed[split], targets[split]) for split in ("val", "test")}
         best = pool[0]
-        return {
+        block = {
             "members": [{"run_id": m.name, "weight": c / total, "count": c, "family": m.family,
                          "path": self._relative(m.folder), "val_mse": m.record.value,
                          "test_mse": m.record.metrics.get("test_mse"), "test_mae": m.record.metrics.get("test_mae")}
@@ -365,6 +365,7 @@ class EnsembleBuilder:
                     + "; MSE/MAE over every window element, on standardised data, from the stored float16 "
                     "predictions",
         }
+        return {**block, "name": model_name(block)}  # in words, as the summary and report say it (the ui reads it)
 
     def _mix(self, chosen: list[tuple[Member, int]], targets: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
         """The weighted mean forecast of ``chosen`` on the validation and test windows (None: a shape mismatch)."""

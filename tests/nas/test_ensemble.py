@@ -28,6 +28,7 @@ from agentlab.nas.ensemble import (
     EnsembleBuilder,
     block_mse,
     greedy_selection,
+    model_name,
     residual_gram,
     save_predictions,
     shown_weights,
@@ -330,8 +331,9 @@ def test_the_run_browser_shows_the_ensemble_beside_the_best_trial() -> None:
     from agentlab.ui.runs import key_result
 
     results = {"best": {"run_id": "run_0001", "val_mse": 0.25}, "trials": 4, "final_model": "ensemble",
-               "ensemble": {"val_mse": 0.2, "members": [{}, {}]}}
-    assert key_result("nas", results) == "best val MSE 0.2500 (run_0001), ensemble val MSE 0.2000 (2 trials), 4 trials"
+               "ensemble": {"val_mse": 0.2, "members": [{}, {}], "name": "ensemble of 2 trials"}}
+    assert key_result("nas", results) == ("best val MSE 0.2500 (run_0001), final model: ensemble of 2 trials (val MSE "
+                                          "0.2000), 4 trials")
     assert key_result("nas", {**results, "ensemble": None}) == "best val MSE 0.2500 (run_0001), 4 trials"
 
 
@@ -439,6 +441,8 @@ def test_the_naive_references_are_made_whatever_the_space_and_the_report_names_w
         assert (in_tmp / "run" / "naive" / family / PREDICTIONS).is_file()
     ensemble = results["ensemble"]
     assert ensemble["naive"] == ["naive_last", "naive_seasonal"] and ensemble["pool"] == 4
+    # the block names itself in the summary's words: what the ui's runs list shows (it reads no nas module)
+    assert ensemble["name"] == model_name(ensemble) and ensemble["name"].startswith(("ensemble of", "the naive"))
     assert "(the finished trials and the naive forecasts)" in (in_tmp / "run" / "report.md").read_text()
 
 

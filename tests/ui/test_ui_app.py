@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("streamlit")
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
-from ui_helpers import all_runs, hold_lock, models_file, own_nas_run, run_folder, running_nas, step_record  # noqa: E402, E501
+from ui_helpers import all_runs, hold_lock, models_file, nas_run, own_nas_run, run_folder, running_nas, step_record  # noqa: E402, E501
 
 from agentlab.ui import APP, views  # noqa: E402
 from agentlab.ui.render import plain  # noqa: E402
@@ -159,17 +159,83 @@ def test_a_stopped_run_says_how_to_continue_and_a_damaged_one_says_so(in_tmp: Pa
     assert "run.json" in texts(at, "warning")
 
 
+def test_a_link_to_a_run_the_list_does_not_show_says_why(in_tmp: Path) -> None:
+    """?run=../outside/r (a folder with run.json outside the runs folder) said "no run.json (not a run folder, or its
+    start was cut short)"."""
+    root = in_tmp / "runs"
+    nas_run(root)
+    outside = run_folder(in_tmp / "outside", "nas", "r")
+    deep = run_folder(root / "a", "nas", "r")  # three levels down: not listed
+    for link, said in ((f"../outside/nas/{outside.name}", f"outside the runs folder {root}/"),
+                       (str(outside), f"outside the runs folder {root}/"),
+                       ("a/nas/r", f"not a run the list shows (a run folder is {root}/COMMAND/FOLDER"),
+                       ("nas/nothere", f"no such run folder under {root}/")):
+        at = app(run=link)
+        assert not at.exception
+        warning = texts(at, "warning")
+        assert plain(f"?run={link}: {said}") in warning and "no run.json" not in warning, link
+    assert (deep / "run.json").is_file()
+
+
 def test_models_page_is_the_models_check(in_tmp: Path, tiny_model: dict[str, Path]) -> None:
     (in_tmp / "configs").mkdir()
     models_file(in_tmp / "configs", tiny_model["gguf"])
     at = page("models")
     assert not at.exception
     table = at.dataframe[0].value
-    assert list(table["model"]) == ["a", "b"] and set(table["on disk"]) == {"yes"} and set(table["fits"]) == {"yes"}
-    assert set(table["type"]) == {"f32"}
+    assert list(table["model"]) == ["a", "b", "together"] and set(table["fits"]) == {"yes"}
+    assert list(table["on disk"]) == ["yes", "yes", ""] and list(table["type"]) == ["f32", "f32", ""]
+    assert "together: the 2 required models, 1 loaded (names of one file with the same settings load it once)" in \
+        texts(at, "caption")
     assert "every model the base pipeline needs" in texts(at, "success")
     at.text_input(key="models_file").input("nothing.yaml").run()
     assert "nothing.yaml: models file not found" in texts(at, "error")
+
+
+def test_models_page_says_when_the_models_do_not_fit_together(in_tmp: Path, tiny_model: dict[str, Path],
+                                                               capsys: pytest.CaptureFixture) -> None:
+    """Two models that fit one by one but not together: `agentlab models check` said "not ready: the required models
+    do not fit together" (exit 1), the page "every model the base pipeline needs is on disk and fits"."""
+    from agentlab.cli import main
+    from agentlab.pipeline.load import load_models
+    from agentlab.pipeline.models import check_models
+
+    for name in ("a", "b"):  # two files: one file of the same settings loads once
+        (in_tmp / f"{name}.gguf").write_bytes(tiny_model["gguf"].read_bytes())
+    path = in_tmp / "configs" / "models.yaml"
+    path.parent.mkdir()
+    text = (f"models_directory: {in_tmp}\ndefaults: {{n_ctx: 256}}\n"
+            "models:\n  a: {file: a.gguf}\n  b: {file: b.gguf}\n")
+    path.write_text(text)
+    (one,) = {s.estimate.total_bytes for s in check_models(load_models(path))}
+    path.write_text(text + f"resources: {{safety_factor: 1.0, memory_budget_gb: {1.5 * one / 2 ** 30}}}\n")
+    at = page("models")
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table["model"]) == ["a", "b", "together"] and list(table["fits"]) == ["yes", "yes", "no"]
+    assert "not ready: the required models do not fit together" in texts(at, "error") and not at.success
+    capsys.readouterr()
+    assert main(["models", "check", str(path), "--json"]) == 1  # the CLI's own words, on the page
+    assert f"together: {json.loads(capsys.readouterr().out)['together']['note']}" in texts(at, "caption").splitlines()
+
+
+def test_models_page_says_yes_parts_as_models_list_does(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A built-in whose part wheels are installed but whose GGUF is not assembled yet: `models list` says "yes
+    (parts)", the page said "yes"."""
+    from agentlab.ui import pages
+
+    def status() -> list[dict[str, Any]]:
+        return [{"name": name, "installed": installed, "assembled": assembled, "size_bytes": 10, "extra": "qwen",
+                 "license": "Apache-2.0", "path": None}
+                for name, installed, assembled in (("split", True, False), ("whole", True, True),
+                                                   ("one", True, None), ("none", False, None))]
+
+    monkeypatch.setattr(pages, "builtin_status", status)
+    at = page("models")
+    assert not at.exception
+    installed = dict(zip(at.dataframe[-1].value["name"], at.dataframe[-1].value["installed"], strict=True))
+    assert [installed[n] for n in ("split", "whole", "one")] == ["yes (parts)", "yes", "yes"]
+    assert installed["none"].startswith("no: pip install")
 
 
 def _stopped_at_an_approval(path: Path, action: dict[str, Any]) -> None:
@@ -423,11 +489,27 @@ def test_base_page_counts_stages_and_a_missing_file_offers_no_option_to_leave_ou
                                                       "    - {name: first, model: a}\n")
     at = page("base")
     assert not at.exception and "**one**: 1 stage" in [str(m.value) for m in at.markdown]
+    assert list(at.dataframe[0].value["reads"]) == ["previous"]
     at.text_input(key="base_pipeline").input("configs/nothere.yaml").run()
     assert not at.exception
     said = texts(at, "error")
     assert "configs/nothere.yaml: pipeline file not found" in said and "leave that option out" not in said
     assert "build one on the Manual page" in said and at.button(key="base_run").disabled
+
+
+def test_base_page_stages_that_read_several_stages_are_text(in_tmp: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """configs/pipeline.yaml (a stage with `input_from: [draft, vote]`) printed pyarrow's ArrowTypeError ("Expected
+    bytes, got a 'list' object", column reads) in the server's terminal."""
+    (in_tmp / "configs").mkdir()
+    (in_tmp / "m.gguf").write_bytes(b"")
+    models_file(in_tmp / "configs", in_tmp / "m.gguf")
+    (in_tmp / "configs" / "pipeline.yaml").write_text(
+        "name: three\nbase_pipeline:\n  stages:\n    - {name: draft, model: a}\n    - {name: vote, model: b}\n"
+        "    - {name: final, model: a, input_from: [draft, vote]}\n")
+    at = page("base")
+    assert not at.exception
+    assert list(at.dataframe[0].value["reads"]) == ["previous", "previous", "draft, vote"]
+    assert "ArrowTypeError" not in caplog.text
 
 
 def test_manual_page_save_where_no_file_can_be_written_is_its_error_line(in_tmp: Path) -> None:

@@ -52,6 +52,25 @@ def test_list_reads_every_run_folder_with_status_duration_and_key_result(root: P
     assert broken.cells()["result"] == "? results.json"
 
 
+def test_a_nas_ensembles_final_model_is_named_as_its_results_say(root: Path) -> None:
+    """`agentlab nas --max-iterations 1` said "ensemble of 1 trial and 1 naive forecast"; the list said "ensemble val
+    MSE 0.3728 (2 trials)" of a run of 1 trial. The list now shows the block's own name (nas writes it); a run from
+    before it had one gets its members counted as members, not as trials."""
+    members = [{"run_id": "naive_seasonal", "family": "naive_seasonal"}, {"run_id": "run_0000", "family": "informer"}]
+    best = {"run_id": "run_0000", "val_mse": 0.7706}
+    block = {"val_mse": 0.3728, "members": members, "selection": {"kept": "ensemble"}}
+    run_folder(root, "nas", "20260102-100000-a", results={
+        "best": best, "trials": 1, "final_model": "ensemble",
+        "ensemble": {**block, "name": "ensemble of 1 trial and 1 naive forecast"}})
+    run_folder(root, "nas", "20260102-110000-b", results={
+        "best": best, "trials": 1, "final_model": "ensemble", "ensemble": block})
+    rows = {r.id: r.result for r in runs.list_runs(root)}
+    assert rows["nas/20260102-100000-a"] == ("best val MSE 0.7706 (run_0000), final model: ensemble of 1 trial and 1 "
+                                             "naive forecast (val MSE 0.3728), 1 trial")
+    assert rows["nas/20260102-110000-b"] == ("best val MSE 0.7706 (run_0000), final model: ensemble of 2 members "
+                                             "(val MSE 0.3728), 1 trial")
+
+
 def test_results_of_another_shape_are_a_problem_not_a_crash(root: Path) -> None:
     run_folder(root, "nas", "x", results={"best": "not a dict"})
     (row,) = runs.list_runs(root)
