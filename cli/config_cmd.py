@@ -77,8 +77,9 @@ def validate(
     if command is not None:  # given, even empty (`--command ''`): that schema or none, never the file's header
         load_schema(command)
     command = command if command is not None else _command_of(file)
+    # an empty file, or one that is not YAML, says so (with or without a schema), in hints that keep FILE
+    read_config(file, command, optional=False)
     if command is None:
-        read_config(file)  # an empty file, or one that is not YAML, says so: no schema would read it
         raise UsageError(f"{file}: cannot tell which command this config is for",
                          hint=f"pass --command CMD ({', '.join(CONFIG_MODELS)}), or start the file with a line "
                          "`# agentlab CMD ...`")
@@ -130,6 +131,7 @@ def examples(
     A file that is already there is kept as it is (and named when it differs from the bundled one).
     """
     from agentlab.core.errors import UsageError
+    from agentlab.core.files import cannot_write
     from agentlab.core.runs import atomic_write_bytes
 
     bundled = sorted([*((f"configs/{name}", data) for name, data in bundled_configs().items()),
@@ -143,19 +145,27 @@ def examples(
         if path.exists() and not path.is_file():
             raise UsageError(f"{path} exists and is not a file; nothing was written",
                              hint="move it out of the way, or choose another FOLDER")
+    unwritable = cannot_write(folder) if any(not (folder / name).exists() for name, _ in bundled) else None
+    if unwritable is not None:  # tried, not asked (root passes os.access on /proc): it failed at the first file, exit 1
+        raise UsageError(f"{folder}: cannot write in {unwritable[0]} ({unwritable[1]}); nothing was written",
+                         hint="choose a FOLDER you can write to")
     written: dict[str, list[str]] = {"configs": [], "examples": []}
-    same: list[str] = []
+    same: dict[str, list[str]] = {"configs": [], "examples": []}
     kept: list[str] = []
     for name, data in bundled:
         path = folder / name
         top, _, inner = name.partition("/")
         if path.exists():
-            (same if path.read_bytes() == data else kept).append(inner if top == "configs" else name)
+            (same[top] if path.read_bytes() == data else kept).append(inner if top == "configs" else name)
             continue
         atomic_write_bytes(path, data)
         written[top].append(name)
+    # the files already there counted as the written ones are (it said "39 already there": configs and projects)
+    there = " and ".join(f"{len(same[top])} example {noun}(s)" for top, noun in (("configs", "config"),
+                                                                                ("examples", "project file"))
+                         if same[top])
     console.print(f"wrote {len(written['configs'])} example config(s) to {safe_text(folder / 'configs')}"
                   + (f" and {len(written['examples'])} example project file(s) to {safe_text(folder / 'examples')}"
                      if written["examples"] else "")
-                  + (f"; {len(same)} already there as bundled" if same else "")
+                  + (f"; already there as bundled: {there}" if there else "")
                   + (f"; kept yours, which differ from the bundled ones: {', '.join(kept)}" if kept else ""))

@@ -20,10 +20,19 @@ app = typer.Typer(help="Local models: make tiny ones offline, list what is on di
                   no_args_is_help=True)
 
 
+def _path(value: str | Path) -> Path:
+    """A folder argument as typed: an empty one is refused (``Path("")`` is the current folder: `make-tiny ''` was
+    refused as `.`, `list ''` listed the current folder), as `agentlab ui --runs ''` is."""
+    if not str(value):
+        raise typer.BadParameter("empty; give a folder path")
+    return Path(value)
+
+
 @app.command("make-tiny")
 def make_tiny(
-    out: Annotated[Path, typer.Argument(help="Folder for the model (HF files) and OUT/model.gguf.")],
-    seed: Annotated[int, typer.Option(help="Weight seed, 0 to 2^64-1: the same seed gives the same files.")] = 0,
+    out: Annotated[Path, typer.Argument(help="Folder for the model (HF files) and OUT/model.gguf.", parser=_path)],
+    seed: Annotated[int, typer.Option(help="Weight seed, 0 to 2^64-1: the same seed and options give the same files, "
+                                      "in any folder.")] = 0,
     arch: Annotated[Literal["llama", "qwen2"], typer.Option(help="Architecture.")] = "llama",
     dtype: Annotated[Literal["f32", "f16"], typer.Option(help="GGUF tensor type (f32 matches transformers "
                                                                   "to ~1e-6).")] = "f32",
@@ -111,10 +120,10 @@ def _shown(text: object) -> str:
 
 @app.command("list")
 def list_models(
-    directory: Annotated[Path, typer.Argument(help="Folder to scan (GGUF files and HF model folders).")] = Path(
-        "models"),
-    adapters: Annotated[Path, typer.Option("--adapters", help="Folder to scan for PEFT adapter folders (what "
-                                           "`agentlab train-persona --out` writes).")] = Path("adapters"),
+    directory: Annotated[Path, typer.Argument(help="Folder to scan (GGUF files and HF model folders).",
+                                              parser=_path)] = Path("models"),
+    adapters: Annotated[Path, typer.Option("--adapters", parser=_path, help="Folder to scan for PEFT adapter "
+                                           "folders (what `agentlab train-persona --out` writes).")] = Path("adapters"),
     json_: JsonOpt = False,
 ) -> None:
     """List the built-in models (name them anywhere a model is named, e.g. `file: smollm2-135m`), the local models
@@ -235,20 +244,25 @@ def check(
     the required ones together. A routed model is looked up in the routing config. Nothing is loaded; a built-in
     model split into parts (qwen2.5-coder-*) is assembled into the cache once, on first use, and a line says so.
 
-    Exits 1 when a model the base pipeline requires is missing or does not fit, or they do not fit together.
+    Exits 1 when a model the base pipeline requires is missing or does not fit, or they do not fit together; 2 for a
+    models file that cannot be read or names no models.
     """
-    from agentlab.core.errors import UsageError
+    from agentlab.core.errors import ConfigError, UsageError
     from agentlab.pipeline.load import load_models
-    from agentlab.pipeline.models import check_models
+    from agentlab.pipeline.models import check_models, check_together
 
     if config is not None and models_file is not None and config != models_file:
         raise UsageError(f"two models files given: {models_file} and -c {config}", hint="give one of them")
     models_file = config or models_file or Path("configs/models.yaml")
     with _assembly_lines():  # a split built-in (the Qwen models) is assembled on first use, here too
         cfg = load_models(models_file)
+        if not cfg.models:  # `config show models` writes `models: {}`: an empty table and exit 0 said nothing
+            raise ConfigError(f"{models_file}: no models under `models:`, nothing to check",
+                              hint="add one, e.g. `models: {tiny: {file: tiny/model.gguf}}` (`agentlab models "
+                              "make-tiny models/tiny` makes that file; configs/models.yaml has more examples)")
         statuses = check_models(cfg)
     unchecked = _check_routed(cfg, statuses, llm)
-    together = _together(cfg, statuses)
+    together = check_together(cfg, statuses)
     failed = [s.name for s in statuses if s.required and (not s.ok or s.name in unchecked)]
     apart = together is not None and together["fits"] is False
     if json_:
@@ -324,27 +338,3 @@ def _check_routed(cfg: Any, statuses: list[Any], llm: Path | None) -> set[str]:
             s.note = (f"routed: '{name}' is not a model of the routing config {source} (known: "
                       f"{', '.join(routing.models) or 'none'})")
     return set()
-
-
-def _together(cfg: Any, statuses: list[Any]) -> dict[str, Any] | None:
-    """The required local models checked together, as `pipeline run` checks the models it loads before loading
-    any (a file several names share, with the same settings, counted once); None for fewer than two, or with
-    ``resources.check`` off."""
-    from agentlab.core.errors import AgentlabError
-    from agentlab.core.llm.resources import check_fits
-    from agentlab.pipeline.models import one_per_load
-
-    names = [s.name for s in statuses if s.required and s.estimate is not None]
-    if len(names) < 2 or not cfg.resources.check:
-        return None
-    # the statuses' estimates (pipeline.models.check_fits would read every file's header again)
-    loads = one_per_load(cfg, names, [s.estimate for s in statuses if s.name in names])
-    needs = sum(e.total_bytes for e in loads)
-    try:
-        check_fits(loads, cfg.resources)
-    except AgentlabError as exc:
-        return {"models": names, "needs_bytes": needs, "fits": False, "note": exc.message}
-    shared = " (names of one file with the same settings load it once)" if len(loads) < len(names) else ""
-    return {"models": names, "needs_bytes": needs, "fits": True,
-            "note": f"the {len(names)} required models, {len(loads)} loaded{shared}: {human_size(needs)} at once, "
-            "checked as `pipeline run` checks them before loading"}

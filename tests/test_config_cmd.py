@@ -60,12 +60,24 @@ def test_examples_refuse_before_writing_when_a_target_is_a_folder(tmp_path: Path
     assert sorted(p.name for p in (tmp_path / "configs").iterdir()) == ["nas.yaml"]
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc, a folder where no file can be made")
+def test_examples_where_nothing_can_be_written_is_exit_2(capsys: pytest.CaptureFixture) -> None:
+    """`config examples /proc/x` was exit 1 with a hint about disk space."""
+    assert main(["config", "examples", "/proc/x"]) == 2
+    assert "error: /proc/x: cannot write in /proc (" in one_line(capsys)
+
+
 def test_validate_an_empty_file_says_it_is_empty(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     """Without --command an empty file said "cannot tell which command this config is for"."""
     (in_tmp / "empty.yaml").write_text("")
     for args in ([], ["--command", "nas"]):
         assert main(["config", "validate", "empty.yaml", *args]) == 2
-        assert "error: empty.yaml: the config file is empty (no keys, or only comments)" in one_line(capsys)
+        said = one_line(capsys)
+        assert "error: empty.yaml: the config file is empty (no keys, or only comments)" in said
+        # FILE is required here: the hint offered "or give no file for the defaults"
+        assert "prints every default)" in said and "give no file" not in said
+    assert main(["nas", "-c", "empty.yaml"]) == 2  # -c may be left out: that hint stays
+    assert "or give no file for the defaults" in one_line(capsys)
     (in_tmp / "plain.yaml").write_text("name: mine\n")  # keys but no first line: the schema is what is missing
     assert main(["config", "validate", "plain.yaml"]) == 2
     said = one_line(capsys)  # the hint's example named llm-bench, whatever the file held: now the commands

@@ -44,6 +44,36 @@ def test_make_tiny_writes_hf_gguf_and_quantized_copy(in_tmp: Path, capsys: pytes
     assert (in_tmp / "m").stat().st_mode & 0o777 == 0o777 & ~umask()
 
 
+def test_make_tiny_same_seed_same_files_in_any_folder(tiny_model: dict[str, Path], in_tmp: Path) -> None:
+    """model.gguf stored the folder's name as general.name: the same seed gave other bytes in another folder."""
+    assert main(["models", "make-tiny", "another-name", "--seed", "0"]) == 0
+    made = {p.name: p.read_bytes() for p in (in_tmp / "another-name").iterdir()}
+    assert made == {p.name: p.read_bytes() for p in tiny_model["hf"].iterdir()} and "model.gguf" in made
+    from agentlab.core.models.modelfiles import gguf_info
+
+    assert gguf_info(in_tmp / "another-name" / "model.gguf").name == "tiny-llama-seed0"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc, a folder where no file can be made")
+def test_make_tiny_where_nothing_can_be_written_names_the_path_given(in_tmp: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    """It was exit 1 naming its hidden temporary folder: "error: /proc/.x.3twgaz62.partial: No such file..."."""
+    assert main(["models", "make-tiny", "/proc/x"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "error: /proc/x: cannot write in /proc (" in err and "nothing was written" in err and ".partial" not in err
+
+
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(in_tmp: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """`make-tiny ''` was refused as `.`, `list ''` listed the current folder (exit 0)."""
+    for args, name in ((["make-tiny", ""], "out"), (["list", ""], "directory"), (["list", "--adapters", ""],
+                                                                                 "--adapters")):
+        assert main(["models", *args]) == 2, args
+        assert f"error: Invalid value for '{name}': empty; give a folder path" in " ".join(
+            capsys.readouterr().err.split())
+    assert not list(in_tmp.iterdir())
+
+
 def test_make_tiny_rejects_unknown_quantization(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["models", "make-tiny", "m", "--quantize", "q3_bogus"]) == 2
     assert "q8_0" in capsys.readouterr().err and not (in_tmp / "m").exists()
@@ -159,6 +189,19 @@ def test_check_bad_models_file_exits_2(in_tmp: Path, capsys: pytest.CaptureFixtu
     (in_tmp / "models.yaml").write_text("models:\n  a: {file: x.gguf, n_ctx: 5}\n")
     assert main(["models", "check", "models.yaml"]) == 2
     assert "models.yaml:2" in capsys.readouterr().err
+
+
+def test_check_a_models_file_without_models_says_so(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """`models: {}` (what `config show models` prints) was an empty table and exit 0."""
+    from agentlab.cli.config_cmd import config_text
+
+    (in_tmp / "shown.yaml").write_text(config_text("models"))
+    for args in (["shown.yaml"], ["shown.yaml", "--json"]):
+        assert main(["models", "check", *args]) == 2
+        captured = capsys.readouterr()
+        err = " ".join(captured.err.split())
+        assert "error: shown.yaml: no models under `models:`, nothing to check" in err and "hint: add one" in err
+        assert captured.out == ""
 
 
 @pytest.mark.parametrize("directory", [None, "models", "./models", ".", "ABSOLUTE"])
@@ -423,10 +466,19 @@ def test_a_path_that_names_nothing_says_check_the_path_not_hf_download(in_tmp: P
     err = " ".join(capsys.readouterr().err.split())
     assert "check the path" not in err
     # the reason `models list` and `check` give (it said "not found; tried a GGUF file (... is a file but not GGUF)")
-    assert "error: models/junk.gguf: not a readable GGUF file (ValueError: starts with b'not ', not GGUF)" in err
+    assert "error: models/junk.gguf: not a readable GGUF file (starts with b'not ', not GGUF)" in err
     assert main(["models", "list", "models"]) == 0
-    assert "models/junk.gguf: not a readable GGUF file (ValueError: starts with b'not ', not GGUF)" in \
+    assert "models/junk.gguf: not a readable GGUF file (starts with b'not ', not GGUF)" in \
         " ".join(capsys.readouterr().err.split())
+
+
+def test_list_says_an_empty_gguf_plainly(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """An empty .gguf was "(ValueError: cannot mmap an empty file)": the class name is no reason."""
+    (in_tmp / "models").mkdir()
+    (in_tmp / "models" / "e.gguf").write_bytes(b"")
+    assert main(["models", "list"]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert "unreadable: models/e.gguf: not a readable GGUF file (empty file)" in said and "Error" not in said
 
 
 def test_a_misspelled_builtin_name_is_suggested(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:

@@ -257,17 +257,17 @@ def missing_config(path: Path, optional: bool = True) -> ConfigError:
                        "...)")
 
 
-def read_config(path: Path, schema: str | None = None) -> dict[str, Any]:
+def read_config(path: Path, schema: str | None = None, optional: bool = True) -> dict[str, Any]:
     """A config file's top-level mapping, read as ``load_config`` reads it: ``ConfigError`` for a file that is not
     there, is not YAML, is empty (or only comments) or holds no mapping (``schema``: the name of its command, for
-    the hint)."""
-    return _read_yaml(path, schema)[0]
+    the hint; ``optional``: as for :func:`missing_config`, whether the hints may offer to leave the file out)."""
+    return _read_yaml(path, schema, optional)[0]
 
 
-def _read_yaml(path: Path, schema: str | None = None) -> tuple[dict[str, Any], str]:
+def _read_yaml(path: Path, schema: str | None = None, optional: bool = True) -> tuple[dict[str, Any], str]:
     show = f"`agentlab config show {schema or 'COMMAND'}`"
     if not path.exists():
-        raise missing_config(path)
+        raise missing_config(path, optional)
     text = read_text(path, "config file")
     try:
         data = yaml.safe_load(text)
@@ -281,8 +281,8 @@ def _read_yaml(path: Path, schema: str | None = None) -> tuple[dict[str, Any], s
                           else "fix the YAML syntax at that line") from None
     if data is None:  # given on purpose and empty: a file half-written or all commented out, never the defaults
         raise ConfigError(f"{path}: the config file is empty (no keys, or only comments)",
-                          hint=f"write the keys to set ({show} prints every default), or give no file for the "
-                          "defaults")
+                          hint=f"write the keys to set ({show} prints every default)"
+                          + (", or give no file for the defaults" if optional else ""))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: the top level must be a mapping of keys, got {type(data).__name__}",
                           hint=f"write `key: value` lines ({show} prints every key)")

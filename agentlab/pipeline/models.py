@@ -221,6 +221,26 @@ def check_models(models_cfg: ModelsConfig, names: Iterable[str] | None = None) -
     return out
 
 
+def check_together(models_cfg: ModelsConfig, statuses: list[ModelStatus]) -> dict[str, Any] | None:
+    """The required local models of ``statuses`` checked together, as `pipeline run` checks the models it loads
+    before loading any (a file several names share, with the same settings, counted once): `models check`'s last
+    row and the ui's Models page. None for fewer than two, or with ``resources.check`` off."""
+    names = [s.name for s in statuses if s.required and s.estimate is not None]
+    if len(names) < 2 or not models_cfg.resources.check:
+        return None
+    # the statuses' estimates (check_fits above would read every file's header again)
+    loads = one_per_load(models_cfg, names, [s.estimate for s in statuses if s.name in names])
+    needs = sum(e.total_bytes for e in loads)
+    try:
+        fits(loads, models_cfg.resources)
+    except AgentlabError as exc:
+        return {"models": names, "needs_bytes": needs, "fits": False, "note": exc.message}
+    shared = " (names of one file with the same settings load it once)" if len(loads) < len(names) else ""
+    return {"models": names, "needs_bytes": needs, "fits": True,
+            "note": f"the {len(names)} required models, {len(loads)} loaded{shared}: {human_size(needs)} at once, "
+            "checked as `pipeline run` checks them before loading"}
+
+
 def _conversion_note(gguf: Path) -> str:
     """Whether the transformers folder of a GGUF run on the hf backend is cached yet."""
     folder = converted_folder(gguf)

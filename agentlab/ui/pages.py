@@ -16,12 +16,11 @@ import streamlit as st
 from agentlab.core.config import load_config
 from agentlab.core.errors import AgentlabError, ConfigError, pip_install, shell_word
 from agentlab.core.files import human_size
-from agentlab.core.llm.resources import check_fits
 from agentlab.core.models.builtin import builtin_status
 from agentlab.core.runs import DEFAULT_RUNS_ROOT, runs_root
 from agentlab.pipeline.config import PipelineConfig, execution_order
 from agentlab.pipeline.load import DEFAULT_PIPELINE, load_models, prepare
-from agentlab.pipeline.models import check_models, one_per_load
+from agentlab.pipeline.models import check_models, check_together
 from agentlab.pipeline.sessions import list_sessions, load_session, session_tree, sessions_root, shown_status
 from agentlab.ui import builder, jobs, render, runs
 
@@ -312,26 +311,6 @@ def history_page() -> None:
 # --------------------------------------------------------------------------- Models
 
 
-def _together(cfg: Any, statuses: list[Any]) -> dict[str, Any] | None:
-    """The required local models checked together, as `agentlab models check` does (cli/models.py ``_together``,
-    which the UI cannot import: only the CLI imports typer): what `pipeline run` checks before it loads any, a file
-    several names share with the same settings counted once; None for fewer than two, or with ``resources.check``
-    off."""
-    names = [s.name for s in statuses if s.required and s.estimate is not None]
-    if len(names) < 2 or not cfg.resources.check:
-        return None
-    loads = one_per_load(cfg, names, [s.estimate for s in statuses if s.name in names])
-    needs = sum(e.total_bytes for e in loads)
-    try:
-        check_fits(loads, cfg.resources)
-    except AgentlabError as exc:
-        return {"needs_bytes": needs, "fits": False, "note": exc.message}
-    shared = " (names of one file with the same settings load it once)" if len(loads) < len(names) else ""
-    return {"needs_bytes": needs, "fits": True,
-            "note": f"the {len(names)} required models, {len(loads)} loaded{shared}: {human_size(needs)} at once, "
-            "checked as `pipeline run` checks them before loading"}
-
-
 def models_page() -> None:
     st.title("Models")
     st.caption("`agentlab models check`: on disk, type, size, memory needed at the configured context, fits")
@@ -343,7 +322,7 @@ def models_page() -> None:
         render.error(exc)
         statuses = None
     if statuses is not None:
-        together = _together(cfg, statuses)
+        together = check_together(cfg, statuses)
         table = [{**s.cells(), "required": "yes" if s.required else "optional"} for s in statuses]
         if together is not None:  # the CLI's last row
             table.append({"model": "together", "backend": "", "on disk": "", "type": "", "size": "",

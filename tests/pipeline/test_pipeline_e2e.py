@@ -87,7 +87,7 @@ def test_models_over_the_memory_budget_are_refused_before_loading(models_dir: Pa
     err = " ".join(capsys.readouterr().err.split())
     assert code == 1 and load_count() == before
     assert "big, other need" in err and "big: " in err
-    assert "of RAM but only 1.02 MiB may be used, 85% of the budget" in err
+    assert "of RAM but only 891 KiB may be used, 85% of the budget of 1.02 MiB" in err
 
 
 def test_a_run_refused_for_memory_is_a_session_to_rerun(models_dir: Path, in_tmp: Path,
@@ -102,7 +102,7 @@ def test_a_run_refused_for_memory_is_a_session_to_rerun(models_dir: Path, in_tmp
     folder = in_tmp / "runs" / "pipeline" / "mem"
     # alone in its process "needs 6.42 MiB of RAM at n_ctx 512 but"; after another test left a model loaded, the
     # models together "need ... of RAM but": the budget's words are the same
-    assert code == 1 and re.search(r"of RAM (at n_ctx 512 )?but only 1.02 MiB may be used", err), err
+    assert code == 1 and re.search(r"of RAM (at n_ctx 512 )?but only 891 KiB may be used", err), err
     assert {"config.yaml", "models.yaml", "input.txt", "session.json"} <= {p.name for p in folder.iterdir()}
     assert not (folder / "steps").exists()
     assert main(["pipeline", "history", "--json"]) == 0
@@ -113,7 +113,7 @@ def test_a_run_refused_for_memory_is_a_session_to_rerun(models_dir: Path, in_tmp
     assert "no stage finished: run it again (`agentlab pipeline rerun mem` reads its saved config" in err
     code = main(["pipeline", "rerun", "mem", "--set", "base_pipeline.stages.0.params.max_tokens=4", "--json"])
     err = " ".join(capsys.readouterr().err.split())
-    assert code == 1 and re.search(r"of RAM (at n_ctx 512 )?but only 1.02 MiB may be used", err), err  # the same check
+    assert code == 1 and re.search(r"of RAM (at n_ctx 512 )?but only 891 KiB may be used", err), err  # the same check
     assert "missing" not in err
     child = next(p for p in folder.parent.iterdir() if p.name != "mem")
     assert "max_tokens: 4" in (child / "config.yaml").read_text()

@@ -397,7 +397,9 @@ def _fit_error(side: str, new: list[MemoryEstimate], counted: list[MemoryEstimat
     details = "; ".join(e.describe() for e in new)
     if counted:
         details += "; already loaded: " + "; ".join(e.describe() for e in counted)
-    message = f"{head} but only {format_bytes(limit)} may be used, {sf:.0%} of {what} ({details})"
+    # the usable part, then the whole it is a share of ("512 MiB may be used, 50% of the budget of 1.00 GiB")
+    message = (f"{head} but only {format_bytes(limit * sf)} may be used, {sf:.0%} of {what} of {format_bytes(limit)} "
+               f"({details})")
     suggestions = []
     for e in new:
         n_ctx = _largest_n_ctx([e], side, need - _side(e, side), limit * sf)

@@ -137,8 +137,18 @@ def read_gguf_header(path: str | Path) -> GGUFHeader:
         raise AgentlabError(f"{path}: not a readable GGUF file (truncated: {why})",
                             hint="check the download or re-export it") from None
     except (OSError, ValueError, KeyError, IndexError, UnicodeDecodeError) as exc:
-        raise AgentlabError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc})",
+        raise AgentlabError(f"{path}: not a readable GGUF file ({_plainly(exc)})",
                             hint="check the download or re-export it") from None
+
+
+def _plainly(exc: Exception) -> str:
+    """Why a model file cannot be read, for people: mmap's "cannot mmap an empty file" is "empty file", an OSError
+    its strerror; the class name only where the text alone says little (a KeyError's bare key)."""
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    if isinstance(exc, ValueError) and not isinstance(exc, UnicodeDecodeError):
+        return "empty file" if str(exc) == "cannot mmap an empty file" else str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 class _Truncated(ValueError):
@@ -267,7 +277,7 @@ def safetensors_numels(folder: Path) -> list[tuple[str, int]] | None:
         try:
             out += [(key, math.prod(meta["shape"])) for key, meta in header.items() if key != "__metadata__"]
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise AgentlabError(f"{file}: not a readable safetensors file ({type(exc).__name__}: {exc})",
+            raise AgentlabError(f"{file}: not a readable safetensors file ({_plainly(exc)})",
                                 hint="check the download or save the model again") from None
     return out
 
@@ -284,7 +294,7 @@ def safetensors_header(file: Path) -> dict[str, Any]:
             header = json.loads(fh.read(length)) if length <= size - 8 else {}
         end = max((int(meta["data_offsets"][1]) for key, meta in header.items() if key != "__metadata__"), default=0)
     except (OSError, struct.error, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-        raise AgentlabError(f"{file}: not a readable safetensors file ({type(exc).__name__}: {exc})",
+        raise AgentlabError(f"{file}: not a readable safetensors file ({_plainly(exc)})",
                             hint=hint) from None
     if 8 + length + end > size:
         what = "its header ends" if length > size - 8 else "its tensors end"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import AgentlabError, InputError
-from agentlab.core.files import ordinary_modes, replace_problem
+from agentlab.core.files import cannot_write, ordinary_modes, replace_problem
 from agentlab.core.models.convert import quiet_transformers
 from agentlab.core.models.gguf_export import export_gguf, quantize_gguf
 
@@ -153,8 +153,9 @@ def prepare_out_dir(out_dir: str | Path, overwrite: bool = False) -> Path:
     """Check that a new model may go to ``out_dir``, and create the folder it will be written beside; refused
     (``InputError``, one line, nothing written or deleted): a file; the current folder or one that holds it; a folder
     that holds files but no ``config.json`` (not a model folder: ``overwrite`` would delete those files); a model
-    folder without ``overwrite``. Returns ``out_dir`` as a Path; the folder itself is not created
-    (:func:`make_tiny` renames the finished model into place)."""
+    folder without ``overwrite``; a place where no file can be made (``/proc``, a read-only disk). Returns
+    ``out_dir`` as a Path; the folder itself is not created (:func:`make_tiny` renames the finished model into
+    place)."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: is a file; make-tiny writes a model folder there (give a new folder path)")
@@ -169,6 +170,10 @@ def prepare_out_dir(out_dir: str | Path, overwrite: bool = False) -> Path:
         _target(out).parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{out}: cannot create the folder ({exc.strerror or exc})") from None
+    unwritable = cannot_write(_target(out).parent)  # tried, not asked: root passes os.access on /proc
+    if unwritable is not None:  # else mkdtemp failed naming its hidden folder (/proc/.x.3twgaz62.partial), exit 1
+        raise InputError(f"{out}: cannot write in {unwritable[0]} ({unwritable[1]}); nothing was written (give a "
+                         "folder path you can write to)")
     return out
 
 
@@ -202,8 +207,9 @@ def make_tiny(out_dir: str | Path, seed: int = 0, arch: str = "llama", dtype: st
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     try:
         make_tiny_model(tmp, seed=seed, arch=arch, **sizes)
-        # general.name is the model folder's name, never the temporary one (the same seed gives the same files)
-        export_gguf(tmp, tmp / "model.gguf", dtype=dtype, name=final.name)
+        # general.name from what the model is made of, never a folder's name (it was OUT's: the same seed gave
+        # other model.gguf bytes in another folder)
+        export_gguf(tmp, tmp / "model.gguf", dtype=dtype, name=f"tiny-{arch}-seed{seed}")
         if quantize:
             quantize_gguf(tmp / "model.gguf", tmp / f"model.{quantize}.gguf", kind=quantize)
         ordinary_modes(tmp)  # mkdtemp and safetensors make theirs private; the model folder is an ordinary one

@@ -197,7 +197,8 @@ def test_check_fits_refuses_and_suggests_n_ctx(tiny_model: dict[str, Path]) -> N
     assert isinstance(err, AgentlabError) and isinstance(err, LLMError) and err.exit_code == 1
     assert err.kind == "unavailable" and not err.retryable
     assert f"drafter needs {format_bytes(est.ram_bytes)} of RAM at n_ctx 4096" in err.message
-    assert "but only 20.0 MiB may be used, 85% of the budget" in err.message
+    # the usable share, not the whole budget (it said "only 20.0 MiB may be used, 85% of the budget")
+    assert "but only 17.0 MiB may be used, 85% of the budget of 20.0 MiB" in err.message
     # room for more than the model was trained on: its training context is what to name (it named 460544 for a
     # model trained on 8192, a figure that buys nothing), and it fits
     assert "n_ctx 512 (its training context) would fit" in err.message and "drafter: 512" in err.hint

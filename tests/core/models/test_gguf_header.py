@@ -113,4 +113,4 @@ def test_a_transformers_folder_cut_inside_its_tensors_is_listed_apart(tiny_model
     weights.symlink_to(tmp_path / "gone.safetensors")  # an HF cache snapshot whose blob is missing
     unreadable.clear()
     assert find_local_models(tmp_path / "models", unreadable) == []
-    assert "model.safetensors: not a readable safetensors file (FileNotFoundError" in unreadable[0][1]
+    assert "model.safetensors: not a readable safetensors file (No such file or directory" in unreadable[0][1]
