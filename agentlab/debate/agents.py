@@ -16,9 +16,10 @@ from typing import Any
 
 from agentlab.core.debate.engine import BASE_MODEL, Agent, Panel, adapter_routes, raised_tokens
 from agentlab.core.debate.protocol import Kind
-from agentlab.core.errors import ConfigError, InputError, UsageError
+from agentlab.core.errors import AgentlabError, ConfigError, InputError, UsageError
 from agentlab.core.llm.config import LLMConfig, RouteConfig
-from agentlab.core.models.adapters import check_adapter_base, persona_adapters, read_adapter
+from agentlab.core.models.adapters import ADAPTER_WEIGHTS, PERSONAS, check_adapter_base, persona_adapters, read_adapter
+from agentlab.core.models.modelfiles import safetensors_header
 from agentlab.core.models.modelref import resolve_model
 from agentlab.debate.config import AgentSpec, DebateConfig
 
@@ -32,13 +33,24 @@ TRAIN_HINT = ("train them first: agentlab train-persona --data persona_X --out a
 
 
 def check_adapter(path: Path) -> dict[str, Any]:
-    """A PEFT adapter folder's config, or one line saying what is wrong (exit 2)."""
+    """A PEFT adapter folder's config, or one line saying what is wrong (exit 2): missing, not PEFT, or weights whose
+    safetensors header or tensors run past the file's end (cut short), which would fail only once the model loads."""
+    data, note = (path.name, "") if path.name in PERSONAS else ("DATA", " (DATA: persona_a, _b, _c or a chat JSONL)")
+    train = f"agentlab train-persona --data {data} --out {path}"
     try:
-        return read_adapter(path)
+        config = read_adapter(path)
     except InputError as exc:
         if not path.exists():
-            exc.hint = f"check the path, or train it first: agentlab train-persona --out {path}"
+            exc.hint = f"check the path, or train it first: {train}{note}"
         raise
+    if (path / ADAPTER_WEIGHTS[0]).is_file():
+        try:
+            safetensors_header(path / ADAPTER_WEIGHTS[0])
+        except AgentlabError as exc:
+            raise InputError(exc.message,
+                             hint=f"its weights are damaged; save it again, or train it again: {train} --force{note}"
+                             ) from None
+    return config
 
 
 # where a config key was given: ``file:line`` or ``--set ...`` (``core.config.config_where``), None when unknown

@@ -44,8 +44,8 @@ def decision_words(method: str, rule: str, decided: bool = True) -> str:
     """One sentence saying how the final answer was decided: ``final['method']`` (the vote method, or ``judge``
     when the judge decided) over the rounds ``rule`` picks; not ``decided``: that there was nothing to decide on."""
     if not decided:
-        return (f"Nothing was decided: the {method} vote over the rounds rule {rule} picks had no parseable answer "
-                "to count.")
+        return (f"Nothing was decided: no answer in the rounds that rule {rule} counts could be parsed, so the "
+                f"{method} vote had nothing to count.")
     if method == "judge":
         return "Decided by the judge model, which read the agents' last-round answers."
     return (f"Decided by {_METHOD_WORDS.get(method, f'the vote {method}')} over "

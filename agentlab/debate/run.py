@@ -28,7 +28,7 @@ from agentlab.core.debate.engine import Agent, Panel, ask
 from agentlab.core.debate.graph import DebateSettings, debate_graph, saved_rounds
 from agentlab.core.debate.protocol import question_kind
 from agentlab.core.debate.rules import decide
-from agentlab.core.errors import UsageError
+from agentlab.core.errors import AgentlabError, UsageError
 from agentlab.core.llm.config import load_llm_config
 from agentlab.core.llm.router import Router
 from agentlab.core.models.adapters import persona_adapters
@@ -279,6 +279,18 @@ def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, provi
     task.update(completed=min(max(len(done) - 1, 0), debating) if debating else min(len(done), 1))
     start = time.perf_counter()
     evented = {e.get("round") for e in run_dir.events("round")}
+    # the earlier sessions' time: each round event keeps the run's seconds so far (a session killed mid-round loses
+    # only that round's), a finished session's results.json its whole; results.json's seconds are every session's
+    kept = [e.get("seconds") for e in run_dir.events("round")]
+    try:
+        earlier = run_dir.read_json("results.json", {})
+    except AgentlabError:  # damaged: written anew at the end
+        earlier = {}
+    kept.append(earlier.get("seconds") if isinstance(earlier, dict) else None)
+    before = max((float(s) for s in kept if isinstance(s, int | float)), default=0.0)
+
+    def spent() -> float:
+        return round(before + time.perf_counter() - start, 2)
 
     def finished(number: int, answers: Round) -> None:
         # A round the transcript holds but the checkpoint did not (killed between the two) comes back here once
@@ -287,7 +299,7 @@ def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, provi
             t = vote(answers, cfg.decision)
             run_dir.event("round", round=number, votes=t.to_dict(), agreement=t.share(),
                           unparseable=sum(a.answer is None and a.error is None for a in answers),
-                          errors=sum(a.error is not None for a in answers))
+                          errors=sum(a.error is not None for a in answers), seconds=spent())
             evented.add(number)
         if number < len(done):
             return
@@ -312,7 +324,7 @@ def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, provi
 
     rounds, verdict = asyncio.run(main())
     results = summarise(cfg, panel, question, kind, rounds[: n_rounds + 1], verdict)
-    results["seconds"] = round(time.perf_counter() - start, 2)
+    results["seconds"] = spent()
     agreement_plot([r["agreement"] for r in results["per_round"]], run_dir.file("agreement.png"))
     run_dir.save_results(results)
     run_dir.save_report(render_report(results, rounds[: n_rounds + 1]))

@@ -508,3 +508,27 @@ def test_a_round_line_says_how_many_agents_the_agreement_is_over() -> None:
     line = describe_round(1, answers(("56", 0.9), (None, None)), "reconcile")
     assert line.endswith("-> 56 (agreement 100% of the 1 of 2 agents that voted)"), line
     assert describe_round(1, answers(("56", 0.9), ("56", None)), "reconcile").endswith("(agreement 100%)")
+
+
+def test_seconds_count_every_session_of_a_resumed_run(in_tmp: Path) -> None:
+    """results.json's seconds counted the last session only (90.23 s, then 18.69 s after `--set rounds=2`). The
+    earlier sessions' time is made long here (a scripted session takes next to none)."""
+    def reply(model: str, messages: list[dict[str, str]], params: Any) -> str:
+        return f"Answer: {rounds_seen(messages) + 1}"
+
+    # a session killed in round 2: its round events keep the run's seconds so far
+    cfg, folder = interrupted_in_round_2(in_tmp)
+    events = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
+    assert all("seconds" in e for e in events if e.get("kind") == "round")
+    (folder / "events.jsonl").write_text("".join(
+        json.dumps({**e, "seconds": 500.0} if e.get("kind") == "round" else e) + "\n" for e in events))
+    results, _ = run_in_folder("debate", cfg, run, resume=folder,
+                               inputs={**prepare(cfg), "providers": {"s": ScriptedProvider("s", [reply])}})
+    assert results["seconds"] >= 500.0
+    # a finished session: its results.json's seconds
+    saved = json.loads((folder / "results.json").read_text())
+    (folder / "results.json").write_text(json.dumps({**saved, "seconds": 1000.0}))
+    more = cfg.model_copy(update={"rounds": 4})
+    results, _ = run_in_folder("debate", more, run, resume=folder,
+                               inputs={**prepare(more), "providers": {"s": ScriptedProvider("s", [reply])}})
+    assert results["seconds"] >= 1000.0 and json.loads((folder / "results.json").read_text())["seconds"] >= 1000.0

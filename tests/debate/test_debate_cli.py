@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import struct
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,20 @@ def test_the_shipped_http_config_runs(in_tmp: Path) -> None:
     (in_tmp / "llm.yaml").write_text("providers:\n  p: {kind: scripted}\nmodels:\n" + "".join(
         f"  {name}: {{provider: p, model: {name}}}\n" for name in ("persona_a", "persona_b", "persona_c", "base")))
     assert main(["debate", "-c", str(REPO / "configs" / "debate.http.yaml"), "--llm", "llm.yaml", "--out", "d"]) == 0
+
+
+def test_the_shipped_http_config_is_judged_by_the_base_model_as_in_process() -> None:
+    """Over HTTP the judge was the routing config's first model, persona_a (a debater), while in process it is the
+    base model without adapter; debate.http.yaml cannot set `judge: base` (refused where no judge is asked)."""
+    from agentlab.core.config import load_config
+    from agentlab.debate import DebateConfig, prepare
+    from agentlab.debate.agents import JUDGE_ROUTE
+
+    cfg = load_config(REPO / "configs" / "debate.http.yaml", DebateConfig,
+                      [f"llm={REPO / 'configs' / 'llm.debate.yaml'}"], schema="debate")
+    panel = prepare(cfg)["panel"]
+    assert panel.llm.routes[JUDGE_ROUTE].chain() == ["base"], panel.judge_source
+    assert panel.llm.models["base"].model == "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 @pytest.fixture(scope="module")
@@ -262,19 +277,30 @@ def test_a_judge_without_a_parseable_answer_is_said_to_be_overruled(in_tmp: Path
     assert "the judge gave no parseable answer; the reconcile vote (rule last_round) decided" in err, err
 
 
-@pytest.mark.parametrize("case", ["missing-adapter", "not-peft", "bad-task-line", "no-agents", "twice"])
+@pytest.mark.parametrize("case", ["missing-adapter", "missing-persona", "not-peft", "cut-weights", "bad-task-line",
+                                  "no-agents", "twice"])
 def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     (in_tmp / "plain").mkdir()
     (in_tmp / "plain" / "config.json").write_text("{}")
+    # weights cut to 100 bytes: the judge (no adapter) was blamed once the model loaded, with exit 1
+    (in_tmp / "cut").mkdir()
+    (in_tmp / "cut" / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    (in_tmp / "cut" / "adapter_model.safetensors").write_bytes(struct.pack("<Q", 4000) + b'{"w": ' + bytes(86))
     (in_tmp / "task.jsonl").write_text('{"question": "What is 1+1?", "answer": "2"}\n{"question": ""}\n')
     args = {"missing-adapter": ["debate", "--topic", "q", "--adapters", "adapters/nope"],
+            "missing-persona": ["debate", "--topic", "q", "--adapters", "adapters/persona_b"],
             "not-peft": ["debate", "--topic", "q", "--adapters", "plain"],
+            "cut-weights": ["debate", "--topic", "q", "--adapters", "cut"],
             "bad-task-line": ["debate", "eval", "--task", "task.jsonl", "--adapters", "plain"],
             "no-agents": ["debate", "--topic", "q"],
             "twice": ["debate", "--topic", "q", "--adapters", "plain", "--adapters", "plain"]}[case]
     assert main(args) == 2
     err = capsys.readouterr().err
     says = {"missing-adapter": "adapters/nope: adapter folder not found", "not-peft": "not a PEFT adapter",
+            # train-persona's data defaults to persona_a's: the hint trained persona_a's into adapters/persona_b
+            "missing-persona": "agentlab train-persona --data persona_b --out adapters/persona_b",
+            "cut-weights": "error: cut/adapter_model.safetensors: not a readable safetensors file (truncated: the file "
+                           "has 100 bytes",
             "bad-task-line": "task.jsonl:2: \"question\" must be non-empty text",
             "no-agents": "agentlab train-persona --data",
             # the folders as typed (it echoed `--adapters {'adapter': 'plain'} ...`)
@@ -561,7 +587,8 @@ def test_a_debate_where_nothing_parsed_says_nothing_was_decided(decision: str, i
                  "agents=[{model: a}, {model: b}]", "--judge", "a", "--decision", decision, "--rounds", "1",
                  "--rule", "last_round", "--out", "d"]) == 0
     err = " ".join(capsys.readouterr().err.split())
-    said = "Nothing was decided: the reconcile vote over the rounds rule last_round picks had no parseable answer"
+    said = ("Nothing was decided: no answer in the rounds that rule last_round counts could be parsed, so the "
+            "reconcile vote had nothing to count.")
     report = (in_tmp / "d" / "report.md").read_text()
     assert said in err and said in report and "Decided by" not in err + report and "vote (rule" not in err, err
     assert ("the judge gave no parseable answer either" in err) is (decision == "judge")
