@@ -650,3 +650,21 @@ def test_list_names_a_config_without_weights_or_with_a_bad_size_unreadable(tiny_
     err = capsys.readouterr().err
     assert "unreadable: models/fake.gguf: not a readable GGUF file" in err and str(in_tmp) not in err
     assert "unreadable: models/config-only: no weights" in err and "│x " not in err
+
+
+def test_check_notes_an_n_ctx_above_the_training_context(tiny_model: dict[str, Path], in_tmp: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """n_ctx above the GGUF's context_length (512 for make-tiny's model) got no word: a KV cache sized for positions
+    the model was never trained on. Noted, still ok."""
+    shutil.copytree(tiny_model["hf"], in_tmp / "models" / "tiny")
+    (in_tmp / "models.yaml").write_text("models_directory: models\nmodels:\n"
+                                        "  long: {file: tiny/model.gguf, overrides: {n_ctx: 1024}}\n"
+                                        "  fine: {file: tiny/model.gguf, overrides: {n_ctx: 512}}\n")
+    said = ("n_ctx 1024 is above its training context 512: past 512 the model is not trained and the extra memory "
+            "buys nothing")
+    assert main(["models", "check", "models.yaml", "--json"]) == 0
+    by_name = {m["name"]: m for m in json.loads(capsys.readouterr().out)["models"]}
+    assert said in by_name["long"]["note"] and by_name["long"]["ok"]
+    assert "training context" not in by_name["fine"]["note"] and by_name["fine"]["ok"]
+    assert main(["models", "check", "models.yaml"]) == 0
+    assert f"long: {said}" in " ".join(capsys.readouterr().err.split())

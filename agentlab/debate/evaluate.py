@@ -10,8 +10,8 @@ wrong. ``eval.concurrency`` questions run at once, so an in-process backend batc
 
 Run folder (``runs/debate-eval/<timestamp>-<name>/``): ``questions.jsonl`` (one record per finished question,
 appended and flushed: what ``--resume`` skips), ``adapters.json`` (the fingerprint of each adapter's weights when
-the run started: a resume whose adapter changed on disk since is refused), ``results.json`` (the table),
-``report.md``.
+the run started: a resume whose adapter changed on disk since is refused), ``results.json`` (the table; its
+``seconds`` are every session's: ``earlier_seconds``), ``report.md``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,14 @@ from agentlab.core.vote import tally, wilson_interval
 from agentlab.debate.agents import Where, prompt_style, warn_raised_tokens
 from agentlab.debate.config import DebateConfig
 from agentlab.debate.report import render_eval
-from agentlab.debate.run import check_adapters, final_decision, load_panel, read_jsonl, record_adapters
+from agentlab.debate.run import (
+    check_adapters,
+    earlier_seconds,
+    final_decision,
+    load_panel,
+    read_jsonl,
+    record_adapters,
+)
 
 if TYPE_CHECKING:
     from agentlab.core.llm.router import Router
@@ -254,8 +261,11 @@ def run_eval(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel, task: list[Que
         announce(f"resuming: {len(records)} of {len(task)} questions already scored")
     bar = progress.task("questions", total=len(task))
     bar.update(completed=len(task) - len(todo))
-    start = time.perf_counter()
+    start, before = time.perf_counter(), earlier_seconds(run_dir, "question", "question_failed")
     failed: list[tuple[Question, list[str]]] = []
+
+    def spent() -> float:  # every session's seconds (``earlier_seconds``): each question event keeps them so far
+        return round(before + time.perf_counter() - start, 2)
 
     async def main() -> None:
         router = Router.for_run(panel.llm, run_dir, providers=providers)
@@ -267,14 +277,16 @@ def run_eval(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel, task: list[Que
             errors = failed_calls(record)
             if errors:  # a timeout or a dead route is not a wrong answer: not recorded, asked again on resume
                 failed.append((q, errors))
-                run_dir.event("question_failed", id=q.id, line=q.line, calls=len(errors), error=errors[0])
+                run_dir.event("question_failed", id=q.id, line=q.line, calls=len(errors), error=errors[0],
+                              seconds=spent())
                 bar.advance()
                 return
             durable_append(run_dir.file(RECORDS), run_dir.scrub(json.dumps(record)) + "\n")
             records[q.id] = record
             last = default_method(cfg)
             run_dir.event("question", id=q.id, line=q.line, gold=q.answer,
-                          debate=record["methods"][last]["answer"], correct=record["methods"][last]["correct"])
+                          debate=record["methods"][last]["answer"], correct=record["methods"][last]["correct"],
+                          seconds=spent())
             bar.advance()
 
         try:
@@ -290,7 +302,7 @@ def run_eval(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel, task: list[Que
                "visibilities": visibilities(cfg), "default": default_method(cfg),
                "sc_samples": len(panel.agents) * (cfg.eval_rounds + 1),
                "sc_temperature": cfg.eval.sc_temperature, "table": score_table(ordered, default_method(cfg)),
-               "seconds": round(time.perf_counter() - start, 2)}
+               "seconds": spent()}
     first = ""
     if failed:
         q, error = first_failure(failed)

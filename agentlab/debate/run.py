@@ -279,15 +279,7 @@ def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, provi
     task.update(completed=min(max(len(done) - 1, 0), debating) if debating else min(len(done), 1))
     start = time.perf_counter()
     evented = {e.get("round") for e in run_dir.events("round")}
-    # the earlier sessions' time: each round event keeps the run's seconds so far (a session killed mid-round loses
-    # only that round's), a finished session's results.json its whole; results.json's seconds are every session's
-    kept = [e.get("seconds") for e in run_dir.events("round")]
-    try:
-        earlier = run_dir.read_json("results.json", {})
-    except AgentlabError:  # damaged: written anew at the end
-        earlier = {}
-    kept.append(earlier.get("seconds") if isinstance(earlier, dict) else None)
-    before = max((float(s) for s in kept if isinstance(s, int | float)), default=0.0)
+    before = earlier_seconds(run_dir, "round")
 
     def spent() -> float:
         return round(before + time.perf_counter() - start, 2)
@@ -329,6 +321,19 @@ def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, provi
     run_dir.save_results(results)
     run_dir.save_report(render_report(results, rounds[: n_rounds + 1]))
     return results
+
+
+def earlier_seconds(run_dir: RunDir, *kinds: str) -> float:
+    """The earlier sessions' time, so results.json's seconds are every session's: each event of ``kinds`` keeps the
+    run's seconds so far (a session killed mid-step loses only that step's), a finished session's results.json its
+    whole."""
+    kept = [e.get("seconds") for kind in kinds for e in run_dir.events(kind)]
+    try:
+        earlier = run_dir.read_json("results.json", {})
+    except AgentlabError:  # damaged: written anew at the end
+        earlier = {}
+    kept.append(earlier.get("seconds") if isinstance(earlier, dict) else None)
+    return max((float(s) for s in kept if isinstance(s, int | float)), default=0.0)
 
 
 def final_decision(method: str, rounds: list[Round], verdict: Answer | None, rule: str = "last_round"

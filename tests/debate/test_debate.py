@@ -532,3 +532,39 @@ def test_seconds_count_every_session_of_a_resumed_run(in_tmp: Path) -> None:
     results, _ = run_in_folder("debate", more, run, resume=folder,
                                inputs={**prepare(more), "providers": {"s": ScriptedProvider("s", [reply])}})
     assert results["seconds"] >= 1000.0 and json.loads((folder / "results.json").read_text())["seconds"] >= 1000.0
+
+
+def test_eval_seconds_count_every_session_of_a_resumed_eval(in_tmp: Path) -> None:
+    """`debate eval --resume` reported the last session's seconds only. The earlier sessions' time is made long here
+    (a scripted session takes next to none)."""
+    from agentlab.core.errors import AgentlabError, LLMError
+
+    (in_tmp / "task.jsonl").write_text('{"question": "What is 2+3?", "answer": "5"}\n'
+                                       '{"question": "What is 3+4?", "answer": 7}\n')
+
+    def reply(model: str, messages: list[dict[str, str]], params: Any) -> str:
+        if messages[0]["content"].startswith("What is 3+4?"):
+            raise LLMError("b: no answer within 60s", "timeout", model=model)
+        return "5"
+
+    cfg = setup(in_tmp, rounds=1, eval={"task": in_tmp / "task.jsonl", "concurrency": 1, "visibilities": ["full"]})
+    folder = in_tmp / "RUN"
+    with pytest.raises(AgentlabError, match="1 of 2 questions were not scored"):
+        run_in_folder("debate-eval", cfg, run_eval, out=folder,
+                      inputs={**prepare_eval(cfg), "providers": {"s": ScriptedProvider("s", [reply])}})
+    # a session killed after its first question (no results.json): its question events keep the seconds so far
+    events = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
+    assert all("seconds" in e for e in events if e.get("kind") in ("question", "question_failed"))
+    (folder / "events.jsonl").write_text("".join(
+        json.dumps({**e, "seconds": 500.0} if e.get("kind") == "question" else e) + "\n" for e in events))
+    (folder / "results.json").unlink()
+    healthy = ScriptedProvider("s", [lambda model, messages, params: "7"])
+    results, _ = run_in_folder("debate-eval", cfg, run_eval, resume=folder,
+                               inputs={**prepare_eval(cfg), "providers": {"s": healthy}})
+    assert results["questions"] == 2 and results["seconds"] >= 500.0
+    # a finished session: its results.json's seconds
+    saved = json.loads((folder / "results.json").read_text())
+    (folder / "results.json").write_text(json.dumps({**saved, "seconds": 1000.0}))
+    results, _ = run_in_folder("debate-eval", cfg, run_eval, resume=folder,
+                               inputs={**prepare_eval(cfg), "providers": {"s": ScriptedProvider("s", [])}})
+    assert results["seconds"] >= 1000.0 and json.loads((folder / "results.json").read_text())["seconds"] >= 1000.0
