@@ -28,7 +28,9 @@ class Command:
 COMMANDS: tuple[Command, ...] = (
     Command("nas", "nas", "agentlab.nas.config:NASConfig", group=True),
     Command("compress", "compress", "agentlab.compress.config:CompressConfig"),
-    Command("llm-bench", "llm_bench", "agentlab.llm_bench.config:BenchConfig", resumable=False),
+    Command("llm-bench", "llm_bench", "agentlab.llm_bench.config:BenchConfig", resumable=False,
+            continue_with="measure again with `agentlab llm-bench -c RUN/config.yaml` (RUN: the run folder, whose "
+            "results.json and report.md keep the models measured so far; a --demo run: `agentlab llm-bench --demo`)"),
     Command("pipeline", "pipeline", "agentlab.pipeline.config:PipelineConfig", group=True, resumable=False,
             continue_with="the finished stages are kept: continue with `agentlab pipeline rerun SESSION --from STAGE` "
             "(SESSION: the run folder's name; `agentlab pipeline show SESSION` lists its finished stages)"),

@@ -68,6 +68,7 @@ def llm_bench(
     no_log_prompts: NoLogPromptsOpt = False,
     json_: JsonOpt = False,
     verbose: VerboseOpt = 0,
+    resume: Annotated[str | None, typer.Option("--resume", hidden=True, show_default=False)] = None,
 ) -> None:
     """Availability, latency and throughput of every configured model.
 
@@ -79,6 +80,9 @@ def llm_bench(
     from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, routing_source
     from agentlab.llm_bench import BenchConfig, prepare, run
 
+    if resume is not None:  # hidden: it only says what to do instead (click said "No such option")
+        raise UsageError("llm-bench has no --resume: a measurement is repeated, not continued",
+                         hint="measure again with `agentlab llm-bench -c RUN/config.yaml` (RUN: the run folder)")
     if config is not None and llm is not None and config != llm:
         raise UsageError("-c/--config and --llm both given", hint="llm-bench reads one routing config: pass one")
     path = config or llm

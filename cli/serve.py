@@ -50,8 +50,13 @@ def serve(
     fallbacks and strategy apply) or a model (that model only); hf adapters are served as models of their own name
     and batched together. Point any OpenAI client at http://HOST:PORT/v1. Ctrl-C stops (exit 130) and writes
     results.json and report.md to the run folder."""
+    from agentlab.core.errors import UsageError
     from agentlab.serve import ServeConfig, prepare, run
+    from agentlab.serve.config import env_name_problem
 
+    if api_key_env is not None and (problem := env_name_problem(api_key_env)):  # said here: the flag's own error
+        raise UsageError(f"--api-key-env: {problem}", hint="export NAME=KEY (several: comma-separated) or put it "
+                         "in .env, then give --api-key-env NAME")  # would repeat the value, maybe the key itself
     options = flags(("--llm", "llm", llm), ("--host", "host", host), ("--port", "port", port),
                     ("--api-key-env", "api_key_env", api_key_env), ("--keys", "keys_file", keys),
                     ("--otlp-endpoint", "otlp_endpoint", otlp_endpoint))

@@ -88,6 +88,9 @@ def render_report(results: dict[str, Any], run_path: Path) -> str:
     models = results["models"]
     chart = save_chart(models, run_path / "latency.png")
     lines = ["# llm-bench", ""]
+    if results.get("interrupted"):
+        lines += [f"**Interrupted**: the {len(models)} model(s) measured before the stop (not the one being measured, "
+                  f"nor the route); measure again with `agentlab llm-bench -c {run_path / 'config.yaml'}`.", ""]
     available = results.get("available", [])
     lines.append(f"Working models: {', '.join(available) if available else 'none'}. "
                  f"Fastest (p50 latency): {results.get('fastest') or '-'}.")
@@ -113,7 +116,11 @@ def render_report(results: dict[str, Any], run_path: Path) -> str:
         for m in probed:
             tc = m["tool_call"]
             valid = "-" if tc["valid"] is None else ("yes" if tc["valid"] else "no")
-            problem = (tc["problem"] or tc["error_kind"] or "").replace("|", "\\|")
+            problem = tc["problem"] or ""
+            if tc["error_kind"]:  # the request failed: its kind, the error in words and the hint
+                problem = ": ".join(filter(None, (tc["error_kind"], tc.get("error"))))
+                problem += f" (hint: {tc['hint']})" if tc.get("hint") else ""
+            problem = problem.replace("|", "\\|")
             lines.append(f"| {m['name']} | {'yes' if tc['called'] else 'no'} | {valid} | {_fmt(tc['latency_s'])} "
                          f"| {problem} |")
     stats = results.get("router_stats") or {}

@@ -9,7 +9,8 @@ whether the call validated against the tool's schema and its latency.
 
 ``results.json`` is a contract for scripts:
 ``{"models": [{"name", "available", "error_kind", "error", "hint", "requests", "ok", "ttft_s": {"p50","p90","p99"},
-"latency_s": {...}, "output_tokens_per_s", "tool_call": {"called", "valid", "problem", "latency_s", "error_kind"},
+"latency_s": {...}, "output_tokens_per_s", "tool_call": {"called", "valid", "problem", "latency_s", "error_kind",
+"error", "hint"},
 ...}], "route": [{"request", "model", "fallbacks", "latency_s", ...}]}``.
 """
 
@@ -122,27 +123,28 @@ PROBE_MIN_TOKENS = 128
 
 async def probe_tools(router: Router, name: str, max_tokens: int) -> dict[str, Any]:
     """One tool-calling request to model ``name`` (no repair, no fallback): ``called`` (it answered with at least one
-    call), ``valid`` (its calls validate against the tool's schema; None when jsonschema is missing), ``problem``
-    (why not), ``latency_s`` and ``error_kind`` (the request failed). ``max_tokens``: the bench's, raised to
-    ``PROBE_MIN_TOKENS``."""
+    call), ``valid`` (its calls validate against the tool's schema; None when jsonschema is missing or the request
+    failed), ``problem`` (why not), ``latency_s``, and ``error_kind``, ``error`` and ``hint`` (the request failed).
+    ``max_tokens``: the bench's, raised to ``PROBE_MIN_TOKENS``."""
     params = GenParams(max_tokens=max(max_tokens, PROBE_MIN_TOKENS), tools=[PROBE_TOOL], tool_choice="required")
     start = time.perf_counter()
     try:
         completion = await router.call_model(name, PROBE_MESSAGES, params)
     except LLMError as exc:
-        return {"called": False, "valid": False, "problem": None, "latency_s": round(time.perf_counter() - start, 6),
-                "error_kind": exc.kind}
+        return {"called": False, "valid": None, "problem": None, "latency_s": round(time.perf_counter() - start, 6),
+                "error_kind": exc.kind, "error": redact(" ".join(str(exc).split()))[:300],
+                "hint": redact(" ".join(exc.hint.split()))[:300] if exc.hint else None}
     latency = round(time.perf_counter() - start, 6)
     try:
         problem = call_problem(completion, params)
     except MissingPackage:  # jsonschema (the serve extra) validates calls
         return {"called": bool(completion.tool_calls), "valid": None, "problem": "jsonschema is not installed",
-                "latency_s": latency, "error_kind": None}
+                "latency_s": latency, "error_kind": None, "error": None, "hint": None}
     if problem is not None and completion.finish_reason == "length" and (
             completion.tool_calls or TOOL_CALL_OPEN in completion.text):
         problem = cut_problem(params, "--max-tokens")  # the call was begun: the limit, not the model, stopped it
     return {"called": bool(completion.tool_calls), "valid": problem is None, "problem": problem,
-            "latency_s": latency, "error_kind": None}
+            "latency_s": latency, "error_kind": None, "error": None, "hint": None}
 
 
 async def bench_model(router: Router, name: str, settings: BenchSettings, stream: bool, task: ProgressTask) -> dict:
@@ -249,14 +251,38 @@ async def run_async(cfg: BenchConfig, run_dir: RunDir | None = None, progress: P
             task = progress.task(f"route {settings.route}", total=settings.requests * len(settings.concurrency))
             results["route"] = await bench_route(router, settings.route, settings, task)
         results["router_stats"] = router.stats()
+    except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C (asyncio.run cancels us) or SIGTERM
+        if run_dir is not None:
+            _save_partial(results, router, run_dir, len(names))
+        raise
     finally:
         await router.aclose()
-    results["available"] = [m["name"] for m in results["models"] if m["available"]]
-    results["fastest"] = best_model(results["models"])
+    _finish(results)
     if run_dir is not None:
         run_dir.save_results(results)
         run_dir.save_report(render_report(results, run_dir.path))
     return results
+
+
+def _finish(results: dict[str, Any]) -> None:
+    results["available"] = [m["name"] for m in results["models"] if m["available"]]
+    results["fastest"] = best_model(results["models"])
+
+
+def _save_partial(results: dict[str, Any], router: Router, run_dir: RunDir, planned: int) -> None:
+    """At Ctrl-C: results.json and report.md of the models measured so far (``interrupted: true``; the model being
+    measured and the route are left out), each written atomically. Never in the way of the exit: an error here is
+    logged and the files are left unwritten."""
+    try:
+        results.setdefault("router_stats", router.stats())
+        results["interrupted"] = True
+        _finish(results)
+        run_dir.save_results(results)
+        run_dir.save_report(render_report(results, run_dir.path))
+        log.warning("interrupted: %s and report.md hold the %d of %d model(s) measured so far",
+                    run_dir.path / "results.json", len(results["models"]), planned)
+    except Exception:
+        log.warning("the partial results could not be written", exc_info=True)
 
 
 def run(cfg: BenchConfig, run_dir: RunDir | None = None, *, progress: Progress | None = None,

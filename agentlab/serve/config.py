@@ -16,6 +16,28 @@ from agentlab.core.config import StrictModel
 from agentlab.core.llm.config import RoutingRef
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A name printed in an error: upper case letters, digits and underscores, a letter first, at most 40 characters, and
+# an underscore when 16 characters or more (a client key has at least 16). Anything else may be a key pasted where
+# the variable's name goes, and is never printed (docs: serve, Client keys).
+_SHOWN_NAME = re.compile(r"^(?=.{1,40}$)[A-Z][A-Z0-9_]*$")
+
+
+def unset_env(name: str, keys: str = "KEY") -> tuple[str, str]:
+    """What to say of ``name``, a variable name that names no set variable: (the problem, the hint). ``name`` is
+    printed only when it reads as a conventional variable name, else only its length: it may be the key itself."""
+    if _SHOWN_NAME.match(name) and (len(name) < 16 or "_" in name):
+        return f"names {name}, which is not set (or empty)", f"export {name}={keys} or put it in .env"
+    return (f"names no set variable (a value of {len(name)} characters: if that is the key itself, put it in an "
+            "environment variable and name the variable)", f"export NAME={keys} or put it in .env, then name the "
+            "variable NAME, never the key itself")
+
+
+def env_name_problem(value: str) -> str | None:
+    """Why ``value`` cannot be an environment variable's name (None when it can), never printing it."""
+    if _ENV_NAME.match(value):
+        return None
+    return (f"a value of {len(value)} characters is not an environment variable name: name the variable holding "
+            "the key, never the key itself")
 
 
 class ServeConfig(StrictModel):
@@ -60,9 +82,18 @@ class ServeConfig(StrictModel):
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_NAME.match(value):
-            raise ValueError(f"'{value}' is not an environment variable name (the gateway reads the keys from the "
-                             "variable of this name; never put a key itself here)")
+        if value is not None and (problem := env_name_problem(value)):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _address_only(cls, value: str) -> str:
+        match = re.match(r"^(?:[a-z]+://)?(\[[0-9a-fA-F:.]+\]|[^:/\[\]]+)(?::(\d+))?/?$", value)
+        if match and value != match.group(1):  # a URL, or an address with its port (127.0.0.1:8000)
+            port = f" and the port in --port ({match.group(2)})" if match.group(2) else ""
+            raise ValueError(f"'{value}' is not an address alone: give the address ({match.group(1).strip('[]')})"
+                             f"{port}")
         return value
 
     @field_validator("otlp_endpoint")

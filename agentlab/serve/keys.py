@@ -38,7 +38,6 @@ import json
 import logging
 import math
 import os
-import re
 import time
 from collections import deque
 from collections.abc import Collection
@@ -52,13 +51,13 @@ from pydantic import Field, field_validator, model_validator
 from agentlab.core.config import StrictModel, config_where, getenv, load_config
 from agentlab.core.errors import ConfigError
 from agentlab.core.runs import atomic_write_text
+from agentlab.serve.config import env_name_problem, unset_env
 from agentlab.serve.protocol import ApiError
 
 __all__ = ["KeySpec", "KeysFile", "KeyState", "KeyRing", "Ticket", "load_keys"]
 
 log = logging.getLogger("agentlab.serve")
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _WINDOW_S = 60.0
 # The names the gateway serves while ``load_keys`` reads a keys file: a key's ``routes`` naming none of them would get
 # a 403 on every request, so validation refuses it, at the file's line (None: not known, nothing checked).
@@ -99,9 +98,8 @@ class KeySpec(StrictModel):
     def _one_secret(self) -> KeySpec:
         if (self.key_env is None) == (self.key_sha256 is None):
             raise ValueError(f"key '{self.name}': give exactly one of key_env (a variable name) and key_sha256")
-        if self.key_env is not None and not _ENV_NAME.match(self.key_env):
-            raise ValueError(f"key '{self.name}': key_env is not an environment variable name (never put "
-                             "a key itself in this file)")
+        if self.key_env is not None and env_name_problem(self.key_env):
+            raise ValueError(f"key '{self.name}': key_env: {env_name_problem(self.key_env)}")
         return self
 
 
@@ -428,8 +426,8 @@ def load_keys(path: Path | None, env_keys: list[str],
             if spec.key_env is not None:
                 value = getenv(spec.key_env) or os.environ.get(spec.key_env)
                 if not value:
-                    raise ConfigError(f"{path}: key '{spec.name}': the environment variable {spec.key_env} is not "
-                                      "set (or empty)", hint=f"export {spec.key_env}=KEY or put it in .env")
+                    problem, hint = unset_env(spec.key_env)
+                    raise ConfigError(f"{path}: key '{spec.name}': key_env {problem}", hint=hint)
                 if len(value) < 16:
                     raise ConfigError(f"{path}: key '{spec.name}': the key in {spec.key_env} has fewer than 16 "
                                       "characters", hint="use a long random key, e.g. python -c 'import secrets; "

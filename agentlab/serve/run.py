@@ -36,7 +36,7 @@ from agentlab.core.models.builtin import BUILTIN_MODELS_SERVED, builtin_path, is
 from agentlab.core.tracing import configure_tracing, shutdown_tracing
 from agentlab.serve.app import _Handler, build_app
 from agentlab.serve.catalog import Catalog, build_catalog
-from agentlab.serve.config import ServeConfig
+from agentlab.serve.config import ServeConfig, unset_env
 from agentlab.serve.keys import load_keys
 from agentlab.serve.metrics import GatewayMetrics
 from agentlab.serve.report import render
@@ -89,9 +89,9 @@ def client_keys(env_name: str | None) -> list[str]:
         return []
     keys = [k.strip() for k in (getenv(env_name) or "").split(",") if k.strip()]
     if not keys:
-        raise ConfigError(f"api_key_env: the environment variable {env_name} is not set (or empty)",
-                          hint=f"export {env_name}=KEY (several: comma-separated) or put it in .env; or drop "
-                          "--api-key-env to serve without client keys")
+        problem, hint = unset_env(env_name, keys="KEY (several: comma-separated)")
+        raise ConfigError(f"api_key_env {problem}", hint=f"{hint}; or drop --api-key-env to serve without client "
+                          "keys")
     short = [k for k in keys if len(k) < 16]
     if short:
         raise ConfigError(f"api_key_env: a key in {env_name} has fewer than 16 characters",

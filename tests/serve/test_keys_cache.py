@@ -334,13 +334,26 @@ def test_keys_never_appear_in_logs_events_or_errors(srv: ScriptedServer, gateway
 def test_bad_keys_file_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NOT_SET_KEY", raising=False)
     path = keys_file(tmp_path, {"name": "a", "key_env": "NOT_SET_KEY"})
-    with pytest.raises(ConfigError, match=r"key 'a': the environment variable NOT_SET_KEY is not set"):
+    with pytest.raises(ConfigError, match=r"key 'a': key_env names NOT_SET_KEY, which is not set"):
         load_keys(path, [])
     literal = keys_file(tmp_path, {"name": "a", "key_env": "sk-live-abcdef0123456789"})
     with pytest.raises(ConfigError) as err:
         load_keys(literal, [])
-    assert "key_env is not an environment variable name" in str(err.value)
+    assert "key_env: a value of 24 characters is not an environment variable name" in str(err.value)
     assert "sk-live-abcdef0123456789" not in str(err.value)
+
+
+@pytest.mark.parametrize("pasted", ["Xq3vR9kLmN2pT7wYz4bC8dF1gH5jK6sA0eU2iO9uQ1E", "AB12CD34EF56GH78", "team_a_key"])
+def test_a_key_pasted_as_key_env_is_never_printed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  pasted: str) -> None:
+    """A key pasted where the variable's name goes (secrets.token_urlsafe() without a '-' is a valid name) was
+    printed in the error and its hint: only a conventional variable name is printed, else its length."""
+    monkeypatch.delenv(pasted, raising=False)
+    with pytest.raises(ConfigError) as err:
+        load_keys(keys_file(tmp_path, {"name": "a", "key_env": pasted}), [])
+    said = f"{err.value.message} {err.value.hint}"
+    assert pasted not in said
+    assert f"key_env names no set variable (a value of {len(pasted)} characters: if that is the key itself" in said
 
 
 # --------------------------------------------------------------------------- routing by task

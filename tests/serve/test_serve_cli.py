@@ -209,8 +209,12 @@ def test_port_in_use_is_one_line_exit_2(llm_file: Path, in_tmp: Path, capsys: py
     (["--port", "99999"], "port: Input should be less than or equal to 65535"),
     (["--set", "max_tokens=lots"], "max_tokens: Input should be a valid integer"),
     (["--set", "colour=red"], "colour"),
-    (["--api-key-env", "NOT_SET_ANYWHERE"], "the environment variable NOT_SET_ANYWHERE is not set"),
-    (["--api-key-env", "sk-a-key-itself"], "is not an environment variable name"),
+    (["--api-key-env", "NOT_SET_ANYWHERE"], "api_key_env names NOT_SET_ANYWHERE, which is not set"),
+    (["--api-key-env", "sk-a-key-itself"], "--api-key-env: a value of 15 characters is not an environment variable"),
+    # a pasted key that is a valid name (secrets.token_urlsafe() without '-'): its length, never the key
+    (["--api-key-env", "Xq3vR9kLmN2pT7wYz4bC8dF1gH5jK6sA0eU2iO9uQ1E"],
+     "api_key_env names no set variable (a value of 43 characters: if that is the key itself, put it in an"),
+    (["--host", "127.0.0.1:8000"], "is not an address alone: give the address (127.0.0.1) and the port in --port"),
     (["--host", "no-such-host.invalid"], "--host no-such-host.invalid: not an address of this machine"),
     (["--llm", "missing.yaml"], "missing.yaml"),
     (["--llm", "gone.yaml"], "gone.yaml: model 'm': model '/nonexistent/x.gguf' not found"),  # served 503s, exit 0
@@ -222,7 +226,8 @@ def test_bad_usage_is_one_line_exit_2(llm_file: Path, in_tmp: Path, capsys: pyte
                                       "/nonexistent/x.gguf}}\nroutes: {default: {primary: [m]}}\n")
     assert main(["serve", *base, *args]) == 2
     err = capsys.readouterr().err
-    assert says in err and "Traceback" not in err
+    assert says in " ".join(err.split()) and "Traceback" not in err
+    assert "sk-a-key-itself" not in err and "Xq3vR9kLmN2pT7wYz4bC8dF1gH5jK6sA0eU2iO9uQ1E" not in err
     assert not (in_tmp / "runs").exists()
 
 

@@ -570,3 +570,14 @@ def test_closing_the_router_frees_its_models(model_dir: str, adapters: dict[str,
     gc.collect()
     assert not hf._CACHE and len(loaded_estimates()) == held
     assert model() is None  # freed, not merely forgotten
+
+
+def test_a_prompt_longer_than_the_context_is_a_context_length_error(model_dir: str) -> None:
+    """It was kind bad_request, named the provider ("local: prompt of ...") and said nothing of what to do, where
+    llama.cpp's names the model with kind context_length and a hint."""
+    with pytest.raises(LLMError) as info:
+        run(provider().generate(model_dir, chat("the sea and the sky " * 400), greedy(), 60))
+    assert info.value.kind == "context_length" and not info.value.retryable
+    assert info.value.message.startswith(f"{model_dir}: prompt of ") and "does not fit the context of" in \
+        info.value.message
+    assert info.value.hint is not None and "shorten the input" in info.value.hint

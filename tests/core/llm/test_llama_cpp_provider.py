@@ -40,10 +40,10 @@ def _run(coro):  # noqa: ANN001, ANN202 - a tiny helper for sync tests
 
 
 async def _drain(provider: lc.LlamaCppProvider, model: str, params: GenParams,
-                 timeout_s: float = 30) -> tuple[list[str], Completion]:
+                 timeout_s: float = 30, messages: list[dict] = MSGS) -> tuple[list[str], Completion]:
     deltas: list[str] = []
     final: Completion | None = None
-    async for item in provider.stream(model, MSGS, params, timeout_s):
+    async for item in provider.stream(model, messages, params, timeout_s):
         if isinstance(item, StreamDelta):
             assert final is None, "a delta after the final completion"
             deltas.append(item.text)
@@ -61,7 +61,7 @@ def test_generate_text_usage_and_chatml_prompt(tiny_model: dict[str, Path]) -> N
     out = _run(provider.generate(str(tiny_model["gguf"]), MSGS, GREEDY, 30))
     assert isinstance(out.text, str) and out.model == str(tiny_model["gguf"])
     assert out.finish_reason in ("stop", "length") and out.latency_s > 0
-    assert 0 < out.usage.completion_tokens <= 24 + 3  # llama-cpp-python may overshoot by a split character
+    assert 0 < out.usage.completion_tokens <= 24
     # The prompt is the GGUF's ChatML template, tokenized like the HF tokenizer does it.
     hf_tok = AutoTokenizer.from_pretrained(str(tiny_model["hf"]))
     chatml = hf_tok.apply_chat_template(MSGS, tokenize=False, add_generation_prompt=True)
@@ -306,6 +306,24 @@ def test_router_structured_is_grammar_constrained(tiny_model: dict[str, Path]) -
         result = router.structured_sync([{"role": "user", "content": "How is the sea?"}], SeaReport)
     assert isinstance(result.value, SeaReport) and result.repairs == 0  # a random model is valid only by grammar
     assert SeaReport.model_validate_json(result.completion.completion.text) == result.value
+
+
+def test_completion_tokens_never_exceed_max_tokens(tiny_model: dict[str, Path]) -> None:
+    """llama-cpp-python checks max_tokens only between complete UTF-8 characters: a run of split characters (byte
+    tokens) went past it, and usage said e.g. 9 tokens for max_tokens 2 (OpenAI's contract and serve's key budgets
+    hold completion_tokens <= max_tokens). These seeds' babbles split characters at the cut."""
+    provider, model = _provider(), str(tiny_model["gguf"])
+    messages = [{"role": "user", "content": "Say something \U0001f30a\U0001f41f about the sea."}]
+    for seed in (0, 4, 6, 10):
+        for max_tokens in (1, 2, 4, 8):
+            params = GenParams(temperature=1.0, max_tokens=max_tokens, seed=seed)
+            out = _run(provider.generate(model, messages, params, 30))
+            assert out.usage.completion_tokens <= max_tokens, (seed, max_tokens, out.usage)
+            if out.usage.completion_tokens == max_tokens:
+                assert out.finish_reason == "length", (seed, max_tokens)
+            deltas, final = _run(_drain(provider, model, params, messages=messages))
+            assert "".join(deltas) == final.text == out.text
+            assert final.usage.completion_tokens == out.usage.completion_tokens
 
 
 def test_structured_reply_cut_at_max_tokens_is_reported_as_cut(tiny_model: dict[str, Path]) -> None:

@@ -492,8 +492,10 @@ class HFProvider:
         max_new = params.max_tokens if params.max_tokens is not None else DEFAULT_MAX_TOKENS
         if loaded.n_ctx is not None:
             if len(ids) >= loaded.n_ctx:
-                raise LLMError(f"{self.name}: prompt of {len(ids)} tokens does not fit the context of {loaded.n_ctx}",
-                               "bad_request", model=model, hint="shorten the prompt or use a longer-context model")
+                raise LLMError(f"{model}: prompt of {len(ids)} tokens does not fit the context of {loaded.n_ctx}",
+                               "context_length", model=model,
+                               hint="shorten the input (its context, max_position_embeddings in the model's "
+                               "config.json, is fixed for an hf model), or use a model with a longer context")
             max_new = min(max_new, loaded.n_ctx - len(ids))
         return _Request(list(ids), max(1, max_new), [s for s in params.stop or [] if s], deadline, adapter,
                         grammar=grammar, tool_format=fmt, tool_names=allowed_names(params))

@@ -168,6 +168,10 @@ class _Job:
         self.cancelled = False
         self.timed_out = False
         self.context_full = False
+        # The length of prompt + max_tokens: llama-cpp-python checks max_tokens only between complete UTF-8
+        # characters, so a run of split characters went past it (usage above max_tokens, which key budgets reserve).
+        self.limit: int | None = None
+        self.at_max = False
         # Set for a request whose calls may repeat (see ``_repeat_watch``): called with the generated token ids.
         self.watch: Callable[[Any], bool] | None = None
         self.repeated = False
@@ -181,11 +185,13 @@ class _Job:
         # memory slot"): stop when every cell is used, as a length cut.
         if len(input_ids) >= self.n_ctx:
             self.context_full = True
+        if self.limit is not None and len(input_ids) >= self.limit:  # max_tokens generated: a length cut
+            self.at_max = True
         if not self.timed_out and self.remaining() <= 0:
             self.timed_out = True
         if self.watch is not None and not self.repeated and self.watch(input_ids):
             self.repeated = True
-        return self.cancelled or self.timed_out or self.context_full or self.repeated
+        return self.cancelled or self.timed_out or self.context_full or self.at_max or self.repeated
 
 
 class LlamaCppProvider:
@@ -367,10 +373,12 @@ class LlamaCppProvider:
             params = tool_gate(messages, params)
             tokens, kwargs = self._prepare(loaded, model, messages, params)
             fmt, names = loaded.tool_format(params), allowed_names(params)
+            if params.max_tokens is not None:  # (the text's unfinished character at the cut is dropped: decoded
+                job.limit = len(tokens) + params.max_tokens  # ignoring invalid bytes, as streams are too)
             if "grammar" in kwargs and params.tools and params.parallel_tool_calls is not False:
                 job.watch = _repeat_watch(loaded.llm, len(tokens), fmt, names)
             if on_text is not None:
-                streamer = _StreamText(loaded.llm, kwargs["stop"], on_text)
+                streamer = _StreamText(loaded.llm, kwargs["stop"], on_text, job.limit)
                 loaded.on_token = streamer.add_token
             seeded = params.seed is not None or not self.cfg.prompt_cache
             _switch(loaded, tokens, self._slots, restore=not seeded)
@@ -403,7 +411,7 @@ class LlamaCppProvider:
             text = streamer.text
         else:
             text = choice["text"] if streamer is None else streamer.finish(choice["text"])
-        finish = "length" if job.context_full else choice["finish_reason"]
+        finish = "length" if job.context_full or job.at_max else choice["finish_reason"]
         if job.repeated:  # the model looped on a call: its distinct calls, the block closed
             text, finish = fmt.close_repeats(text, names) or text, "stop"
         calls: list[ToolCall] = []
@@ -924,12 +932,13 @@ class _StreamText:
     until the next token decides it.
     """
 
-    def __init__(self, llm: Any, stops: list[str], emit: Callable[[str], None]):
+    def __init__(self, llm: Any, stops: list[str], emit: Callable[[str], None], limit: int | None = None):
         import llama_cpp
 
         self._llm, self._emit = llm, emit
         self._is_eog = lambda token: llama_cpp.llama_vocab_is_eog(llm._model.vocab, token)
         self._stops = [s.encode("utf-8") for s in stops if s]
+        self._limit = llm.n_ctx() if limit is None else min(limit, llm.n_ctx())
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
         self._buf = b""
         self._sent = 0
@@ -938,8 +947,8 @@ class _StreamText:
         self.text = ""
 
     def add_token(self, token: int) -> None:
-        if self._stopped or self._is_eog(token) or self._llm.n_tokens >= self._llm.n_ctx():
-            return  # (a token sampled with the context full is dropped by _Job.should_stop)
+        if self._stopped or self._is_eog(token) or self._llm.n_tokens >= self._limit:
+            return  # (a token sampled with the context full or max_tokens generated is dropped by _Job.should_stop)
         if self._first is None:
             self._first = token == self._llm.token_bos()
         self._buf += self._llm.detokenize([token])
