@@ -110,7 +110,9 @@ def _summary(results: dict[str, Any], path: Path) -> None:
 def export(
     adapter: Annotated[Path, typer.Argument(help="The adapter folder (adapter_config.json + weights).",
                                             file_okay=False)],
-    gguf: Annotated[Path, typer.Option("--gguf", help="The GGUF file to write.", dir_okay=False)],
+    # a str: a Path drops the trailing / of `--gguf out/n/`, which then wrote a file named n
+    gguf: Annotated[str, typer.Option("--gguf", help="The GGUF file to write, e.g. out/persona.gguf (a folder, or "
+                                      "a path ending in /, is refused).", metavar="FILE")],
     quantize: Annotated[str | None, opt("--quantize", help="Write the GGUF quantized by llama.cpp: q8_0 (about "
                                          "half the f16 size).")] = None,
     base_model: Annotated[str | None, opt("--base-model", help="The base (default: the adapter's own "

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from agentlab.core.files import counted
 from agentlab.core.gpu import describe as describe_gpu
 from agentlab.core.runs import save_figure
 from agentlab.train_persona.config import TrainPersonaConfig
@@ -24,7 +25,7 @@ def loss_line(summary: dict[str, Any]) -> str:
         rows = f", {sequences} trained on; {examples - sequences} left out: no loss token within max_length"
     else:
         rows = ""
-    return f"loss on {loss_tokens} of {tokens} tokens{share}, {what}; {examples} conversations{rows}"
+    return f"loss on {loss_tokens} of {tokens} tokens{share}, {what}; {counted(examples, 'conversation')}{rows}"
 
 
 def _hyper(cfg: TrainPersonaConfig) -> list[str]:
@@ -50,7 +51,8 @@ def adapter_card(cfg: TrainPersonaConfig, results: dict[str, Any]) -> str:
         f"model = PeftModel.from_pretrained(base_model, \"{results['adapter']}\")", "```", "",
         "## Data", "",
         f"- file: `{data['file']}`", f"- sha256: `{data['sha256']}`",
-        f"- rows: {data['conversations']} conversations, {data['turns']} turns, {data['tokens']} tokens "
+        f"- rows: {counted(data['conversations'], 'conversation')}, {counted(data['turns'], 'turn')}, "
+        f"{counted(data['tokens'], 'token')} "
         f"({data['truncated']} truncated)", "",
         "## Training", "", *_hyper(cfg),
         f"- {results['steps']} steps, {results['tokens_seen']:,} tokens seen, {results['seconds']:.0f} s",
@@ -72,6 +74,8 @@ def render_report(cfg: TrainPersonaConfig, results: dict[str, Any], preview: str
         + (" (this session) |" if resumed else " |"), "|---|---|---|---|---|---|",
         f"| {results['steps']} | {results['tokens_seen']:,} | {_num(results['tokens_per_s'], '.0f')} | "
         f"{_num(results['first_loss'])} | {_num(results['final_loss'])} | {results['seconds']:.0f} |", "",
+        *(["**The adapter changes nothing**: every lora_B is still zero (train more steps, or with a higher learning "
+           "rate).", ""] if results.get("changes_nothing") else []),
         *_memory_lines(results),
         "![loss](loss.png)", "", "## Settings", "", *_hyper(cfg), "",
         "## Which tokens carried the loss", "", results["loss_tokens"]["line"] + ".", "",

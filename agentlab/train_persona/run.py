@@ -35,7 +35,7 @@ from typing import Any
 
 from agentlab.core.config import absolute_paths
 from agentlab.core.errors import AgentlabError, UsageError
-from agentlab.core.files import cannot_write, check_replace, ordinary_modes, replace_problem
+from agentlab.core.files import cannot_write, check_replace, counted, ordinary_modes, replace_problem
 from agentlab.core.gpu import gpu_usage, peak_rss_bytes
 from agentlab.core.harness import ScoreModelsSettings, load_tasks, score_models, task_manager
 from agentlab.core.harness.evaluate import save_row
@@ -260,7 +260,8 @@ def _train(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, tracker: Trac
     announce = announce or log.info
     data = data if data is not None else prepare(cfg, resuming=True)["data"]
     stats = data.stats()
-    announce(f"data: {stats['conversations']} conversations, {stats['turns']} turns, {stats['tokens']} tokens "
+    announce(f"data: {counted(stats['conversations'], 'conversation')}, {counted(stats['turns'], 'turn')}, "
+             f"{counted(stats['tokens'], 'token')} "
              f"(longest {stats['max_tokens']}), {stats['truncated']} truncated")
     four_bit = wants_4bit(cfg.train.load_in_4bit, cfg.train.device)
     if cfg.train.threads:
@@ -331,12 +332,23 @@ def _train(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, tracker: Trac
         "loss_tokens": loss_tokens, "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1), **gpu.to_dict(),
     }
     announce(f"memory: peak RSS {results['peak_rss_mb']:.0f} MB; GPU: {gpu.describe()}")
+    results["changes_nothing"] = changes_nothing(trainer.model)
+    if results["changes_nothing"]:
+        log.warning("every lora_B of the adapter is still zero after %s: the adapter changes nothing (train more "
+                    "steps, --max-steps, or with a higher learning rate, --lr)", counted(state.global_step, "step"))
     _save_adapter(trainer, cfg, Path(out), results, own=_own_adapter(run_dir, Path(out)))
     loss_plot(losses, run_dir.file("loss.png"))
     run_dir.save_results(results)
     run_dir.save_report(render_report(cfg, results, summary.preview))
     _log_results(tracker, results, Path(out), run_dir)
     return results
+
+
+def changes_nothing(model: Any) -> bool:
+    """Whether every LoRA B factor of ``model`` is all zeros, so the adapter is still the identity PEFT starts from
+    (B is zero-initialised: a first step with a warm-up's learning rate of 0 moves nothing)."""
+    factors = [p for name, p in model.named_parameters() if "lora_B" in name]
+    return bool(factors) and not any(bool(p.detach().any()) for p in factors)
 
 
 def _resumed(run_dir: RunDir | FollowerRun) -> bool:

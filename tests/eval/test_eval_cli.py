@@ -120,6 +120,16 @@ def test_base_and_adapter_side_by_side_on_bundled_and_user_tasks(in_tmp: Path, t
     err = capsys.readouterr().err
     assert f"{run / 'lm-eval' / 'base'}: a saved row cannot be read (UnicodeDecodeError" in err
     assert "internal error" not in err and "delete the folder" in err
+    # a results.json that is a folder was "not scored yet": the model loaded, then saving the row failed (exit 1)
+    (run / "lm-eval" / "base" / "results.json").unlink()
+    (run / "lm-eval" / "base" / "results.json").mkdir()
+    import agentlab.core.harness.lm as lm
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lm, "load_causal_lm", lambda *a, **k: pytest.fail("the model was loaded"))
+        assert main(["eval", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'lm-eval' / 'base'}: a saved row cannot be read (IsADirectoryError" in err
 
 
 def test_a_resume_whose_adapter_changed_on_disk_is_refused(in_tmp: Path, tiny_model: dict[str, Path],
@@ -190,6 +200,28 @@ def test_an_adapter_that_changes_nothing_is_refused_before_any_folder(in_tmp: Pa
     assert not (in_tmp / "runs").exists()
 
 
+@pytest.mark.parametrize(("field", "value", "said"), [
+    ("r", "sixteen", 'adapter_config.json: r is "sixteen"; it must be a whole number above 0'),  # exit 1, torch's words
+    ("peft_type", "IA3", "adapter_config.json: peft_type is 'IA3'; only LoRA adapters can be scored")])
+def test_an_adapter_config_eval_cannot_use_is_refused_before_the_model_loads(
+        field: str, value: str, said: str, in_tmp: Path, tiny_model: dict[str, Path], adapters: dict[str, Path],
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """train-persona export refused a non-LoRA adapter; eval loaded the model first, then failed or scored it."""
+    import shutil
+
+    import agentlab.core.harness.lm as lm
+
+    adapter = in_tmp / "bad"
+    shutil.copytree(adapters["loud"], adapter)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, field: value}))
+    monkeypatch.setattr(lm, "load_causal_lm", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert evaluate(tiny_model["hf"], "--adapter", str(adapter)) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert said in err and "internal error" not in err, err
+    assert not (in_tmp / "runs").exists()
+
+
 def test_a_task_without_data_is_one_line_exit_2(in_tmp: Path, tiny_model: dict[str, Path],
                                                 capsys: pytest.CaptureFixture) -> None:
     folder = user_tasks(in_tmp)
@@ -203,6 +235,7 @@ def test_a_task_without_data_is_one_line_exit_2(in_tmp: Path, tiny_model: dict[s
 @pytest.mark.parametrize(("damage", "said"), [
     ("truncated", "model.safetensors: not a readable safetensors file (truncated: "),
     ("config", "config.json:1: invalid JSON"),
+    ("model_type", 'config.json: model_type "llamaXX" is not a model type transformers '),  # exit 1, "could not load"
     ("tokenizer", ": no tokenizer (none of tokenizer.json"),
     ("gguf", "model.gguf: not a readable GGUF file (truncated: "),
 ])
@@ -221,6 +254,8 @@ def test_a_damaged_model_is_refused_naming_the_file_before_any_folder(damage: st
         weights.write_bytes(weights.read_bytes()[:-1000])
     elif damage == "config":
         (model / "config.json").write_text('{"model_type": ')
+    elif damage == "model_type":
+        (model / "config.json").write_text((model / "config.json").read_text().replace('"llama"', '"llamaXX"'))
     elif damage == "tokenizer":
         (model / "tokenizer.json").unlink()
     gguf = model / "model.gguf"

@@ -78,8 +78,7 @@ def test_a_local_data_file_that_is_not_json_lines_is_named_with_its_line(in_tmp:
     assert "one JSON object" in (caught.value.hint or "")
 
 
-@pytest.mark.parametrize("row, said", [({"question": "2 + 2", "options": ["4", "5"], "label": 0}, "'q' is undefined"),
-                                       ({"q": "2 + 2", "options": ["4", "5"], "label": 7}, "list index out of range")])
+@pytest.mark.parametrize("row, said", [({"q": "2 + 2", "options": ["4", "5"], "label": 7}, "list index out of range")])
 def test_items_that_do_not_fit_the_yaml_name_the_file_not_a_download(in_tmp: Path, row: dict, said: str) -> None:
     """The data is on disk: the hint was to fetch a hub dataset."""
     folder = user_tasks(in_tmp)
@@ -89,6 +88,34 @@ def test_items_that_do_not_fit_the_yaml_name_the_file_not_a_download(in_tmp: Pat
     assert caught.value.message.startswith("task 'my_sums': lm-eval could not make its items from ")
     assert "sums.jsonl" in caught.value.message and said in caught.value.message
     assert "doc_to_text" in (caught.value.hint or "") and "download" not in (caught.value.hint or "")
+
+
+@pytest.mark.parametrize("rows, said", [
+    ([{"q": "1 + 1", "options": ["2", "3"], "label": 0}, {"q": "2 + 2", "options": ["4", "5"]}],
+     "sums.jsonl:2: the field 'label' its YAML's doc_to_target reads is missing"),  # was scored 0.000, exit 0
+    ([{"q": "1 + 1", "options": ["2", "3"]}] * 2, "sums.jsonl:1: the field 'label' its YAML's doc_to_target reads "
+     "is missing"),  # no line has it: lm-eval took 'label' as a literal target
+    ([{"q": "1 + 1", "options": ["2", "3"], "label": 0}, {"q": None, "options": ["4", "5"], "label": 0}],
+     "sums.jsonl:2: the field 'q' its YAML's doc_to_text reads is null"),  # was prompted as 'None ='
+    ([{"question": "2 + 2", "options": ["4", "5"], "label": 0}],
+     "sums.jsonl:1: the field 'q' its YAML's doc_to_text reads is missing")])  # lm-eval's error named no line
+def test_a_data_line_without_a_field_the_yaml_reads_is_named_with_its_line(in_tmp: Path, rows: list[dict],
+                                                                           said: str) -> None:
+    folder = user_tasks(in_tmp)
+    (folder / "data" / "sums.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(InputError) as caught:
+        load_tasks(task_manager([folder], names=["my_sums"]), ["my_sums"])
+    assert caught.value.message.startswith("task 'my_sums': ") and caught.value.message.endswith(said)
+    assert "give every line of the data" in (caught.value.hint or "")
+
+
+def test_a_task_with_process_docs_is_not_checked_for_fields(in_tmp: Path) -> None:
+    """process_docs may make the fields the templates read: the lines are not held to them."""
+    from agentlab.core.harness.tasks import _fields_read
+
+    assert _fields_read({"doc_to_text": "{{q}} =", "doc_to_target": "label", "process_docs": "x"}) == {}
+    assert _fields_read({"doc_to_text": "{% for c in opts %}{{ c }}{% endfor %} {{ range(2) }}",
+                         "doc_to_target": "0", "doc_to_choice": ["a", "b"]}) == {"opts": "doc_to_text"}
 
 
 def test_a_split_the_data_lacks_is_named(in_tmp: Path) -> None:
@@ -138,6 +165,19 @@ def test_list_and_export_for_lm_evals_own_cli(in_tmp: Path) -> None:
     (in_tmp / "a.yaml").write_text("a: 1\n")
     with pytest.raises(InputError, match="is a file, not a folder"):  # was "Not a directory", exit 1
         export_tasks(in_tmp / "a.yaml")
+    with pytest.raises(InputError) as caught:  # was "No such file or directory", exit 1
+        export_tasks(in_tmp / "a.yaml" / "sub")
+    assert caught.value.message == f"--export {in_tmp / 'a.yaml' / 'sub'}: cannot write in {in_tmp / 'a.yaml'} " \
+        "(not a folder); nothing was written"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")
+def test_export_into_a_folder_that_cannot_be_made_is_refused(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """`eval tasks --export /proc/x` was exit 1 (root passes os.access there)."""
+    from agentlab.cli import main
+
+    assert main(["eval", "tasks", "--export", "/proc/x"]) == 2
+    assert "error: --export /proc/x: cannot write in /proc (" in capsys.readouterr().err
 
 
 def test_a_task_yaml_lm_eval_cannot_read_is_named(in_tmp: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -56,7 +56,8 @@ def test_trains_an_adapter_peft_loads_and_that_changes_the_output(tiny_model: di
     # peak RSS beside the GPU figures, which on a CPU machine say "no GPU" (results.json, report.md), never a zero
     assert results["peak_rss_mb"] > 0 and results["gpu"] == "no GPU" and results["gpu_memory_mb"] is None
     assert results["gpu_power_w"] is None and "GPU: no GPU." in (run / "report.md").read_text()
-    assert "; GPU: no GPU" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "; GPU: no GPU" in err and "changes nothing" not in err and results["changes_nothing"] is False
     base = AutoModelForCausalLM.from_pretrained(tiny_model["hf"])
     ids = torch.tensor([[1, 5, 9, 13, 17]])
     with torch.no_grad():
@@ -158,6 +159,11 @@ def _damaged(tiny: Path, folder: Path, how: str) -> tuple[Path, Path]:
     if how == "config":  # transformers' message, with a hint about the disk and its permissions (exit 1)
         (folder / "config.json").write_text("{bad")
         return folder, folder / "config.json"
+    if how in ("model-type", "model-type-list"):  # exit 1 in a run folder left "failed" / blamed on the tokenizer
+        config = json.loads((folder / "config.json").read_text())
+        config["model_type"] = "llamaXX" if how == "model-type" else ["llama"]
+        (folder / "config.json").write_text(json.dumps(config))
+        return folder, folder / "config.json"
     weights = folder / "model.safetensors"  # found only when the weights loaded, in a run folder left "failed"
     weights.write_bytes(weights.read_bytes()[:100 if how == "weights-header" else 300_000])
     return folder, weights
@@ -168,6 +174,8 @@ def _damaged(tiny: Path, folder: Path, how: str) -> tuple[Path, Path]:
     ("no-tokenizer", ": no tokenizer (none of tokenizer.json"),
     ("no-weights", ": no weights (none of model.safetensors"),
     ("bare-config", ": no weights"), ("tokenizer", "its tokenizer could not be loaded from "),
+    ("model-type", ': model_type "llamaXX" is not a model type transformers '),
+    ("model-type-list", ': model_type ["llama"] is not a model type transformers '),
 ])
 def test_a_damaged_base_model_is_named_before_a_run_folder_exists(
         how: str, says: str, in_tmp: Path, tiny_model: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
@@ -309,10 +317,19 @@ def test_resuming_a_finished_run_trains_nothing_and_a_larger_budget_trains_on(
 
 def test_export_through_the_cli(in_tmp: Path, tiny_model: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
     assert train(tiny_model["hf"], "--max-steps", "1", "--out", "a") == 0
+    # one step: the warm-up's learning rate of 0 left every lora_B at its zeros, without a word
+    assert "warning: every lora_B of the adapter is still zero after 1 step: the adapter changes nothing" in \
+        " ".join(capsys.readouterr().err.split())
+    assert json.loads((only_run(in_tmp) / "results.json").read_text())["changes_nothing"] is True
+    assert "**The adapter changes nothing**" in (only_run(in_tmp) / "report.md").read_text()
     assert main(["train-persona", "export", "a", "--gguf", "a.gguf", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["gguf"].endswith("a.gguf") and (in_tmp / "a.gguf").stat().st_size
     assert main(["train-persona", "export", "a", "--gguf", "a.gguf"]) == 2  # exists: --force to replace
     assert main(["train-persona", "export", "missing", "--gguf", "b.gguf"]) == 2
+    capsys.readouterr()
+    assert main(["train-persona", "export", "a", "--gguf", "out/n/"]) == 2  # wrote a file named n
+    assert "error: out/n/: ends with '/', a folder; the export writes one GGUF file" in capsys.readouterr().err
+    assert not (in_tmp / "out").exists()
 
 
 def test_default_data_is_the_shipped_persona() -> None:

@@ -39,6 +39,7 @@ def test_loss_line_has_no_nested_brackets() -> None:
                                                              "loss token within max_length")
     assert loss_line({**summary, "assistant_only": False}).startswith("loss on 1069 of 9207 tokens (11.6%), every "
                                                                        "token;")
+    assert loss_line({**summary, "examples": 1, "sequences": 1}).endswith("; 1 conversation")  # was 1 conversations
 
 
 def test_cpu_run_prints_no_warning_and_one_loss_line(tiny_model: dict[str, Path], in_tmp: Path,

@@ -151,8 +151,12 @@ def save_row(folder: Path, results: dict[str, Any], samples: dict[str, list[dict
 
 
 def load_row(folder: Path) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]] | None:
-    """A row saved by :func:`save_row`, or None when it is not complete."""
-    if not (folder / "results.json").is_file():
+    """A row saved by :func:`save_row`, or None when it is not complete. A results.json that is not a file (a
+    folder), or a row folder that is a file, is an ``OSError`` as a damaged one is a ``ValueError``: taken for "not
+    scored yet", the row was scored again and its save failed (exit 1) after the model loaded."""
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(20, "not a folder", str(folder))
+    if not (folder / "results.json").exists():
         return None
     results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
     samples = {}

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 from agentlab.core.errors import AgentlabError, InputError, missing_package
 from agentlab.core.harness.evaluate import evaluate_row, logliks_of
 from agentlab.core.harness.tasks import go_offline
-from agentlab.core.models.adapters import adapter_logit_changes, read_adapter
-from agentlab.core.models.load import check_model_files, load_causal_lm
+from agentlab.core.models.adapters import adapter_logit_changes
+from agentlab.core.models.load import check_model_files, load_causal_lm, read_lora
 
 if TYPE_CHECKING:
     from lm_eval.tasks import TaskManager
@@ -106,7 +106,7 @@ def load_harness_model(ref: str, adapters: Mapping[str, str | Path] | None = Non
     go_offline()
     folders = {name: Path(path) for name, path in (adapters or {}).items()}
     for path in folders.values():
-        read_adapter(path)
+        read_lora(path, "scored")
     check_model_files(ref, user="lm-eval")
     model, tokenizer = load_causal_lm(ref, device=device, dtype=dtype, adapters=folders or None)
     return wrap_model(model, tokenizer, ref=ref, adapters=folders, batch_size=batch_size, max_length=max_length,

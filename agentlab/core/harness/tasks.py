@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from agentlab.core.errors import InputError, missing_package, one_line
+from agentlab.core.files import cannot_write
 from agentlab.core.harness.taskfiles import KEY_TYPES, Problem, scan
 
 if TYPE_CHECKING:
@@ -352,12 +353,44 @@ def _check_files(name: str, index: Any, seen: set[str] | None = None, *,
             raise InputError(f"task '{name}': its data file {file} is not on disk", hint=_NO_DATA_HINT)
         for path in ([Path(f) for f in found] if isinstance(found, list) else [Path(file)]):
             if path.suffix == ".jsonl" and path.is_file():
-                _check_jsonl(name, path)
+                _check_jsonl(name, path, _fields_read(cfg))
 
 
-def _check_jsonl(name: str, path: Path) -> None:
+# The task keys whose templates read fields of each line of the data.
+_TEMPLATE_KEYS = ("doc_to_text", "doc_to_target", "doc_to_choice")
+
+
+def _fields_read(cfg: dict[str, Any]) -> dict[str, str]:
+    """The fields of a data line that ``cfg``'s templates read (field -> the key that reads it): a plain name is a
+    field (lm-eval reads ``doc[name]``; a name no line has became a literal target, scored 0 without a word), a Jinja
+    template its variables; none for a task with ``process_docs`` (it may make the fields)."""
+    if cfg.get("process_docs") is not None:
+        return {}
+    import jinja2.meta
+    from lm_eval.utils import env
+
+    fields: dict[str, str] = {}
+    for key in _TEMPLATE_KEYS:
+        value = cfg.get(key)
+        if not isinstance(value, str):
+            continue
+        if "{{" not in value and "{%" not in value:
+            names = {value} if value.isidentifier() else set()
+        else:
+            try:
+                names = jinja2.meta.find_undeclared_variables(env.parse(value)) - set(env.globals)
+            except jinja2.TemplateError:  # lm-eval says what is wrong with the template
+                continue
+        for field in sorted(names):
+            fields.setdefault(field, key)
+    return fields
+
+
+def _check_jsonl(name: str, path: Path, fields: dict[str, str] | None = None) -> None:
     """A local JSON-lines data file holds one JSON object per line (``datasets`` says only "An error occurred while
-    generating the dataset", or ``StopIteration`` for an empty file): the file and line of the first bad one."""
+    generating the dataset", or ``StopIteration`` for an empty file), each with a value for every field of
+    ``fields`` (:func:`_fields_read`; ``datasets`` fills a field a line lacks with null, which lm-eval scores or
+    prompts as is): the file and line of the first bad one."""
     hint = "each line of a task's .jsonl data is one JSON object ({\"question\": ..., \"answer\": ...})"
     try:
         lines = path.read_text(encoding="utf-8").split("\n")  # JSON strings may hold U+2028 and the like raw
@@ -373,6 +406,12 @@ def _check_jsonl(name: str, path: Path) -> None:
             raise InputError(f"task '{name}': {path}:{number}: not JSON ({exc.msg})", hint=hint) from None
         if not isinstance(row, dict):
             raise InputError(f"task '{name}': {path}:{number}: not a JSON object", hint=hint)
+        for field, key in (fields or {}).items():
+            if row.get(field) is None:
+                what = "is null" if field in row else "is missing"
+                raise InputError(f"task '{name}': {path}:{number}: the field '{field}' its YAML's {key} reads {what}",
+                                 hint=f"give every line of the data a '{field}' value, or change {key} in the task "
+                                 "YAML to the field the data has")
         rows += 1
     if not rows:
         raise InputError(f"task '{name}': its data file {path} is empty", hint=hint)
@@ -424,6 +463,10 @@ def export_tasks(out: str | Path, *, force: bool = False) -> list[Path]:
         raise InputError(f"--export {out}: is a file, not a folder", hint="give a new or empty folder")
     if out.exists() and not force and any(out.iterdir()):
         raise InputError(f"--export {out}: already exists and is not empty", hint="choose another folder, or --force")
+    unwritable = cannot_write(out)  # tried, not asked: root passes os.access on /proc or a read-only disk
+    if unwritable is not None:
+        raise InputError(f"--export {out}: cannot write in {unwritable[0]} ({unwritable[1]}); nothing was written",
+                         hint="give --export a folder you can write to")
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for path in sorted(BUNDLED.glob("agentlab_*.yaml")):

@@ -371,7 +371,7 @@ def check_hf_folder(folder: str | Path) -> None:
     instantiate the backend tokenizer", "no file named model.safetensors") after a run folder exists or an export was
     reported. ``AgentlabError`` naming the folder and what is missing."""
     folder = Path(folder)
-    hf_config(folder)
+    _check_model_type(folder / "config.json", hf_config(folder)[0])
     _check_hf_weights(folder)
     for file in sorted(folder.glob("*.safetensors")):
         safetensors_header(file)
@@ -379,6 +379,32 @@ def check_hf_folder(folder: str | Path) -> None:
         raise AgentlabError(f"{folder}: no tokenizer (none of {', '.join(HF_TOKENIZER)})",
                             hint="copy the tokenizer files of the model it was saved from into the folder (or "
                             "tokenizer.save_pretrained(FOLDER))")
+
+
+def _check_model_type(config_file: Path, config: dict[str, Any]) -> None:
+    """``AgentlabError`` naming ``config_file`` and its ``model_type`` when that is not a model type the installed
+    transformers knows (transformers' own error came after the tokenizer loaded and a run folder existed). A config
+    with ``auto_map`` (code of its own) or without transformers installed is left to the load."""
+    if "auto_map" in config:
+        return
+    try:
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    except ImportError:
+        return
+    model_type = config.get("model_type")
+    if isinstance(model_type, str) and model_type in CONFIG_MAPPING:
+        return
+    import difflib
+
+    import transformers
+
+    near = difflib.get_close_matches(model_type, list(CONFIG_MAPPING.keys()), n=1) \
+        if isinstance(model_type, str) else []
+    said = "is missing" if model_type is None else f"{json.dumps(model_type)} is not a model type transformers " \
+        f"{transformers.__version__} knows"
+    raise AgentlabError(f"{config_file}: model_type {said}",
+                        hint=(f"did you mean \"{near[0]}\"? " if near else "") + "set model_type to the model's "
+                        "family (llama, qwen2, ...) as save_pretrained writes it, or upgrade transformers")
 
 
 def _check_hf_weights(folder: Path) -> None:
