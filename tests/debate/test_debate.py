@@ -442,6 +442,8 @@ def test_failed_calls_name_their_cause_are_marked_failed_and_stop_the_rounds(in_
     assert "does not fit the context of 512" in report and "Next step: " in report and "Stopped early: " in report
     from agentlab.debate.report import next_step  # a model named *-context that refused a connection: no such advice
     assert "--visibility" not in next_step("model 'long-context-7b': connection refused")
+    # llama.cpp's words for it (the advice was never shown for a GGUF agent)
+    assert "--visibility" in next_step("m.gguf: the prompt is 600 tokens but n_ctx is 512")
 
 
 def interrupted_in_round_2(tmp: Path) -> tuple[DebateConfig, Path]:
