@@ -63,9 +63,9 @@ def failures(results: dict[str, Any]) -> str:
 def next_step(error: str | None) -> str:
     """What to do about a failed model call: a prompt grown past the model's context is the usual one in a debate,
     since every round shows each agent its own earlier replies and the others' answers."""
-    if error and re.search(r"does not fit the context|tokens but n_ctx is|maximum context length|context_length_exceeded"
-                           r"|context window", error):  # hf's, llama.cpp's, OpenAI's and others' words for it
-        # (not a model named *-context)
+    # hf's, llama.cpp's, OpenAI's and others' words for it (not a model named *-context)
+    if error and re.search(r"does not fit the context|tokens but n_ctx is|maximum context length"
+                           r"|context_length_exceeded|context window", error):
         return ("each round's prompt holds the earlier rounds and outgrew the model's context: ask fewer rounds "
                 "(--rounds), shorter replies (--set max_tokens=N), show only the others' answers (--visibility "
                 "answer), or use a model with a longer context (--base-model; n_ctx of a llama_cpp provider)")
