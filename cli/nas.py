@@ -187,7 +187,8 @@ def apply(
 ) -> None:
     """Write the best trial's config file (a Hydra app's: its config files, each searched key where Hydra takes it
     from) and the code its kept changes touched (RUN/best/) into your project, in place of the files the search
-    started from. Refused, with nothing written, when one of them has changed since
+    started from. A config file you edited since gets the best values written in place (your other edits kept);
+    refused, with nothing written, when you edited a searched value too, or a Hydra or code file changed since
     (apply RUN/best.patch by hand then)."""
     from agentlab.nas.best import apply_best, left_out
 

@@ -5,9 +5,10 @@ searched values (``best/config.py``, the edited YAML, ...; ``objective.params``'
 ``params.json`` and ``command.txt`` (the exact command line). Of the checkpoints trials wrote into their workspaces
 (``<trial>/checkpoint/``) only the best trial's is kept. ``<run>/best.patch`` is the unified diff of the config file
 from the user's tree as the search started to the best one (``git apply best.patch`` or ``patch -p1 < best.patch`` in
-the project folder). ``agentlab nas apply`` writes the best config file into the tree, refusing when the file has
-changed since the search started. A Hydra app searched through ``{overrides}`` gets the best trial's overrides written
-into its config files (``agentlab.nas.hydra``).
+the project folder). ``agentlab nas apply`` writes the best config file into the tree; into a file the user edited
+since the search started, the best values in place (``_into_edited``), refusing when a searched value was edited
+too. A Hydra app searched through ``{overrides}`` gets the best trial's overrides written into its config files
+(``agentlab.nas.hydra``).
 
 The file as the search started is kept in ``<run>/base/`` with its sha256 (``base.json``), written once: a resumed
 run keeps the first run's (for a Hydra app: every file of its config folder).
@@ -18,6 +19,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -30,7 +32,6 @@ from agentlab.core.runs import (
     RUNNING,
     atomic_write_bytes,
     atomic_write_json,
-    atomic_write_text,
     run_status,
 )
 from agentlab.core.search.records import TrialRecord
@@ -40,37 +41,44 @@ from agentlab.nas.workspace import repo_top
 
 BASE_META = "base.json"
 
+log = logging.getLogger(__name__)
+
 
 def remember_base(run: Path, config: ConfigFile | None, project: Path) -> None:
     """``<run>/base/<file>`` and ``base.json``: the config file as the search starts (kept from the first run)."""
     if config is None or (run / "base" / BASE_META).is_file():
         return
     rel = config.path.resolve().relative_to(project.resolve())
-    atomic_write_bytes(run / "base" / rel, config.text.encode("utf-8"))
+    data = config.encode(config.text)  # its bytes as read (a Python module's declared encoding)
+    atomic_write_bytes(run / "base" / rel, data)
     atomic_write_json(run / "base" / BASE_META, {"file": str(rel), "project": str(project.resolve()),
-                                                   "sha256": _sha(config.text)})
+                                                   "sha256": _sha(data)})
 
 
-def require_unchanged_config(run: Path) -> None:
-    """Before a search resumes: its objective.config as the search started (each trial's copy of the file is made
-    from it, so a file changed since would run the trials after the resume on another config than those before);
-    ``UsageError`` naming the file and the copy to restore otherwise."""
+def kept_config(run: Path) -> Path | None:
+    """Before a search resumes: the copy of its objective.config as the search started (``<run>/base/<file>``) when
+    the user's file has been edited (or removed) since, else None. The resumed trials read the copy, as they run the
+    kept copy of the rest of the project (``workspace``): the trials before and after the resume run one config, and
+    the edit stays the user's (``apply_best`` writes the best values into it). A warning says so."""
     meta = _base_meta(run)
     if meta is None or "file" not in meta:
-        return
-    live = Path(meta["project"]) / meta["file"]
+        return None
+    live, kept = Path(meta["project"]) / meta["file"], run / "base" / meta["file"]
     try:
         data: bytes | None = live.read_bytes()
     except OSError:
         data = None
-    if data is None or _sha(data) != meta["sha256"]:
+    if data is not None and _sha(data) == meta["sha256"]:
+        return None
+    if not kept.is_file():
         raise UsageError(f"objective.config: {live} {'is gone' if data is None else 'has changed'} since the search "
-                         "started: the trials after the resume would run another config than those before",
-                         hint=f"restore it ({shlex.join(['cp', str(run / 'base' / meta['file']), str(live)])}) and "
-                         "resume, or start a new search on the file as it is now (after `nas apply`, it holds the "
-                         "best config)")
-
-
+                         f"started, and the run's copy of it as it started ({kept}) is gone too",
+                         hint="restore the run folder's base/ to resume, or start a new search on the file as it is")
+    log.warning("objective.config: %s %s since the search started; this search goes on with the file as it started "
+                "(%s): your edit is not used by it%s", live, "is gone" if data is None else "was edited", kept,
+                "" if data is None else " (`agentlab nas apply` writes the best values into the edited file when "
+                "you left the searched values as they were)")
+    return kept
 def remember_hydra(run: Path, project: Path, script: str, cwd: Path) -> str | None:
     """``<run>/base/<the Hydra app's config files>`` and ``base.json`` (``hydra``: the folder, the primary config,
     each file's sha256) for a search through ``{overrides}``, kept from the first run; returns the primary config
@@ -149,10 +157,11 @@ def write_best(run: Path, best: TrialRecord | None, overrides: dict[str, Any] | 
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         try:  # the searched keys only: objective.params' constants (epochs: 1 for the search) stay as the file has them
             base = ConfigFile.load(run / "base" / rel)
-            text = base.render({key: value for key, value in best.params.items() if base.lookup(key)[0]})
+            data = base.encode(base.render({key: value for key, value in best.params.items()
+                                            if base.lookup(key)[0]}))
         except UsageError:  # never at the cost of results.json: the file as the trial ran it
-            text = used.read_bytes().decode("utf-8")
-        (tmp / rel).write_bytes(text.encode("utf-8"))
+            data = used.read_bytes()
+        (tmp / rel).write_bytes(data)
         written["files"].append(str(rel))
         diffs.append(_diff(run / "base" / rel, tmp / rel, rel))
     for rel, file in code_files:  # the code the best trial ran (a kept chain of code changes)
@@ -161,8 +170,8 @@ def write_best(run: Path, best: TrialRecord | None, overrides: dict[str, Any] | 
         written["files"].append(str(rel))
         written.setdefault("code", []).append(str(rel))
         diffs.append(_diff(start_folder(run) / rel, file, rel))
-    if diffs:
-        atomic_write_text(patch, "".join(diffs))
+    if diffs:  # the bytes of each file as they are (a Python module in its declared encoding)
+        atomic_write_bytes(patch, "".join(diffs).encode("utf-8", "surrogateescape"))
         written["patch"] = str(patch)
     if (trial / "checkpoint").is_dir():
         written["checkpoint"] = str(trial / "checkpoint")
@@ -173,8 +182,8 @@ def write_best(run: Path, best: TrialRecord | None, overrides: dict[str, Any] | 
 
 
 def _diff(before: Path, after: Path, rel: Path) -> str:
-    old = before.read_bytes().decode("utf-8") if before.is_file() else ""
-    new = after.read_bytes().decode("utf-8")
+    old = before.read_bytes().decode("utf-8", "surrogateescape") if before.is_file() else ""
+    new = after.read_bytes().decode("utf-8", "surrogateescape")
     return "".join(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
                                         f"a/{rel}", f"b/{rel}"))
 
@@ -231,7 +240,8 @@ def apply_best(run: Path) -> list[tuple[Path, str]]:
         raise UsageError(f"{run}: this search has no file to write back (no objective.config, no Hydra app's "
                          f"config written back, no kept code change){said}", hint="copy the best params from "
                          "report.md into your project, or search with objective.config naming your config file")
-    writes = []
+    writes: list[tuple[Path, bytes, bytes, str]] = []
+    config = project / meta["file"] if meta is not None and "file" in meta else None
     for target, best, sha in todo:
         if not best.is_file():
             status = run_status(run)
@@ -246,27 +256,71 @@ def apply_best(run: Path) -> list[tuple[Path, str]]:
         except OSError as exc:
             raise UsageError(f"{target}: cannot be read ({exc.strerror or exc})",
                              hint="restore the file, or copy best/ by hand") from None
-        new = best.read_bytes()
+        new, said = best.read_bytes(), "written"
         if current != new and _sha(current) != sha:
             if _sha(new) == sha:  # the best is the file as the search started: writing it would undo the change
                 raise UsageError(f"{target} has changed since the search started, and the best trial's version is "
                                  "the one the search started from: nothing written",
                                  hint=f"keep your file, or copy {best} over it to go back")
-            raise UsageError(f"{target} has changed since the search started: nothing written",
-                             hint=f"apply the patch by hand ({by_hand(project, run)}) to keep your edit"
-                             + (f" (it writes {len(todo)} files)" if len(todo) > 1 else "")
-                             + f"; copying {best} over it would discard the edit")
-        writes.append((target, current, new))
+            if target == config:  # the best values written into the edited file, the user's other edits kept
+                new, keys = _into_edited(run, str(meta["file"]) if meta else "", target)
+                said = (f"written: the best {', '.join(keys)} in place into your edited file (your other edits "
+                        "kept)" if keys else "already holds the best values (your edits kept)")
+            else:
+                raise UsageError(f"{target} has changed since the search started: nothing written",
+                                 hint=f"apply the patch by hand ({by_hand(project, run)}) to keep your edit"
+                                 + (f" (it writes {len(todo)} files)" if len(todo) > 1 else "")
+                                 + f"; copying {best} over it would discard the edit")
+        writes.append((target, current, new, said))
     out = []
-    for target, current, new in writes:
+    for target, current, new, said in writes:
         if current == new:
-            out.append((target, "already the best version"))
+            out.append((target, "already the best version" if said == "written" else said))
             continue
         mode = target.stat().st_mode & 0o7777
         atomic_write_bytes(target, new)
         os.chmod(target, mode)  # the user's file keeps its permissions
-        out.append((target, "written"))
+        out.append((target, said))
     return out
+
+
+def _into_edited(run: Path, rel: str, target: Path) -> tuple[bytes, list[str]]:
+    """The user's config file, edited since the search started, with the best trial's values written in place by
+    the trials' own writer (``ConfigFile.render``: the user's other edits kept), and the keys written. A key whose
+    own value the user edited too is refused (``UsageError``, nothing written), naming its line and both values:
+    a patch would not apply there either (its context lines hold the edit)."""
+    base, best = ConfigFile.load(run / "base" / rel), ConfigFile.load(run / "best" / rel)
+    edited = ConfigFile.load(target)
+    start = _leaves(base.values)
+    values: dict[str, Any] = {}
+    for key, value in _leaves(best.values).items():
+        if key in start and _same(start[key], value):
+            continue  # not searched, or the best kept the start's value
+        found, now = edited.lookup(key)
+        if found and _same(now, value):
+            continue  # the edit set the best value already
+        if not found or key not in start or not _same(now, start[key]):
+            was = f"{start[key]!r} -> {now!r}" if found and key in start else "removed" if not found else repr(now)
+            raise UsageError(f"{target}:{edited.line_of(key) if found else 1}: {key} was edited since the search "
+                             f"started ({was}), and the best trial's value is {value!r}: nothing written",
+                             hint=f"set {key} to {value!r} there by hand to take the best value, or copy "
+                             f"{run / 'best' / rel} over the file (discarding your edits)")
+        values[key] = value
+    return edited.encode(edited.render(values)), list(values)
+
+
+def _leaves(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The dotted keys of a config's values (nested mappings followed; a list is one value)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        out.update(_leaves(value, name + ".") if isinstance(value, dict) and value else {name: value})
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Two values as a file writes them (1 and 1.0, true and 1 differ)."""
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
 
 def left_out(run: Path) -> list[str]:

@@ -57,7 +57,7 @@ from typing import IO, TYPE_CHECKING, Any
 from agentlab.core.config import scrub_text
 from agentlab.core.errors import UsageError
 from agentlab.core.process import die_with_parent
-from agentlab.core.runs import atomic_write_json, atomic_write_text
+from agentlab.core.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
 from agentlab.core.search.loop import Pruned, TrialFailed
 from agentlab.core.search.records import reason_line
 from agentlab.core.search.space import lookup, same_value
@@ -143,8 +143,14 @@ def _spaced(name: str) -> re.Pattern[str]:
 PAIR, SPACED = _pair(NAME.pattern), _spaced(NAME.pattern)
 # a name apart from its number by spaces alone that looks like a metric's (`val loss 2.08`, `top-1 0.7`), not a word
 # of a sentence (`trained on 320 rows`): what ``printed_instead`` lists of SPACED's names
-METRIC_LIKE = re.compile(r"[\d_./-]|^(?:loss|acc|accuracy|err|error|score|mse|rmse|mae|auc|ppl|perplexity|bleu"
-                         r"|rouge|precision|recall|wer|cer|iou|nll)$", re.IGNORECASE)
+GENERIC = (r"^(?:loss|acc|accuracy|err|error|score|mse|rmse|mae|auc|ppl|perplexity|bleu|rouge|precision|recall|wer"
+           r"|cer|iou|nll)$")
+METRIC_LIKE = re.compile(rf"[\d_./-]|{GENERIC}", re.IGNORECASE)
+# the word before a generic name, part of the name as printed (`Val loss 0.3`, `Validation Loss: 0.3`): a word of
+# letters, not an all-caps log level (INFO), a step's name or a little word of a sentence
+WORD_BEFORE = re.compile(r"(?:^|(?<=[\s,;:|(\[{]))([A-Za-z][a-z]+) $")
+NOT_A_NAME_WORD = frozenset({"the", "and", "or", "of", "on", "at", "to", "in", "is", "was", "with", "for", "an",
+                             *STEP_NAMES})
 SOURCE_LINE = re.compile(r"\.py['\"]?$")  # a name that is a source file: `file.py:12` names a line, not a metric
 
 
@@ -541,9 +547,12 @@ class CommandObjective:
 
     def uses_params(self) -> bool:
         """Whether the command can see a trial's params at all: a placeholder or the config file."""
+        return self.config is not None or self._placeholders()
+
+    def _placeholders(self) -> bool:
+        """Whether the command line passes a trial's params (a placeholder)."""
         parts = self.parts()
-        return self.config is not None or any(p in part for part in parts for p in USES_PARAMS) or any(
-            self._value_keys(part) for part in parts)
+        return any(p in part for part in parts for p in USES_PARAMS) or any(map(self._value_keys, parts))
 
     def validate(self) -> None:
         """Refuse (``UsageError``, exit 2) a command that cannot start or a searched key the base params lack."""
@@ -820,22 +829,30 @@ class CommandObjective:
                               "files, so it is linked, not copied), so the trial's values would be written into your "
                               "file: nothing written, the trial not run. Fix: move the config file out of that "
                               "folder and set objective.config to its new place")
-        atomic_write_text(cwd / rel, text)
-        atomic_write_text(folder / f"config_used{self.config.path.suffix}", text)
+        data = self.config.encode(text)  # in the file's own encoding (a Python module's coding declaration)
+        atomic_write_bytes(cwd / rel, data)
+        atomic_write_bytes(folder / f"config_used{self.config.path.suffix}", data)
 
     def _watch_ignored(self, params: dict[str, Any], value: float) -> None:
         """Warn once when different params gave the same metric to the last digit and the command has no way to
-        see them (no placeholder, no config file): it is most likely not reading its params."""
-        if self.ignored_params is not None or self.uses_params() or len(self._seen) >= 8:
-            return
+        see them (no placeholder, no config file: it is most likely not reading its params) or only the config file
+        (the script may read another file, or set the value again after reading it)."""
+        if self.ignored_params is not None or len(self._seen) >= 8 or self._placeholders():
+            return  # objective.config alone is watched too: a script may not read the file as the trials write it
         key = json.dumps(params, sort_keys=True, default=str)
         same = [k for k, v in self._seen if v == value and k != key]
         self._seen.append((key, value))
-        if same:
+        if same and self.config is not None:
+            self.ignored_params = (
+                f"trials with different params gave the same {self.metric} ({value!r}), and objective.command "
+                f"gets them only through objective.config ({self.config.path.name}): the script probably does not "
+                "read the values the trials write there (another file, or a value it sets again)")
+        elif same:
             self.ignored_params = (
                 f"trials with different params gave the same {self.metric} ({value!r}) and objective.command "
                 "passes no params ({args}, {overrides}, {params} or {key}) and objective.config is not set: the "
                 "command probably ignores the search's values")
+        if same:
             log.warning("%s", self.ignored_params)
 
     def _follow(self, run: _Child, report: Callable[[int, float], bool],
@@ -1118,16 +1135,28 @@ def printed_instead(metric: str, folder: Path) -> str:
         for line in text.splitlines()[1 if cut else 0:]:  # a line cut by the seek is no line
             data = _json_object(line)
             found = ([k for k, v in data.items() if _number(v)] if data
-                     else [found.group(1) for found in PAIR.finditer(line)]
-                     + [found.group(1) for found in SPACED.finditer(line) if METRIC_LIKE.search(found.group(1))])
+                     else [_as_printed(line, found) for found in PAIR.finditer(line)]
+                     + [_as_printed(line, found) for found in SPACED.finditer(line)
+                        if METRIC_LIKE.search(found.group(1))])
             names.update((n.strip("'\""), None) for n in found
                          if n.lower() not in STEP_NAMES and not SOURCE_LINE.search(n))
     names_list = list(names)
     if not names_list:
         return ""
-    close = difflib.get_close_matches(metric, names_list, n=1, cutoff=0.6)
+    close = [n for n in names_list if n.lower() == metric.lower()][:1] or difflib.get_close_matches(
+        metric, names_list, n=1, cutoff=0.6)  # first the one that differs in case alone (`Val loss`)
     shown = ", ".join(names_list[:8]) + (f" and {len(names_list) - 8} more" if len(names_list) > 8 else "")
     return f"; it printed {shown}" + (f" (did you mean metric: {close[0]}?)" if close else "")
+
+
+def _as_printed(line: str, found: re.Match[str]) -> str:
+    """The name of a ``PAIR`` / ``SPACED`` match as the line prints it: a generic one (`loss`) with the word before
+    it (`Val loss`, `Validation Loss`)."""
+    name = found.group(1)
+    before = WORD_BEFORE.search(line, 0, found.start(1))
+    if before is None or not re.match(GENERIC, name, re.IGNORECASE) or before.group(1).lower() in NOT_A_NAME_WORD:
+        return name
+    return f"{before.group(1)} {name}"
 
 
 def _log_end(path: Path, limit: int) -> tuple[str, bool] | None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from agentlab.core.config import RunName, StrictModel
 from agentlab.core.errors import ConfigError
@@ -304,6 +304,9 @@ class CommandObjectiveConfig(StrictModel):
                                               "bubblewrap, the trial's workspace and folder writable, the rest of the "
                                               "file system read-only, no network but loopback, killed with "
                                               "agentlab (Linux, Debian's bubblewrap package); none: as you")
+    # a resume's copy of ``config`` as the search started, read in its place when the user edited it since
+    # (``best.kept_config``); never saved with the config
+    _kept_config: Path | None = PrivateAttr(None)
 
     @field_validator("metric")
     @classmethod

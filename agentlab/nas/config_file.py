@@ -51,6 +51,7 @@ class ConfigFile:
     kind: str
     text: str
     values: dict[str, Any]
+    encoding: str = "utf-8"  # a Python module's PEP 263 declaration (`# -*- coding: latin-1 -*-`), as Python reads it
 
     @classmethod
     def load(cls, path: str | Path) -> ConfigFile:
@@ -58,8 +59,11 @@ class ConfigFile:
         if path.is_dir():
             raise ConfigFileError(f"objective.config: {path} is a folder", hint="give the config file itself")
         kind = format_of(path)
+        encoding = "utf-8"
         try:
-            with open(path, encoding="utf-8", newline="") as handle:  # CRLF kept: the file is written back as it was
+            if kind == "python":
+                encoding = _declared(path)
+            with open(path, encoding=encoding, newline="") as handle:  # CRLF kept: the file is written back as it was
                 text = handle.read()
         except FileNotFoundError:
             raise ConfigFileError(f"objective.config: {path} does not exist", hint="give the path of the project's "
@@ -68,11 +72,17 @@ class ConfigFile:
             raise ConfigFileError(f"objective.config: {path} is a folder",
                                   hint="give the config file itself") from None
         except UnicodeDecodeError as exc:
-            raise ConfigFileError(f"objective.config: {path} is not UTF-8 text ({exc.reason} at byte {exc.start})",
-                                  hint="save it as UTF-8") from None
+            said = "UTF-8" if encoding == "utf-8" else f"{encoding} (as its coding declaration says)"
+            raise ConfigFileError(f"objective.config: {path} is not {said} text ({exc.reason} at byte {exc.start})",
+                                  hint="save it as UTF-8" if encoding == "utf-8" else
+                                  f"save it as {encoding}, or fix its coding declaration") from None
         except OSError as exc:
             raise ConfigFileError(f"objective.config: {path} cannot be read ({exc.strerror or exc})") from None
-        return cls(path, kind, text, _READ[kind](path, text.removeprefix(BOM)))
+        return cls(path, kind, text, _READ[kind](path, text.removeprefix(BOM)), encoding)
+
+    def encode(self, text: str) -> bytes:
+        """``text`` (this file's, or one ``render`` made of it) as the file's bytes: in its declared encoding."""
+        return text.encode(self.encoding)
 
     @property
     def body(self) -> str:
@@ -88,14 +98,18 @@ class ConfigFile:
         return True, node
 
     def require(self, keys: list[str] | tuple[str, ...]) -> None:
-        """Refuse the first key the file lacks, naming the file and the line where its parent is (or line 1)."""
+        """Refuse the first key the file lacks, naming the file and the line where its parent is (or line 1), or
+        one a Python module assigns again after the assignment a trial's value is written into."""
         for key in keys:
             if self.lookup(key)[0]:
+                if self.kind == "python" and (again := _assigned_again(self.body, key.split(".", 1)[0])):
+                    line, where, first = again
+                    name = key.split(".", 1)[0]
+                    raise ConfigFileError(f"{self.path}:{line}: {name} is assigned again{where}; a trial's value at "
+                                          f"line {first} would be overridden (search.space.{key})",
+                                          hint=f"remove the re-assignment at line {line}, or write the value it sets "
+                                          f"at line {first}, so the value a trial writes is the one the script reads")
                 continue
-            if not self.values:
-                raise ConfigFileError(f"{self.path}: holds no values (search.space.{key})",
-                                      hint=f"write the project's settings into it, {key} with its current value "
-                                      "among them, or name the file the script reads (objective.config)")
             top = key.split(".", 1)[0]
             if self.kind == "python" and top not in self.values and (unread := _unread_python(self.body, top)):
                 line, what = unread
@@ -103,6 +117,10 @@ class ConfigFile:
                                       hint="only module-level assignments of literals (numbers, strings, lists, "
                                       "dicts) are searched: write the value as a literal, or pass it through "
                                       "{args} / {params}")
+            if not self.values:
+                raise ConfigFileError(f"{self.path}: holds no values (search.space.{key})",
+                                      hint=f"write the project's settings into it, {key} with its current value "
+                                      "among them, or name the file the script reads (objective.config)")
             parent = key.rsplit(".", 1)[0] if "." in key else ""
             line = self.line_of(parent) if parent and self.lookup(parent)[0] else 1
             raise ConfigFileError(f"{self.path}:{line}: no {key!r} here (search.space.{key})",
@@ -161,12 +179,14 @@ class ConfigFile:
                 self.render({key: _other(value)})
 
     def write(self, path: Path, values: dict[str, Any]) -> None:
-        from agentlab.core.runs import atomic_write_text
+        from agentlab.core.runs import atomic_write_bytes
 
-        atomic_write_text(path, self.render(values))
+        atomic_write_bytes(path, self.encode(self.render(values)))
 
     def line_of(self, key: str) -> int:
         """The 1-based line where ``key``'s last part is written (first match in order of the path), else 1."""
+        if self.kind == "toml" and (line := _toml_line(self.body, key)) is not None:
+            return line
         pos = 0
         for part in key.split("."):
             found = re.compile(rf"[\"']?\b{re.escape(part)}\b[\"']?\s*[:=]").search(self.text, pos)
@@ -177,6 +197,42 @@ class ConfigFile:
 
 
 # --------------------------------------------------------------------------- reading
+
+
+def _declared(path: Path) -> str:
+    """A Python file's encoding as Python reads it (PEP 263: a coding declaration in its first two lines, else
+    UTF-8); a byte order mark is kept in the text (``BOM``), so it is written back."""
+    import codecs
+    import tokenize
+
+    with open(path, "rb") as handle:
+        try:
+            encoding = tokenize.detect_encoding(handle.readline)[0]
+        except SyntaxError as exc:  # an unknown encoding, or a declaration that contradicts the BOM
+            raise ConfigFileError(f"objective.config: {path}: {exc.msg}", hint="fix its coding declaration, or "
+                                  "save it as UTF-8 without one") from None
+    return "utf-8" if encoding == "utf-8-sig" else codecs.lookup(encoding).name
+
+
+def _toml_line(text: str, key: str) -> int | None:
+    """The 1-based line of a TOML file where the dotted ``key`` is written, its table headers followed (``[train]``
+    then ``width = 16``: train.width), or where the inline table holding it starts; None when not found so."""
+    table = ""
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if header := re.match(r"\[\[?([^\]]+)\]\]?\s*(?:#.*)?$", line):
+            table = _toml_key(header.group(1))
+            if table == key:
+                return number
+        elif pair := re.match(r"([^=#\[]+?)\s*=", line):
+            full = ".".join(filter(None, (table, _toml_key(pair.group(1)))))
+            if full == key or key.startswith(full + "."):
+                return number
+    return None
+
+
+def _toml_key(text: str) -> str:
+    return ".".join(part.strip().strip("\"'") for part in text.split("."))
 
 
 def _plain(value: Any) -> Any:
@@ -247,12 +303,64 @@ def _read_python(path: Path, text: str) -> dict[str, Any]:
 def _unread_python(text: str, name: str) -> tuple[int, str] | None:
     """(line, why) when the module defines ``name`` in a way ``_read_python`` leaves out (a computed value, a
     class, a function), else None."""
-    for stmt in reversed(ast.parse(text).body):
+    body = ast.parse(text).body
+    for stmt in reversed(body):
         if isinstance(stmt, ast.ClassDef | ast.FunctionDef) and stmt.name == name:
             return stmt.lineno, f"{name} is a {'class' if isinstance(stmt, ast.ClassDef) else 'function'}"
         value = _assignments(ast.Module(body=[stmt], type_ignores=[])).get(name)
         if value is not None:
             return stmt.lineno, f"{name} = {_short(ast.unparse(value))} is computed, not a literal"
+    for stmt in body:
+        if (line := _stores(stmt, name)) is not None and _block(stmt):
+            return line, f"{name} is assigned only{_block(stmt)}, not at module level"
+    return None
+
+
+_BLOCKS = {ast.If: "an if", ast.For: "a for", ast.AsyncFor: "a for", ast.While: "a while", ast.With: "a with",
+           ast.AsyncWith: "a with", ast.Try: "a try", ast.Match: "a match"}
+
+
+def _block(stmt: ast.stmt) -> str:
+    """`` inside an if block (line 3)`` for a compound statement, else empty."""
+    kind = next((word for cls, word in _BLOCKS.items() if isinstance(stmt, cls)), None)
+    if kind is None and type(stmt).__name__ == "TryStar":  # try/except* (3.11)
+        kind = "a try"
+    return f" inside {kind} block (line {stmt.lineno})" if kind else ""
+
+
+def _stores(node: ast.AST, name: str) -> int | None:
+    """The line of the first place in ``node`` (not inside a function or class body: their names are their own)
+    that binds ``name`` or changes it in place (``name[...] = ``, ``name.x = ``), else None."""
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return node.lineno if node.name == name else None
+    if isinstance(node, ast.Lambda) or isinstance(node, ast.AnnAssign) and node.value is None:
+        return None  # `LR: float` binds nothing
+    if isinstance(node, ast.Name | ast.Subscript | ast.Attribute) and isinstance(node.ctx, ast.Store):
+        root: ast.expr = node
+        while isinstance(root, ast.Subscript | ast.Attribute):
+            root = root.value
+        if isinstance(root, ast.Name) and root.id == name:
+            return node.lineno
+    if isinstance(node, ast.alias) and (node.asname or node.name) == name:
+        return node.lineno
+    for child in ast.iter_child_nodes(node):
+        if (line := _stores(child, name)) is not None:
+            return line
+    return None
+
+
+def _assigned_again(text: str, name: str) -> tuple[int, str, int] | None:
+    """(line, `` inside an if block (line 3)`` or empty, line of the assignment written) when a module-level
+    statement after the assignment a trial's value is written into (``_assignments``' last) binds ``name`` again
+    or changes it: the script would read that value, not the trial's."""
+    body = ast.parse(text).body
+    last = max((i for i, stmt in enumerate(body) if _assignments(ast.Module(body=[stmt], type_ignores=[]))
+                .get(name) is not None), default=None)
+    if last is None:
+        return None
+    for stmt in body[last + 1:]:
+        if (line := _stores(stmt, name)) is not None:
+            return line, _block(stmt), body[last].lineno
     return None
 
 

@@ -11,6 +11,7 @@ import math
 import os
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,7 +107,8 @@ def config_file(cfg: NASConfig) -> ConfigFile | None:
     if objective.config is None:
         return None
     path = objective.config if objective.config.is_absolute() else (objective.cwd or Path.cwd()) / objective.config
-    found = ConfigFile.load(path)
+    kept = objective._kept_config  # a resume after the user edited the file: its copy as the search started
+    found = ConfigFile.load(path) if kept is None else replace(ConfigFile.load(kept), path=path)
     try:
         found.path.resolve().relative_to((objective.cwd or Path.cwd()).resolve())
     except ValueError:

@@ -75,7 +75,7 @@ from agentlab.core.search.study import (
 )
 from agentlab.core.tracking import check_tracking, open_tracker
 from agentlab.nas.agent import literature_leads, nas_kit
-from agentlab.nas.best import prune_checkpoints, remember_base, remember_hydra, require_unchanged_config, write_best
+from agentlab.nas.best import kept_config, prune_checkpoints, remember_base, remember_hydra, write_best
 from agentlab.nas.code_agent import CodeHybrid, CodeSearch, chain_of
 from agentlab.nas.code_agent import table as code_table
 from agentlab.nas.code_change import CodeRules
@@ -399,8 +399,8 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
         check_storage(cfg.search.storage)
     given = resume / "config.yaml" if resume is not None else config_file
     if cfg.objective is not None:
-        if resume is not None:
-            require_unchanged_config(resume)
+        if resume is not None:  # the file edited since the start: the trials go on with its copy as it started
+            cfg.objective._kept_config = kept_config(resume)
         inputs = prepare_command(cfg, llm, config_file, scripted=scripted,
                                  where=lambda loc: config_where(given, sets, loc))
     else:

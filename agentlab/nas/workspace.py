@@ -145,9 +145,11 @@ class Workspaces:
                 self._require_patterns()
             frozen = self.root / FROZEN
             what = "the files of objective.workspace" if self.patterns is not None else "the project's files"
-            if not frozen.is_dir() and _ran_trials(self.root.parent):  # a run from before the project was kept
-                return (f"workspaces: each trial runs in its own copy of {what} as they are now (this run started "
-                        f"before the project was kept at its start) under {self.root} (large files linked)")
+            if not frozen.is_dir() and _ran_trials(self.root.parent):  # deleted (or a run from before it was kept)
+                log.warning("workspaces: the copy of %s kept as the search started (%s) is gone: the trials from now "
+                            "on run %s as they are now, edits since the start included", what, frozen, what)
+                return (f"workspaces: each trial runs in its own copy of {what} as they are now under {self.root} "
+                        "(large files linked)")
             if not frozen.is_dir():  # the first start: a resumed search runs the files as the search started
                 partial = self.root / f".{FROZEN}.partial"
                 shutil.rmtree(partial, ignore_errors=True)
@@ -163,6 +165,9 @@ class Workspaces:
             if _git(self.repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{self.branch}", check=False) is None:
                 _git(self.repo, "branch", self.branch, self.commit, check=False)  # released when it last ended
         else:
+            if _ran_trials(self.root.parent):  # its record deleted with the workspaces: nothing to go back to
+                log.warning("workspaces: the record of the commit the search started from (%s) is gone: the trials "
+                            "from now on run the current commit and your uncommitted changes as they are now", record)
             self.commit = _git(self.repo, "rev-parse", "HEAD") or ""
             with self._lock():  # two runs of one name: one gets name-2
                 self.branch = self._free_branch(branch_name(self.run_name))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agentlab.core.errors import UsageError
-from agentlab.nas.best import by_hand, remember_base, require_unchanged_config
+from agentlab.nas.best import by_hand, kept_config, remember_base
 from agentlab.nas.config_file import ConfigFile
 
 
@@ -28,10 +28,15 @@ def test_the_patch_by_hand_quotes_paths_with_spaces(tmp_path: Path) -> None:
     assert shlex.split(line)[:2] == ["cd", str(project)]
 
 
-def test_the_restore_hint_of_a_resume_quotes_paths_with_spaces(tmp_path: Path) -> None:
+def test_a_resume_after_the_config_was_edited_goes_on_with_its_kept_copy(tmp_path: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """It refused (before the stale worktrees of a kill were cleaned) with a `cp` hint that overwrote the edit."""
     project, run = spaced(tmp_path)
+    assert kept_config(run) is None  # unchanged: the file itself
     (project / "config.py").write_text("lr = 0.2\n")
-    with pytest.raises(UsageError) as caught:
-        require_unchanged_config(run)
-    command = caught.value.hint.split("restore it (", 1)[1].split(") and resume", 1)[0]
-    assert shlex.split(command) == ["cp", str(run / "base" / "config.py"), str(project / "config.py")]
+    assert kept_config(run) == run / "base" / "config.py"
+    assert "was edited since the search started" in caplog.text and "your edit is not used" in caplog.text
+    assert (project / "config.py").read_text() == "lr = 0.2\n"  # the edit stays
+    (run / "base" / "config.py").unlink()
+    with pytest.raises(UsageError, match="its copy as it started|as it started .* is gone too"):
+        kept_config(run)

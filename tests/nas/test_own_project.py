@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -103,21 +102,36 @@ def test_a_finished_search_leaves_the_project_as_it_was_and_best_reproduces(tmp_
     assert git(project, "apply", "--check", str(run / "best.patch")) == ""
 
 
-def test_apply_refuses_a_file_changed_since_the_search(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_apply_writes_the_best_values_into_an_edited_file_or_names_the_edited_key(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """An edit of the config file since the search was refused with `patch -p1 < best.patch`, which fails on a small
+    file (its context lines hold the edit): the best values are written in place, the other edits kept; a searched
+    value the user edited too is refused naming its line and both values."""
     project = make_project(tmp_path)
     run = tmp_path / "runs" / "a"
     assert main(["nas", "-c", str(project / "nas.yaml"), "-n", "3", "--out", str(run)]) == 0
-    with open(project / "config.py", "a") as fh:
-        fh.write("# moved on\n")
-    mine = (project / "config.py").read_text()
+    best = json.loads((run / "results.json").read_text())["best"]["params"]
+    edited = CONFIG.replace('"epochs": 3,', '"epochs": 4,  # my edit')
+    (project / "config.py").write_text(edited)
+    capsys.readouterr()
+    assert main(["nas", "apply", str(run)]) == 0
+    said = capsys.readouterr()
+    out = " ".join((said.out + said.err).split())
+    assert "in place into your edited file (your other edits kept)" in out
+    namespace: dict = {}
+    exec((project / "config.py").read_text(), namespace)  # noqa: S102 - the test's own file
+    assert namespace["training"] == {"lr": best["training.lr"], "epochs": 4}
+    assert namespace["model"] == {"width": best["model.width"]} and "# my edit" in (project / "config.py").read_text()
+    assert main(["nas", "apply", str(run)]) == 0  # again: already there
+    mine = edited.replace('"lr": 0.01,', '"lr": 0.02,')
+    (project / "config.py").write_text(mine)
+    capsys.readouterr()
     assert main(["nas", "apply", str(run)]) == 2
-    err = capsys.readouterr().err
-    assert "has changed since the search started" in err and f"git apply {run.resolve() / 'best.patch'}" in err
-    assert "to keep your edit" in err and "would discard the edit" in " ".join(err.split())  # not "or copy best"
+    err = " ".join(capsys.readouterr().err.split())
+    assert (f"config.py:3: training.lr was edited since the search started (0.01 -> 0.02), and the best trial's "
+            f"value is {best['training.lr']!r}: nothing written") in err
+    assert "patch" not in err and "git apply" not in err
     assert (project / "config.py").read_text() == mine
-    shutil.rmtree(project / ".git")  # outside git, `git apply` does nothing; patch does it
-    assert main(["nas", "apply", str(run)]) == 2
-    assert f"patch -p1 < {run.resolve() / 'best.patch'}" in " ".join(capsys.readouterr().err.split())
     assert main(["nas", "apply", str(tmp_path)]) == 2  # not a run folder
 
 
@@ -177,6 +191,10 @@ def test_interrupted_then_resumed_leaves_the_project_as_it_was(tmp_path: Path, s
         assert not (run / "best").exists()  # written at the search's end
     else:  # kill -9 leaves git's registration of the running trial's worktree: --resume removes it
         assert snapshot(project)["worktrees"] == 2
+        # the user edits the config file meanwhile: the resume was refused, the worktree and branch left in the
+        # repository; it goes on with the file as the search started, the edit left as it is
+        (project / "config.py").write_text(CONFIG.replace('"epochs": 3,', '"epochs": 1,'))
+        before = {**snapshot(project), "worktrees": 1}
     # the interrupted trial runs again first and counts: a total of the finished trial alone would run 2 for 1
     capsys.readouterr()
     assert main(["nas", "--resume", str(run), "-n", "1"]) == 2
@@ -188,6 +206,9 @@ def test_interrupted_then_resumed_leaves_the_project_as_it_was(tmp_path: Path, s
     assert json.loads((run / "results.json").read_text())["states"] == {"complete": 4}
     assert "partial" not in json.loads((run / "results.json").read_text())
     assert not list((run / "workspaces").glob("trial_*"))
+    if sig == signal.SIGKILL:
+        assert "config.py was edited since the search started" in log.read_text()
+        assert {len(json.loads((t / "history.json").read_text())) for t in (run / "trials").iterdir()} == {3}
 
 
 def test_data_beside_an_objective_is_refused_not_ignored(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -399,8 +420,9 @@ def test_untracked_files_are_taken_as_the_search_started(tmp_path: Path) -> None
 def test_outside_git_a_resume_runs_the_files_as_the_search_started(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture) -> None:
     """A project outside git is copied once at the start (workspaces/project/): a resume after the user edited the
-    script runs the script the search started with; a resume after the config file changed is refused, naming the
-    copy to restore; the apply of an interrupted search says that it was interrupted."""
+    script runs the script the search started with, and one after the config file changed the config file as it
+    started (it was refused, with a `cp` hint that overwrote the edit); the apply of an interrupted search says that
+    it was interrupted."""
     project = make_project(tmp_path)
     subprocess.run(["rm", "-rf", str(project / ".git")], check=True)
     run, log = tmp_path / "run", tmp_path / "agentlab.log"
@@ -412,17 +434,16 @@ def test_outside_git_a_resume_runs_the_files_as_the_search_started(tmp_path: Pat
     assert main(["nas", "apply", str(run)]) == 2
     assert "the search was interrupted before its end" in capsys.readouterr().err
     (project / "train.py").write_text(TRAIN.replace("+ 1 / epoch", "+ 100"))  # the user's next version
-    with open(project / "config.py", "a") as fh:
-        fh.write("x = 1\n")
-    assert main(["nas", "--resume", str(run)]) == 2
-    err = capsys.readouterr().err
-    assert "config.py has changed since the search started" in err and f"cp {run / 'base' / 'config.py'}" in err
-    (project / "config.py").write_text(CONFIG)
+    edited = CONFIG.replace('"epochs": 3,', '"epochs": 1,')  # trials on it would print one epoch
+    (project / "config.py").write_text(edited)
     proc = start(project, ["nas", "--resume", str(run)], log, "0")
     assert proc.wait(timeout=120) == 0, log.read_text()[-2000:]
+    assert "config.py was edited since the search started" in log.read_text()
+    assert (project / "config.py").read_text() == edited
     assert json.loads((run / "results.json").read_text())["states"] == {"complete": 4}
     values = [json.loads((t / "history.json").read_text())[-1]["val_loss"] for t in sorted((run / "trials").iterdir())]
     assert max(values) < 50, values  # every trial ran train.py as the search started
+    assert {len(json.loads((t / "history.json").read_text())) for t in (run / "trials").iterdir()} == {3}
 
 
 def test_apply_names_a_missing_folder_and_a_best_that_is_the_start(tmp_path: Path,

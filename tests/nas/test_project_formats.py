@@ -1124,7 +1124,7 @@ def test_no_result_names_what_the_trial_printed_and_the_nearest_name(tmp_path: P
     assert printed_instead("val_los", tmp_path) == "; it printed lr, loss, val_loss (did you mean metric: val_loss?)"
     # a word of a sentence before a number is no name it printed; `name number` that looks like a metric's is
     (tmp_path / "stdout.log").write_text("train done on 320 rows\nval_rmse: 0.1\nstep 250: val loss 2.08 top-1 0.7\n")
-    assert printed_instead("val_mse", tmp_path) == ("; it printed val_rmse, loss, top-1 "
+    assert printed_instead("val_mse", tmp_path) == ("; it printed val_rmse, val loss, top-1 "
                                                     "(did you mean metric: val_rmse?)")
 
 
@@ -1292,7 +1292,8 @@ def test_the_summary_counts_failed_trials_and_unanswered_llm_calls() -> None:
     assert planner_label({"planner": "llm", "origin": "classical", "warmup": True}, "tpe") == "tpe (warm-up)"
 
 
-def test_outside_git_the_project_is_kept_at_the_start_but_not_for_an_older_run(tmp_path: Path) -> None:
+def test_outside_git_the_project_is_kept_at_the_start_but_not_for_an_older_run(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A new run keeps the project's files at its start (workspaces/project/); a run that ran trials before that
     copy existed is not given one on resume (it would be the files as they are now, called the start)."""
     project = tmp_path / "project"
@@ -1305,6 +1306,96 @@ def test_outside_git_the_project_is_kept_at_the_start_but_not_for_an_older_run(t
         "print('loss: 1')\n"
     (tmp_path / "old" / "trials" / "run_0000").mkdir(parents=True)
     older = Workspaces(project, tmp_path / "old" / "workspaces", "old")
-    assert "as they are now" in older.prepare()
+    line = older.prepare()  # it said "this run started before the project was kept", also when it was deleted
+    assert "as they are now" in line and "before the project was kept" not in line
+    assert "kept as the search started" in caplog.text and "is gone" in caplog.text  # a warning
     assert not (tmp_path / "old" / "workspaces" / "project").exists()
     assert (older.create(1) / "train.py").read_text() == "print('loss: 2')\n"
+
+
+# --------------------------------------------------------------------------- findings of a new user's pass
+
+
+RESET_IN_IF = 'import os\nLR = 0.01\nif not os.environ.get("FULL"):\n    LR = 0.05\n'
+
+
+def test_a_value_assigned_again_in_a_block_is_refused_before_trial_0(in_tmp: Path, capsys: Any) -> None:
+    """`LR = 0.01` then `if ...: LR = 0.05` ran every trial on 0.05: the search did nothing, exit 0, no word."""
+    (in_tmp / "config.py").write_text(RESET_IN_IF)
+    (in_tmp / "train.py").write_text("import config\nprint(f'loss: {config.LR}')\n")
+    (in_tmp / "nas.yaml").write_text(yaml.safe_dump({
+        "objective": {"command": f"{PYTHON} train.py", "config": "config.py", "metric": "loss"},
+        "search": {"planner": "random", "space": {"LR": {"low": 0.001, "high": 0.1}}}}))
+    assert main(["nas", "-c", "nas.yaml", "--dry-run"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert ("config.py:4: LR is assigned again inside an if block (line 3); a trial's value at line 2 would be "
+            "overridden") in err and "remove the re-assignment at line 4" in err
+    for text, said in [("CFG = {'lr': 0.1}\nfor _ in range(1):\n    CFG['lr'] = 0.2\n",
+                        "config.py:3: CFG is assigned again inside a for block (line 2)"),
+                       ("LR = 0.1\nLR *= 2\n", "config.py:2: LR is assigned again; a trial's value at line 1")]:
+        (in_tmp / "config.py").write_text(text)
+        with pytest.raises(ConfigFileError, match=re.escape(said)):
+            ConfigFile.load(in_tmp / "config.py").require(["CFG.lr" if "CFG" in text else "LR"])
+    (in_tmp / "config.py").write_text("import os\nif os.environ.get('FULL'):\n    LR = 0.05\nelse:\n    LR = 0.01\n")
+    with pytest.raises(ConfigFileError, match=r"config.py:3: LR cannot be searched: LR is assigned only inside an "
+                       r"if block \(line 2\)"):
+        ConfigFile.load(in_tmp / "config.py").require(["LR"])
+    # what is harmless stays taken: set before the one written, inside a function, another name in a block
+    (in_tmp / "config.py").write_text("if True:\n    LR = 1\nLR = 0.1\ndef f():\n    LR = 2\nif True:\n    B = 3\n"
+                                      "LR: float\n")
+    ConfigFile.load(in_tmp / "config.py").check_writable(["LR"])
+
+
+def test_a_config_file_the_script_reads_otherwise_is_warned_when_metrics_repeat(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The 'same metric for different params' warning skipped every search through objective.config."""
+    (tmp_path / "config.py").write_text("LR = 0.1\n")
+    obj = command(tmp_path, f"{PYTHON} train.py", {}, IGNORES, space_keys=("LR",),
+                  config=ConfigFile.load(tmp_path / "config.py"),
+                  workspaces=Workspaces(tmp_path, tmp_path / "run" / "workspaces", "r"))
+    assert obj.workspaces is not None
+    obj.workspaces.prepare()
+    for n, lr in enumerate((0.1, 0.2)):
+        obj.run(n, {"LR": lr}, lambda s, v: False)
+    assert obj.ignored_params is not None and "only through objective.config (config.py)" in obj.ignored_params
+    assert "probably does not read the values" in caplog.text
+
+
+def test_a_python_config_in_its_declared_encoding_is_read_and_written_so(tmp_path: Path) -> None:
+    """`# -*- coding: latin-1 -*-` was refused as not UTF-8, though Python reads it."""
+    path = tmp_path / "config.py"
+    path.write_bytes('# -*- coding: latin-1 -*-\nNAME = "café"\nLR = 0.01\n'.encode("latin-1"))
+    cfg = ConfigFile.load(path)
+    assert cfg.values == {"NAME": "café", "LR": 0.01} and cfg.encoding == "iso8859-1"
+    cfg.write(tmp_path / "out.py", {"LR": 0.5})
+    assert (tmp_path / "out.py").read_bytes() == path.read_bytes().replace(b"0.01", b"0.5")
+    (tmp_path / "train.py").write_text("import config\nassert config.NAME == 'café'\nprint(f'loss: {config.LR}')\n")
+    spaces = Workspaces(tmp_path, tmp_path / "run" / "workspaces", "r")
+    spaces.prepare()
+    obj = CommandObjective(spec(f"{PYTHON} train.py"), cwd=tmp_path, workspaces=spaces, config=cfg,
+                           space_keys=("LR",), trial_dir=lambda n: tmp_path / "run" / "trials" / f"run_{n:04d}")
+    assert obj.run(0, {"LR": 0.25}, lambda s, v: False)["value"] == 0.25  # the script read its own encoding
+    path.write_bytes(b"# -*- coding: latin-1 -*-\nS = '" + "é".encode() + b"'\n")  # UTF-8 bytes: as Python reads them
+    assert ConfigFile.load(path).values == {"S": "Ã©"}
+    path.write_bytes(b"# -*- coding: nope -*-\nX = 1\n")
+    with pytest.raises(ConfigFileError, match="unknown encoding"):
+        ConfigFile.load(path)
+
+
+def test_no_result_names_multi_word_metrics_as_printed(tmp_path: Path) -> None:
+    """`Val loss 0.3, val acc 0.8` was "it printed loss, acc (did you mean metric: loss?)"."""
+    from agentlab.nas.command import printed_instead
+
+    (tmp_path / "stdout.log").write_text("Val loss 0.3, val acc 0.8\n")
+    assert printed_instead("val loss", tmp_path) == "; it printed Val loss, val acc (did you mean metric: Val loss?)"
+    (tmp_path / "stdout.log").write_text("Validation Loss: 0.3\nINFO loss 0.2\nthe error: 1\n")
+    assert printed_instead("bleu", tmp_path) == "; it printed Validation Loss, loss, error"
+
+
+def test_a_toml_keys_line_follows_its_table(tmp_path: Path) -> None:
+    """`[train]` / `width = 16` on line 4 was named as c.toml:1."""
+    path = tmp_path / "c.toml"
+    path.write_text('lr = 0.1\n\n[train]\nwidth = 16\n[model]\n"depth" = 2\nwidth = 3\nsub = {a = 1}\n')
+    cfg = ConfigFile.load(path)
+    assert [cfg.line_of(k) for k in ("lr", "train.width", "model.depth", "model.width", "model.sub.a")] == \
+        [1, 4, 6, 7, 8]
