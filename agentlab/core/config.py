@@ -229,7 +229,7 @@ def config_where(file: str | Path | None, sets: Sequence[str | Flag], loc: tuple
         head, _, rest = key.partition(".")
         key = moved[head] + (f".{rest}" if rest else "") if head in moved else key
         if dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + "."):
-            return str(item) if isinstance(item, Flag) else f"--set {item}"
+            return str(item) if isinstance(item, Flag) else set_label(str(item))
     if file is None:
         return None
     try:
@@ -350,6 +350,17 @@ def override_list(overrides: Iterable[str | Flag] | None) -> list[str | Flag]:
                      hint="give each key.path=value as one item of a list: overrides=['train.epochs=1', 'seed=2']")
 
 
+# a key whose value may be a secret (api_key, api_key_env, hf_token, ...): its --set is named without the value
+_SECRET_KEY = re.compile(r"(key|token|secret|password)(_env)?$", re.IGNORECASE)
+
+
+def set_label(item: str) -> str:
+    """``--set key=value`` as errors name it; the value left out for a key that may hold a secret (a key pasted as
+    ``api_key_env``'s variable name was printed back)."""
+    key, eq, _ = item.partition("=")
+    return f"--set {key}=..." if eq and _SECRET_KEY.search(key.strip()) else f"--set {item}"
+
+
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str | Flag], source: _Source | None = None
                     ) -> dict[str, Any]:
     """Apply ``--set`` overrides and ``Flag``s in order to a raw dict (in place) and return it."""
@@ -359,7 +370,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str | Flag], sourc
             value = str(item.value) if isinstance(item.value, Path) else item.value
             label = str(item)
         else:
-            (parts, value), label = parse_override(item), f"--set {item}"
+            (parts, value), label = parse_override(item), set_label(item)
         parts = _existing_keys(data, parts, value)  # a key that holds dots itself (search.space.training.lr) kept whole
         node: Any = data
         for depth, part in enumerate(parts[:-1]):

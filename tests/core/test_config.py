@@ -536,3 +536,15 @@ def test_run_names_follow_the_run_folders_rule(tmp_path: Path) -> None:
         else:
             with pytest.raises(ConfigError, match=r"name: not usable in a folder name: "):
                 load_config(None, Named, base={"name": name})
+
+
+def test_a_set_of_a_key_that_may_hold_a_secret_is_named_without_its_value(tmp_path: Path) -> None:
+    """`--set api_key_env=<a pasted key>` was named with the key in the error ("--set api_key_env=sk-...: ...")."""
+    from agentlab.core.config import set_label
+
+    assert set_label("api_key_env=sk-abc-123") == "--set api_key_env=..."
+    assert set_label("providers.p.hf_token=hf_x") == "--set providers.p.hf_token=..."
+    assert set_label("train.lr=-1") == "--set train.lr=-1"  # the value kept where it is no secret
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "train:\n  lr: 0.1\n"), Cfg, ["train.api_key=sk-abc-123"])
+    assert "--set train.api_key=...:" in info.value.message and "sk-abc" not in info.value.message
