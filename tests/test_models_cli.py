@@ -659,12 +659,16 @@ def test_check_notes_an_n_ctx_above_the_training_context(tiny_model: dict[str, P
     shutil.copytree(tiny_model["hf"], in_tmp / "models" / "tiny")
     (in_tmp / "models.yaml").write_text("models_directory: models\nmodels:\n"
                                         "  long: {file: tiny/model.gguf, overrides: {n_ctx: 1024}}\n"
-                                        "  fine: {file: tiny/model.gguf, overrides: {n_ctx: 512}}\n")
+                                        "  fine: {file: tiny/model.gguf, overrides: {n_ctx: 512}}\n"
+                                        "  hf: {file: tiny, backend: hf, overrides: {n_ctx: 1024}}\n")
     said = ("n_ctx 1024 is above its training context 512: past 512 the model is not trained and the extra memory "
             "buys nothing")
     assert main(["models", "check", "models.yaml", "--json"]) == 0
     by_name = {m["name"]: m for m in json.loads(capsys.readouterr().out)["models"]}
     assert said in by_name["long"]["note"] and by_name["long"]["ok"]
     assert "training context" not in by_name["fine"]["note"] and by_name["fine"]["ok"]
+    # the hf backend's context is the model's own whatever n_ctx says: no note, and its estimate at 512 (was 1024)
+    assert "training context" not in by_name["hf"]["note"] and by_name["hf"]["ok"]
+    assert "at n_ctx 512 " in by_name["hf"]["estimate"]["describe"]
     assert main(["models", "check", "models.yaml"]) == 0
     assert f"long: {said}" in " ".join(capsys.readouterr().err.split())

@@ -211,7 +211,9 @@ def check_models(models_cfg: ModelsConfig, names: Iterable[str] | None = None) -
         if status.quantization_mismatch:
             notes.append(f"declared {status.quantization} but the file is {status.quantization_found}")
         n_ctx, trained = models_cfg.settings(name).n_ctx, info.n_ctx_train
-        if trained and n_ctx > trained:  # still ok: it loads, the KV cache only grows for positions never trained
+        # still ok: it loads, the KV cache only grows for positions never trained (llama.cpp; the hf backend's
+        # context is the model's own, whatever n_ctx says)
+        if backend == "llama_cpp" and trained and n_ctx > trained:
             notes.append(f"n_ctx {n_ctx} is above its training context {trained}: past {trained} the model is not "
                          "trained and the extra memory buys nothing")
         if models_cfg.resources.check:
