@@ -90,7 +90,8 @@ def render_report(results: dict[str, Any], run_path: Path) -> str:
     lines = ["# llm-bench", ""]
     if results.get("interrupted"):
         lines += [f"**Interrupted**: the {len(models)} model(s) measured before the stop (not the one being measured, "
-                  f"nor the route); measure again with `agentlab llm-bench -c {run_path / 'config.yaml'}`.", ""]
+                  f"nor the route); measure again with `agentlab llm-bench -c {run_path / 'config.yaml'}` (or "
+                  "`agentlab llm-bench --demo` for a demo run).", ""]
     available = results.get("available", [])
     lines.append(f"Working models: {', '.join(available) if available else 'none'}. "
                  f"Fastest (p50 latency): {results.get('fastest') or '-'}.")

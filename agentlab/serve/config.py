@@ -89,9 +89,9 @@ class ServeConfig(StrictModel):
     @field_validator("host")
     @classmethod
     def _address_only(cls, value: str) -> str:
-        match = re.match(r"^(?:[a-z]+://)?(\[[0-9a-fA-F:.]+\]|[^:/\[\]]+)(?::(\d+))?/?$", value)
+        match = re.match(r"^(?:[a-zA-Z]+://)?(\[[0-9a-fA-F:.]+\]|[^:/\[\]]+)(?::(\d+))?/?$", value)
         if match and value != match.group(1):  # a URL, or an address with its port (127.0.0.1:8000)
-            port = f" and the port in --port ({match.group(2)})" if match.group(2) else ""
+            port = f" and the port in --port or port: ({match.group(2)})" if match.group(2) else ""
             raise ValueError(f"'{value}' is not an address alone: give the address ({match.group(1).strip('[]')})"
                              f"{port}")
         return value

@@ -215,6 +215,7 @@ def test_port_in_use_is_one_line_exit_2(llm_file: Path, in_tmp: Path, capsys: py
     (["--api-key-env", "Xq3vR9kLmN2pT7wYz4bC8dF1gH5jK6sA0eU2iO9uQ1E"],
      "api_key_env names no set variable (a value of 43 characters: if that is the key itself, put it in an"),
     (["--host", "127.0.0.1:8000"], "is not an address alone: give the address (127.0.0.1) and the port in --port"),
+    (["--host", "HTTP://localhost"], "is not an address alone: give the address (localhost)"),
     (["--host", "no-such-host.invalid"], "--host no-such-host.invalid: not an address of this machine"),
     (["--llm", "missing.yaml"], "missing.yaml"),
     (["--llm", "gone.yaml"], "gone.yaml: model 'm': model '/nonexistent/x.gguf' not found"),  # served 503s, exit 0
