@@ -834,26 +834,28 @@ class CommandObjective:
         atomic_write_bytes(folder / f"config_used{self.config.path.suffix}", data)
 
     def _watch_ignored(self, params: dict[str, Any], value: float) -> None:
-        """Warn once when different params gave the same metric to the last digit and the command has no way to
-        see them (no placeholder, no config file: it is most likely not reading its params) or only the config file
-        (the script may read another file, or set the value again after reading it)."""
+        """Warn once when three or more different params gave the same metric to the last digit and the command
+        has no way to see them (no placeholder, no config file: it is most likely not reading its params) or only
+        the config file (the script may read another file, or set the value again after reading it). Two are not
+        enough: a metric with few possible values (accuracy on a small validation set) repeats by chance."""
         if self.ignored_params is not None or len(self._seen) >= 8 or self._placeholders():
             return  # objective.config alone is watched too: a script may not read the file as the trials write it
         key = json.dumps(params, sort_keys=True, default=str)
-        same = [k for k, v in self._seen if v == value and k != key]
         self._seen.append((key, value))
-        if same and self.config is not None:
+        count = len({k for k, v in self._seen if v == value})
+        if count < 3:
+            return
+        said = f"{count} trials with different params gave the same {self.metric} ({value!r})"
+        if self.config is not None:
             self.ignored_params = (
-                f"trials with different params gave the same {self.metric} ({value!r}), and objective.command "
-                f"gets them only through objective.config ({self.config.path.name}): the script probably does not "
-                "read the values the trials write there (another file, or a value it sets again)")
-        elif same:
+                f"{said}, and objective.command gets them only through objective.config ({self.config.path.name}): "
+                "the script probably does not read the values the trials write there (another file, or a value it "
+                "sets again)")
+        else:
             self.ignored_params = (
-                f"trials with different params gave the same {self.metric} ({value!r}) and objective.command "
-                "passes no params ({args}, {overrides}, {params} or {key}) and objective.config is not set: the "
-                "command probably ignores the search's values")
-        if same:
-            log.warning("%s", self.ignored_params)
+                f"{said} and objective.command passes no params ({{args}}, {{overrides}}, {{params}} or {{key}}) and "
+                "objective.config is not set: the command probably ignores the search's values")
+        log.warning("%s", self.ignored_params)
 
     def _follow(self, run: _Child, report: Callable[[int, float], bool],
                 start: float) -> tuple[dict[str, Any] | None, dict[str, Any] | None, int]:

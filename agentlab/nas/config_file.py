@@ -16,8 +16,10 @@ A key the file does not hold is ``ConfigFileError`` naming the file and the near
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -102,13 +104,20 @@ class ConfigFile:
         one a Python module assigns again after the assignment a trial's value is written into."""
         for key in keys:
             if self.lookup(key)[0]:
-                if self.kind == "python" and (again := _assigned_again(self.body, key.split(".", 1)[0])):
-                    line, where, first = again
-                    name = key.split(".", 1)[0]
-                    raise ConfigFileError(f"{self.path}:{line}: {name} is assigned again{where}; a trial's value at "
-                                          f"line {first} would be overridden (search.space.{key})",
-                                          hint=f"remove the re-assignment at line {line}, or write the value it sets "
-                                          f"at line {first}, so the value a trial writes is the one the script reads")
+                if self.kind == "python" and (again := _assigned_again(self.body, key)):
+                    line, where, first, what, told = again
+                    of = "" if what == key else f" of {key}"
+                    if told:
+                        raise ConfigFileError(f"{self.path}:{line}: {what} is assigned again{where}; a trial's value"
+                                              f"{of} at line {first} would be overridden (search.space.{key})",
+                                              hint=f"remove the re-assignment at line {line}, or write the value it "
+                                              f"sets at line {first}, so the value a trial writes is the one the "
+                                              "script reads")
+                    raise ConfigFileError(f"{self.path}:{line}: {what} is assigned again{where} at a key that is not "
+                                          f"a constant: it cannot be told whether it overrides a trial's value{of} "
+                                          f"at line {first} (search.space.{key})",
+                                          hint=f"write the key at line {line} as a constant (`{_subscript(key)} "
+                                          "= ...`), or remove that assignment")
                 continue
             top = key.split(".", 1)[0]
             if self.kind == "python" and top not in self.values and (unread := _unread_python(self.body, top)):
@@ -329,38 +338,69 @@ def _block(stmt: ast.stmt) -> str:
 
 
 def _stores(node: ast.AST, name: str) -> int | None:
-    """The line of the first place in ``node`` (not inside a function or class body: their names are their own)
-    that binds ``name`` or changes it in place (``name[...] = ``, ``name.x = ``), else None."""
+    """The line of the first place in ``node`` that binds ``name`` or changes it in place, else None."""
+    return next((line for line, _ in _store_paths(node, name)), None)
+
+
+def _store_paths(node: ast.AST, name: str) -> Iterator[tuple[int, list[str | None]]]:
+    """Each place in ``node`` (not inside a function or class body: their names are their own) that binds ``name``
+    or changes it in place, with the keys it stores at: [] for ``name`` itself, ``["opt", "lr"]`` for
+    ``name["opt"]["lr"] = `` or ``name.opt.lr = ``, None for a key that is not a constant (``name[k] = ``)."""
     if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-        return node.lineno if node.name == name else None
+        if node.name == name:
+            yield node.lineno, []
+        return
     if isinstance(node, ast.Lambda) or isinstance(node, ast.AnnAssign) and node.value is None:
-        return None  # `LR: float` binds nothing
+        return  # `LR: float` binds nothing
     if isinstance(node, ast.Name | ast.Subscript | ast.Attribute) and isinstance(node.ctx, ast.Store):
         root: ast.expr = node
+        path: list[str | None] = []
         while isinstance(root, ast.Subscript | ast.Attribute):
+            path.insert(0, root.attr if isinstance(root, ast.Attribute) else _constant(root.slice))
             root = root.value
         if isinstance(root, ast.Name) and root.id == name:
-            return node.lineno
+            yield node.lineno, path
+            return
     if isinstance(node, ast.alias) and (node.asname or node.name) == name:
-        return node.lineno
+        yield node.lineno, []
     for child in ast.iter_child_nodes(node):
-        if (line := _stores(child, name)) is not None:
-            return line
+        yield from _store_paths(child, name)
+
+
+def _subscript(key: str) -> str:
+    """``training["lr"]`` for ``training.lr``."""
+    name, *rest = key.split(".")
+    return name + "".join(f"[{json.dumps(part)}]" for part in rest)
+
+
+def _constant(node: ast.expr) -> str | None:
+    """A subscript's key as a searched key's part (``"lr"``, ``0``), or None when it is computed (``k``)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str | int) and not isinstance(node.value, bool):
+        return str(node.value)
     return None
 
 
-def _assigned_again(text: str, name: str) -> tuple[int, str, int] | None:
-    """(line, `` inside an if block (line 3)`` or empty, line of the assignment written) when a module-level
-    statement after the assignment a trial's value is written into (``_assignments``' last) binds ``name`` again
-    or changes it: the script would read that value, not the trial's."""
+def _assigned_again(text: str, key: str) -> tuple[int, str, int, str, bool] | None:
+    """(line, `` inside an if block (line 3)`` or empty, line of the assignment written, what is assigned
+    (``training``, ``training.lr``), whether it can be told) when a module-level statement after the assignment a
+    trial's value of ``key`` is written into (``_assignments``' last) binds its name again or changes it at ``key``,
+    above it or inside it: the script would read that value, not the trial's. ``training["batch_size"] = `` leaves
+    ``training.lr`` alone; ``training[k] = `` may not (``False``: it cannot be told)."""
+    name, *rest = key.split(".")
     body = ast.parse(text).body
     last = max((i for i, stmt in enumerate(body) if _assignments(ast.Module(body=[stmt], type_ignores=[]))
                 .get(name) is not None), default=None)
     if last is None:
         return None
     for stmt in body[last + 1:]:
-        if (line := _stores(stmt, name)) is not None:
-            return line, _block(stmt), body[last].lineno
+        for line, path in _store_paths(stmt, name):
+            known = [part for part in itertools.takewhile(lambda part: part is not None, path) if part is not None]
+            shared = min(len(known), len(rest))
+            if known[:shared] != rest[:shared]:
+                continue  # another key: training["batch_size"] for training.lr
+            told = len(known) == len(path) or len(known) >= len(rest)
+            what = ".".join([name, *known]) + ("" if len(known) == len(path) else "[...]")
+            return line, _block(stmt), body[last].lineno, what, told
     return None
 
 

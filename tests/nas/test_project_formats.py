@@ -1331,7 +1331,8 @@ def test_a_value_assigned_again_in_a_block_is_refused_before_trial_0(in_tmp: Pat
     assert ("config.py:4: LR is assigned again inside an if block (line 3); a trial's value at line 2 would be "
             "overridden") in err and "remove the re-assignment at line 4" in err
     for text, said in [("CFG = {'lr': 0.1}\nfor _ in range(1):\n    CFG['lr'] = 0.2\n",
-                        "config.py:3: CFG is assigned again inside a for block (line 2)"),
+                        "config.py:3: CFG.lr is assigned again inside a for block (line 2); a trial's value at "
+                        "line 1"),
                        ("LR = 0.1\nLR *= 2\n", "config.py:2: LR is assigned again; a trial's value at line 1")]:
         (in_tmp / "config.py").write_text(text)
         with pytest.raises(ConfigFileError, match=re.escape(said)):
@@ -1346,6 +1347,46 @@ def test_a_value_assigned_again_in_a_block_is_refused_before_trial_0(in_tmp: Pat
     ConfigFile.load(in_tmp / "config.py").check_writable(["LR"])
 
 
+@pytest.mark.parametrize("tail", ['training["batch_size"] = 128\n', 'if FULL:\n    training["epochs"] = 100\n',
+                                  "training.opt = 1\n", 'training["lr2"] = 1\n', "model = {}\n"])
+def test_a_key_not_searched_set_again_is_taken(in_tmp: Path, tail: str) -> None:
+    """`training["batch_size"] = 128` after `training = {...}` stopped a search of training.lr before trial 0:
+    "training is assigned again; a trial's value at line 2 would be overridden (search.space.training.lr)"."""
+    (in_tmp / "config.py").write_text("FULL = False\ntraining = {'lr': 0.1, 'epochs': 3, 'batch_size': 64}\n" + tail)
+    config = ConfigFile.load(in_tmp / "config.py")
+    config.require(["training.lr"])
+    assert "'lr': 0.3" in config.render({"training.lr": 0.3})
+
+
+@pytest.mark.parametrize(("tail", "key", "said"), [
+    ("training = {'epochs': 1}\ntraining['epochs'] = 2\n", "training.epochs",
+     "config.py:4: training.epochs is assigned again; a trial's value at line 3"),
+    ("training['lr'] = 1\n", "training.lr", "config.py:3: training.lr is assigned again; a trial's value at line 2"),
+    ("if FULL:\n    training.lr = 1\n", "training.lr",
+     "config.py:4: training.lr is assigned again inside an if block (line 3)"),
+    ("training['lr'] *= 2\n", "training.lr", "config.py:3: training.lr is assigned again"),
+    ("training['opt'] = {}\n", "training.opt.lr", "config.py:3: training.opt is assigned again; a trial's value of "
+     "training.opt.lr at line 2 would be overridden (search.space.training.opt.lr)"),
+    ("training['opt']['lr'] = 1\n", "training.opt.lr", "config.py:3: training.opt.lr is assigned again"),
+    ("training['opt']['lr'][0] = 1\n", "training.opt.lr",
+     "config.py:3: training.opt.lr.0 is assigned again; a trial's value of training.opt.lr"),
+    ("training = {'opt': {'lr': 1}}\n", "training.opt.lr", None),  # the last assignment is the one written: taken
+    ("k = 'opt'\ntraining[k] = {}\n", "training.opt.lr", "config.py:4: training[...] is assigned again at a key "
+     "that is not a constant: it cannot be told whether it overrides a trial's value of training.opt.lr at line 2"),
+    ("training['opt'][k] = 1\n", "training.opt.lr", "config.py:3: training.opt[...] is assigned again at a key"),
+    ("training['opt'][k] = 1\n", "training.lr", None),  # another key, whatever k is
+])
+def test_a_searched_key_set_again_is_refused(in_tmp: Path, tail: str, key: str, said: str | None) -> None:
+    (in_tmp / "config.py").write_text("FULL = False\ntraining = {'lr': 0.1, 'opt': {'lr': 0.1}, 'epochs': 3}\n"
+                                      + tail)
+    config = ConfigFile.load(in_tmp / "config.py")
+    if said is None:
+        config.require([key])
+        return
+    with pytest.raises(ConfigFileError, match=re.escape(said)):
+        config.require([key])
+
+
 def test_a_config_file_the_script_reads_otherwise_is_warned_when_metrics_repeat(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The 'same metric for different params' warning skipped every search through objective.config."""
@@ -1357,8 +1398,26 @@ def test_a_config_file_the_script_reads_otherwise_is_warned_when_metrics_repeat(
     obj.workspaces.prepare()
     for n, lr in enumerate((0.1, 0.2)):
         obj.run(n, {"LR": lr}, lambda s, v: False)
+    assert obj.ignored_params is None  # two alike may be chance
+    obj.run(2, {"LR": 0.3}, lambda s, v: False)
     assert obj.ignored_params is not None and "only through objective.config (config.py)" in obj.ignored_params
+    assert obj.ignored_params.startswith("3 trials with different params gave the same loss (0.5)")
     assert "probably does not read the values" in caplog.text
+
+
+def test_a_metric_repeated_by_chance_is_not_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An accuracy on a small validation set repeats by chance: two trials alike (twice over) warned that the script
+    probably does not read the values it is given through objective.config."""
+    (tmp_path / "config.py").write_text("LR = 0.1\n")
+    reads = "import json, config\nprint(json.dumps({'loss': {0.1: 0.5, 0.2: 0.5, 0.3: 0.7}.get(config.LR, 0.7)}))\n"
+    obj = command(tmp_path, f"{PYTHON} train.py", {}, reads, space_keys=("LR",),
+                  config=ConfigFile.load(tmp_path / "config.py"),
+                  workspaces=Workspaces(tmp_path, tmp_path / "run" / "workspaces", "r"))
+    assert obj.workspaces is not None
+    obj.workspaces.prepare()
+    for n, lr in enumerate((0.1, 0.2, 0.3, 0.4, 0.1)):  # 0.5 twice, 0.7 twice; the same params again
+        assert obj.run(n, {"LR": lr}, lambda s, v: False)["value"] == (0.5 if lr < 0.25 else 0.7)
+    assert obj.ignored_params is None and "same loss" not in caplog.text
 
 
 def test_a_python_config_in_its_declared_encoding_is_read_and_written_so(tmp_path: Path) -> None:
