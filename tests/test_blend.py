@@ -245,6 +245,27 @@ def test_a_cut_short_parent_says_what_to_do(parents: list[Path], tmp_path: Path,
     weights = cut / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:200])
     code = main(["evolve", "blend", "--parents", str(cut), str(parents[1]), "--child", str(tmp_path / "child")])
-    err = capsys.readouterr().err
-    assert code == 2 and "cannot read the adapter weights" in err
-    assert "hint: the file is damaged or cut short" in err
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "cut/adapter_model.safetensors: not a readable safetensors file (truncated" in err
+    assert "hint: the weights file is damaged or cut short" in err
+
+
+@pytest.mark.parametrize("peft_type, said", [("lora", None), ("IA3", "peft_type is 'IA3'; only LoRA adapters can "
+                                                                   "be blended")])
+def test_a_parent_is_read_as_every_command_reads_a_lora_adapter(parents: list[Path], tmp_path: Path, peft_type: str,
+                                                                 said: str | None) -> None:
+    """blend compared peft_type with "LORA" itself: a "lora" adapter that eval and export take was refused."""
+    import shutil
+
+    from agentlab.core.train.blend import read_parent
+
+    parent = tmp_path / "p"
+    shutil.copytree(parents[0], parent)
+    config = json.loads((parent / "adapter_config.json").read_text())
+    (parent / "adapter_config.json").write_text(json.dumps({**config, "peft_type": peft_type}))
+    if said is None:
+        assert read_parent(parent).modules
+        return
+    with pytest.raises(InputError) as caught:
+        read_parent(parent)
+    assert caught.value.message == f"{parent / 'adapter_config.json'}: {said}"

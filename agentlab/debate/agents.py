@@ -16,10 +16,9 @@ from typing import Any
 
 from agentlab.core.debate.engine import BASE_MODEL, Agent, Panel, adapter_routes, raised_tokens
 from agentlab.core.debate.protocol import Kind
-from agentlab.core.errors import AgentlabError, ConfigError, InputError, UsageError
+from agentlab.core.errors import ConfigError, InputError, UsageError
 from agentlab.core.llm.config import LLMConfig, RouteConfig
-from agentlab.core.models.adapters import ADAPTER_WEIGHTS, PERSONAS, check_adapter_base, persona_adapters, read_adapter
-from agentlab.core.models.modelfiles import safetensors_header
+from agentlab.core.models.adapters import PERSONAS, check_adapter_base, check_weights, persona_adapters, read_adapter
 from agentlab.core.models.modelref import resolve_model
 from agentlab.debate.config import AgentSpec, DebateConfig
 
@@ -43,13 +42,11 @@ def check_adapter(path: Path) -> dict[str, Any]:
         if not path.exists():
             exc.hint = f"check the path, or train it first: {train}{note}"
         raise
-    if (path / ADAPTER_WEIGHTS[0]).is_file():
-        try:
-            safetensors_header(path / ADAPTER_WEIGHTS[0])
-        except AgentlabError as exc:
-            raise InputError(exc.message,
-                             hint=f"its weights are damaged; save it again, or train it again: {train} --force{note}"
-                             ) from None
+    try:
+        check_weights(path)
+    except InputError as exc:
+        exc.hint = f"its weights are damaged; save it again, or train it again: {train} --force{note}"
+        raise
     return config
 
 

@@ -39,7 +39,7 @@ from agentlab.core.harness import (
     task_manager,
 )
 from agentlab.core.harness.evaluate import load_row, save_row
-from agentlab.core.models.load import read_lora
+from agentlab.core.models.adapters import read_lora
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, read_events, run_in_folder
 from agentlab.eval.checks import check_loaded, check_yamls

@@ -23,11 +23,11 @@ from typing import Any
 from agentlab.core.errors import AgentlabError, InputError, missing_package
 from agentlab.core.files import cannot_write, nearest_existing, ordinary_mode
 from agentlab.core.models import gguf_export
-from agentlab.core.models.adapters import ADAPTER_CONFIG
+from agentlab.core.models.adapters import ADAPTER_CONFIG, read_lora
 from agentlab.core.models.builtin import BUILTIN_MODELS
 from agentlab.core.models.convert import gguf_to_hf, quiet_transformers
 from agentlab.core.models.gguf_export import ARCHITECTURES, gguf_architecture
-from agentlab.core.models.load import adapter_error, read_lora
+from agentlab.core.models.load import adapter_error
 from agentlab.core.models.modelfiles import gguf_info, hf_config
 from agentlab.core.models.modelref import ModelNotFound, resolve_model
 from agentlab.core.progress import NullProgress, Progress
@@ -71,9 +71,13 @@ def export_gguf(adapter_dir: str | Path, out: str | Path, *, base_model: str | N
     ``InputError`` too when the adapter does not fit the base or its weights are damaged; ``MissingPackage`` naming
     the extra to install.
     """
-    if str(out).endswith(("/", os.sep)):  # Path() would drop it and write a file named after the folder
-        raise InputError(f"{out}: ends with '/', a folder; the export writes one GGUF file",
-                         hint=f"give a file path, e.g. {out}{Path(adapter_dir).name or 'adapter'}.gguf")
+    example = f"{Path(adapter_dir).name or 'adapter'}.gguf"
+    if not str(out):  # Path('') is '.', the current folder
+        raise InputError("--gguf is empty; give a file path", hint=f"e.g. --gguf {example}")
+    last = str(out).replace(os.sep, "/").rsplit("/", 1)[-1]  # Path() drops a trailing / or ., then wrote out/n
+    if last in ("", ".", ".."):
+        raise InputError(f"{out}: ends with '{last or '/'}', a folder; the export writes one GGUF file",
+                         hint=f"give a file path, e.g. {os.path.join(os.path.normpath(out), example)}")
     adapter, out = Path(adapter_dir), Path(out)
     if dtype not in gguf_export.GGUF_DTYPES:
         raise InputError(f"unsupported GGUF dtype '{dtype}'", hint=f"use one of: {', '.join(gguf_export.GGUF_DTYPES)}")

@@ -359,7 +359,7 @@ def test_a_task_yaml_error_names_the_yaml_not_the_data_file(broken: str, in_tmp:
 @pytest.mark.parametrize(("args", "said"), [
     (["eval", "--set", "tokenizer=smollm2-135m"],
      "--set tokenizer=smollm2-135m: tokenizer: applies only with base_url"),
-    (["eval", "--set", "api_key_env=KEY"], "--set api_key_env=KEY: api_key_env: applies only with base_url"),
+    (["eval", "--set", "api_key_env=KEY"], "--set api_key_env=...: api_key_env: applies only with base_url"),
     (["eval", "tasks", "--force"], "--force applies only with --export"),
     (["eval", "tasks", "--include-path", "my_tasks", "--export", "out"],
      "--export writes the bundled task YAMLs only, not the tasks of --include-path my_tasks"),

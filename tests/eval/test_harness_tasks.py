@@ -95,10 +95,10 @@ def test_items_that_do_not_fit_the_yaml_name_the_file_not_a_download(in_tmp: Pat
      "sums.jsonl:2: the field 'label' its YAML's doc_to_target reads is missing"),  # was scored 0.000, exit 0
     ([{"q": "1 + 1", "options": ["2", "3"]}] * 2, "sums.jsonl:1: the field 'label' its YAML's doc_to_target reads "
      "is missing"),  # no line has it: lm-eval took 'label' as a literal target
-    ([{"q": "1 + 1", "options": ["2", "3"], "label": 0}, {"q": None, "options": ["4", "5"], "label": 0}],
-     "sums.jsonl:2: the field 'q' its YAML's doc_to_text reads is null"),  # was prompted as 'None ='
-    ([{"question": "2 + 2", "options": ["4", "5"], "label": 0}],
-     "sums.jsonl:1: the field 'q' its YAML's doc_to_text reads is missing")])  # lm-eval's error named no line
+    ([{"q": "1 + 1", "options": ["2", "3"], "label": None}],
+     "sums.jsonl:1: the field 'label' its YAML's doc_to_target reads is null"),
+    ([{"question": "2 + 2", "options": ["4", "5"], "label": 0}] * 2,
+     "sums.jsonl: no line has the field 'q' its YAML's doc_to_text reads")])  # lm-eval's error named no file
 def test_a_data_line_without_a_field_the_yaml_reads_is_named_with_its_line(in_tmp: Path, rows: list[dict],
                                                                            said: str) -> None:
     folder = user_tasks(in_tmp)
@@ -109,13 +109,27 @@ def test_a_data_line_without_a_field_the_yaml_reads_is_named_with_its_line(in_tm
     assert "give every line of the data" in (caught.value.hint or "")
 
 
+def test_a_template_field_null_or_missing_on_some_lines_is_left_to_the_template(in_tmp: Path) -> None:
+    """A Jinja template may test a field (``{% if context %}``), and datasets fills a key a line lacks with null:
+    such lines were refused as 'is null'; only a field no line has is."""
+    folder = user_tasks(in_tmp)
+    yaml_file = folder / "my_task.yaml"
+    yaml_file.write_text(yaml_file.read_text().replace('"{{q}} ="', '"{% if context %}{{context}} {% endif %}{{q}} ="'))
+    rows = [{"context": "sums", "q": "1 + 1", "options": ["2", "3"], "label": 0},
+            {"context": None, "q": "2 + 2", "options": ["4", "5"], "label": 0},
+            {"q": "3 + 3", "options": ["6", "7"], "label": 0}]
+    (folder / "data" / "sums.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    load_tasks(task_manager([folder], names=["my_sums"]), ["my_sums"])
+
+
 def test_a_task_with_process_docs_is_not_checked_for_fields(in_tmp: Path) -> None:
     """process_docs may make the fields the templates read: the lines are not held to them."""
     from agentlab.core.harness.tasks import _fields_read
 
     assert _fields_read({"doc_to_text": "{{q}} =", "doc_to_target": "label", "process_docs": "x"}) == {}
     assert _fields_read({"doc_to_text": "{% for c in opts %}{{ c }}{% endfor %} {{ range(2) }}",
-                         "doc_to_target": "0", "doc_to_choice": ["a", "b"]}) == {"opts": "doc_to_text"}
+                         "doc_to_target": "0", "doc_to_choice": ["a", "b"]}) == {"opts": ("doc_to_text", False)}
+    assert _fields_read({"doc_to_text": "{{label}}", "doc_to_target": "label"}) == {"label": ("doc_to_target", True)}
 
 
 def test_a_split_the_data_lacks_is_named(in_tmp: Path) -> None:

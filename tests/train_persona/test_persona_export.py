@@ -234,7 +234,7 @@ def test_bad_inputs_are_one_line_errors(bases: dict[str, Path], tmp_path: Path) 
     kept = weights.read_bytes()
     weights.write_text("junk")
     damaged = error(adapter, base_model=str(bases["llama"]))
-    assert isinstance(damaged, InputError) and "weights cannot be read" in damaged.message
+    assert isinstance(damaged, InputError) and "safetensors: not a readable safetensors file" in damaged.message
     assert "damaged" in (damaged.hint or "")
     weights.write_bytes(kept)
     assert "unsupported GGUF dtype 'bf16'" in error(adapter, base_model=str(bases["llama"]), dtype="bf16").message
@@ -258,8 +258,23 @@ def test_a_gguf_in_a_folder_that_cannot_be_written_is_refused_before_the_merge(
     assert "a folder you can write to" in (info.value.hint or "")
 
 
+@pytest.mark.parametrize("gguf, said", [
+    ("", "--gguf is empty; give a file path"),  # was ".: is a folder"
+    ("out/n/", "out/n/: ends with '/', a folder; the export writes one GGUF file"),
+    ("out/n/.", "out/n/.: ends with '.', a folder; the export writes one GGUF file"),  # was taken as out/n
+    ("out/n/..", "out/n/..: ends with '..', a folder; the export writes one GGUF file")])
+def test_a_gguf_path_that_names_no_file_is_refused_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gguf: str,
+                                                         said: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError) as caught:
+        export_gguf(tmp_path / "persona", gguf)
+    assert caught.value.message == said and "persona.gguf" in (caught.value.hint or "")
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("how, says", [
-    ("bad-json", "invalid JSON"), ("not-utf8", "adapter_config.json"), ("weights", "weights cannot be read"),
+    ("bad-json", "invalid JSON"), ("not-utf8", "adapter_config.json"),
+    ("weights", "adapter_model.safetensors: not a readable safetensors file"),
     ("base", "'no/such-model' not found"), ("misfit", "does not fit"), ("no-peft-type", "no peft_type"),
     ("prefix-tuning", "peft_type is 'PREFIX_TUNING'; only LoRA adapters can be merged")])
 def test_bad_input_creates_no_folder_for_the_gguf(how: str, says: str, bases: dict[str, Path], tmp_path: Path) -> None:

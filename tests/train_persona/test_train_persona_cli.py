@@ -332,6 +332,15 @@ def test_export_through_the_cli(in_tmp: Path, tiny_model: dict[str, Path], capsy
     assert not (in_tmp / "out").exists()
 
 
+@pytest.mark.parametrize("gguf, said", [("", "error: --gguf is empty; give a file path"),  # was ".: is a folder"
+                                         ("out/n/.", "error: out/n/.: ends with '.', a folder")])  # was out/n
+def test_export_refuses_a_gguf_path_that_names_no_file(gguf: str, said: str, in_tmp: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    assert main(["train-persona", "export", "a", "--gguf", gguf]) == 2
+    assert said in capsys.readouterr().err
+    assert not list(in_tmp.iterdir())
+
+
 def test_default_data_is_the_shipped_persona() -> None:
     from agentlab.train_persona.config import TrainPersonaConfig
 

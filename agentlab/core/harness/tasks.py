@@ -360,21 +360,23 @@ def _check_files(name: str, index: Any, seen: set[str] | None = None, *,
 _TEMPLATE_KEYS = ("doc_to_text", "doc_to_target", "doc_to_choice")
 
 
-def _fields_read(cfg: dict[str, Any]) -> dict[str, str]:
-    """The fields of a data line that ``cfg``'s templates read (field -> the key that reads it): a plain name is a
-    field (lm-eval reads ``doc[name]``; a name no line has became a literal target, scored 0 without a word), a Jinja
-    template its variables; none for a task with ``process_docs`` (it may make the fields)."""
+def _fields_read(cfg: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """The fields of a data line that ``cfg``'s templates read (field -> (the key that reads it, whether as a plain
+    name)): a plain name is a field (lm-eval reads ``doc[name]``; a name no line has became a literal target, scored 0
+    without a word), a Jinja template its variables (the template may handle a null one: ``{% if context %}``); none
+    for a task with ``process_docs`` (it may make the fields)."""
     if cfg.get("process_docs") is not None:
         return {}
     import jinja2.meta
     from lm_eval.utils import env
 
-    fields: dict[str, str] = {}
+    fields: dict[str, tuple[str, bool]] = {}
     for key in _TEMPLATE_KEYS:
         value = cfg.get(key)
         if not isinstance(value, str):
             continue
-        if "{{" not in value and "{%" not in value:
+        plain = "{{" not in value and "{%" not in value
+        if plain:
             names = {value} if value.isidentifier() else set()
         else:
             try:
@@ -382,20 +384,24 @@ def _fields_read(cfg: dict[str, Any]) -> dict[str, str]:
             except jinja2.TemplateError:  # lm-eval says what is wrong with the template
                 continue
         for field in sorted(names):
-            fields.setdefault(field, key)
+            if field not in fields or plain and not fields[field][1]:
+                fields[field] = (key, plain)
     return fields
 
 
-def _check_jsonl(name: str, path: Path, fields: dict[str, str] | None = None) -> None:
+def _check_jsonl(name: str, path: Path, fields: dict[str, tuple[str, bool]] | None = None) -> None:
     """A local JSON-lines data file holds one JSON object per line (``datasets`` says only "An error occurred while
-    generating the dataset", or ``StopIteration`` for an empty file), each with a value for every field of
-    ``fields`` (:func:`_fields_read`; ``datasets`` fills a field a line lacks with null, which lm-eval scores or
-    prompts as is): the file and line of the first bad one."""
+    generating the dataset", or ``StopIteration`` for an empty file), each with a value for every field that
+    ``fields`` (:func:`_fields_read`) reads as a plain name (``datasets`` fills a field a line lacks with null, which
+    lm-eval scores or prompts as is): the file and line of the first bad one. A field only a Jinja template reads may
+    be null or missing on a line (the template may test it), but not on every line: the file and the field."""
     hint = "each line of a task's .jsonl data is one JSON object ({\"question\": ..., \"answer\": ...})"
     try:
         lines = path.read_text(encoding="utf-8").split("\n")  # JSON strings may hold U+2028 and the like raw
     except UnicodeDecodeError:
         raise InputError(f"task '{name}': its data file {path} is not UTF-8 text", hint=hint) from None
+    fields = fields or {}
+    unseen = {field for field, (_, plain) in fields.items() if not plain}  # template fields no line has yet
     rows = 0
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -406,15 +412,23 @@ def _check_jsonl(name: str, path: Path, fields: dict[str, str] | None = None) ->
             raise InputError(f"task '{name}': {path}:{number}: not JSON ({exc.msg})", hint=hint) from None
         if not isinstance(row, dict):
             raise InputError(f"task '{name}': {path}:{number}: not a JSON object", hint=hint)
-        for field, key in (fields or {}).items():
-            if row.get(field) is None:
+        for field, (key, plain) in fields.items():
+            if plain and row.get(field) is None:
                 what = "is null" if field in row else "is missing"
                 raise InputError(f"task '{name}': {path}:{number}: the field '{field}' its YAML's {key} reads {what}",
-                                 hint=f"give every line of the data a '{field}' value, or change {key} in the task "
-                                 "YAML to the field the data has")
+                                 hint=_field_hint(field, key))
+        unseen -= row.keys()
         rows += 1
     if not rows:
         raise InputError(f"task '{name}': its data file {path} is empty", hint=hint)
+    for field in sorted(unseen):
+        key = fields[field][0]
+        raise InputError(f"task '{name}': {path}: no line has the field '{field}' its YAML's {key} reads",
+                         hint=_field_hint(field, key))
+
+
+def _field_hint(field: str, key: str) -> str:
+    return f"give every line of the data a '{field}' value, or change {key} in the task YAML to the field the data has"
 
 
 def bundled_names() -> list[str]:

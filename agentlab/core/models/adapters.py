@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,6 +59,55 @@ def read_adapter(adapter: str | Path) -> dict[str, Any]:
     config = read_json(adapter / ADAPTER_CONFIG, "adapter config")
     if not isinstance(config, dict) or "peft_type" not in config:
         raise InputError(f"{adapter / ADAPTER_CONFIG}: not a PEFT adapter config (no peft_type)", hint=_WRITTEN_BY)
+    return config
+
+
+def check_weights(adapter: str | Path) -> None:
+    """An adapter folder's ``adapter_model.safetensors``, when it has one, has a header and tensors that end within
+    the file (:func:`~agentlab.core.models.modelfiles.safetensors_header`; no tensor read): ``InputError`` (exit 2)
+    naming the file otherwise. A copy or save cut short failed only once the model had loaded."""
+    file = Path(adapter) / ADAPTER_WEIGHTS[0]
+    if not file.is_file():
+        return
+    try:
+        safetensors_header(file)
+    except AgentlabError as exc:
+        raise InputError(exc.message, hint="the weights file is damaged or cut short (an interrupted copy, download "
+                         "or save): save, copy or train the adapter again") from None
+
+
+def check_scales(folder: str | Path, config: Mapping[str, Any]) -> None:
+    """The values of ``adapter_config.json`` that scale a LoRA adapter's weights (``r``, ``lora_alpha``,
+    ``use_rslora``) have the types PEFT writes (``InputError``, exit 2, naming the file and the field):
+    ``"lora_alpha": "abc"`` failed as an internal ValueError, and ``"r": "eight"``, ``"lora_alpha": null`` or
+    ``"use_rslora": "yes"`` were taken silently. A field left out keeps PEFT's default."""
+    wrong = None
+    if "r" in config and not (type(config["r"]) is int and config["r"] > 0):
+        wrong = ("r", config["r"], "a whole number above 0")
+    elif "lora_alpha" in config and not (type(config["lora_alpha"]) in (int, float)
+                                         and math.isfinite(config["lora_alpha"]) and config["lora_alpha"] > 0):
+        wrong = ("lora_alpha", config["lora_alpha"], "a number above 0")
+    elif "use_rslora" in config and type(config["use_rslora"]) is not bool:
+        wrong = ("use_rslora", config["use_rslora"], "true or false")
+    if wrong is not None:
+        field, value, want = wrong
+        raise InputError(f"{Path(folder) / ADAPTER_CONFIG}: {field} is {json.dumps(value)}; it must be {want}",
+                         hint=f"fix {field} in that file (as PEFT wrote it), or train the adapter again")
+
+
+def read_lora(folder: str | Path, what: str) -> dict[str, Any]:
+    """A LoRA adapter folder's ``adapter_config.json`` (:func:`read_adapter`), refused (``InputError``, exit 2,
+    naming the file and the field) before anything loads when its ``peft_type`` is another (``what``: what only LoRA
+    adapters can be, "merged and exported to GGUF"), its ``r``, ``lora_alpha`` or ``use_rslora`` is not of the type
+    PEFT writes (:func:`check_scales`; ``"r": "sixteen"`` was an exit 1 with torch's words, after the model loaded),
+    or its weights are cut short (:func:`check_weights`)."""
+    config = read_adapter(folder)
+    peft_type = config.get("peft_type")
+    if str(peft_type).upper() != "LORA":  # PEFT fails deep in torch on a prefix-tuning folder ("empty(): argument")
+        raise InputError(f"{Path(folder) / ADAPTER_CONFIG}: peft_type is {peft_type!r}; only LoRA adapters can be "
+                         f"{what}", hint="give a LoRA adapter (what `agentlab train-persona` trains)")
+    check_scales(folder, config)
+    check_weights(folder)
     return config
 
 
@@ -134,8 +184,7 @@ def find_adapters(directory: str | Path, unreadable: list[tuple[str, str]] | Non
             continue
         try:
             config = read_adapter(folder)
-            if (folder / ADAPTER_WEIGHTS[0]).is_file():  # cut short: listed as unreadable, as a cut GGUF is
-                safetensors_header(folder / ADAPTER_WEIGHTS[0])
+            check_weights(folder)  # cut short: listed as unreadable, as a cut GGUF is
         except AgentlabError as exc:  # a half-written or foreign folder: `models list` names it apart
             if unreadable is not None:
                 unreadable.append((str(folder), exc.message))

@@ -136,23 +136,6 @@ def _with_adapters(model: Any, adapters: Mapping[str, str | Path], trainable: bo
     return model
 
 
-def read_lora(folder: str | Path, what: str) -> dict[str, Any]:
-    """A LoRA adapter folder's ``adapter_config.json`` (``read_adapter``), refused (``InputError``, exit 2, naming
-    the file and the field) before anything loads when its ``peft_type`` is another (``what``: what only LoRA
-    adapters can be, "merged and exported to GGUF") or its ``r``, ``lora_alpha`` or ``use_rslora`` is not of the
-    type PEFT writes (``"r": "sixteen"`` was an exit 1 with torch's words, after the model loaded)."""
-    from agentlab.core.models.adapters import ADAPTER_CONFIG, read_adapter
-    from agentlab.core.train.blend import _check_scales
-
-    config = read_adapter(folder)
-    peft_type = config.get("peft_type")
-    if str(peft_type).upper() != "LORA":  # PEFT fails deep in torch on a prefix-tuning folder ("empty(): argument")
-        raise InputError(f"{Path(folder) / ADAPTER_CONFIG}: peft_type is {peft_type!r}; only LoRA adapters can be "
-                         f"{what}", hint="give a LoRA adapter (what `agentlab train-persona` trains)")
-    _check_scales(Path(folder), config)
-    return config
-
-
 def adapter_error(folder: str | Path, name: str, exc: BaseException, model: str) -> AgentlabError:
     """One line for an adapter that PEFT could not put on ``model``: one trained on another base (torch lists every
     tensor's size mismatch) or with a damaged weights file is bad input (exit 2); anything else exit 1."""

@@ -383,9 +383,10 @@ def check_hf_folder(folder: str | Path) -> None:
 
 def _check_model_type(config_file: Path, config: dict[str, Any]) -> None:
     """``AgentlabError`` naming ``config_file`` and its ``model_type`` when that is not a model type the installed
-    transformers knows (transformers' own error came after the tokenizer loaded and a run folder existed). A config
-    with ``auto_map`` (code of its own) or without transformers installed is left to the load."""
-    if "auto_map" in config:
+    transformers knows, or not a string (transformers' own error came after the tokenizer loaded and a run folder
+    existed). A config with ``auto_map`` (code of its own) or without ``model_type`` (transformers may match the
+    folder by its name), or transformers not installed, is left to the load."""
+    if "auto_map" in config or "model_type" not in config:
         return
     try:
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING
@@ -400,9 +401,8 @@ def _check_model_type(config_file: Path, config: dict[str, Any]) -> None:
 
     near = difflib.get_close_matches(model_type, list(CONFIG_MAPPING.keys()), n=1) \
         if isinstance(model_type, str) else []
-    said = "is missing" if model_type is None else f"{json.dumps(model_type)} is not a model type transformers " \
-        f"{transformers.__version__} knows"
-    raise AgentlabError(f"{config_file}: model_type {said}",
+    raise AgentlabError(f"{config_file}: model_type {json.dumps(model_type)} is not a model type transformers "
+                        f"{transformers.__version__} knows",
                         hint=(f"did you mean \"{near[0]}\"? " if near else "") + "set model_type to the model's "
                         "family (llama, qwen2, ...) as save_pretrained writes it, or upgrade transformers")
 

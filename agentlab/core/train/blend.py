@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import InputError, missing_package
 from agentlab.core.files import check_replace, ordinary_modes
-from agentlab.core.models.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_adapter
+from agentlab.core.models.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_lora
 from agentlab.core.models.builtin import canonical_base
 
 if TYPE_CHECKING:
@@ -104,38 +104,16 @@ class BlendResult:
                 "worst_module": worst[0], "worst_module_energy": worst[1], "seconds": self.seconds}
 
 
-def _check_scales(folder: Path, config: dict[str, Any]) -> None:
-    """The values of ``adapter_config.json`` that scale a LoRA adapter's weights (``r``, ``lora_alpha``,
-    ``use_rslora``) have the types PEFT writes (``InputError``, exit 2, naming the file and the field):
-    ``"lora_alpha": "abc"`` failed as an internal ValueError, and ``"r": "eight"``, ``"lora_alpha": null`` or
-    ``"use_rslora": "yes"`` were taken silently. A field left out keeps PEFT's default."""
-    wrong = None
-    if "r" in config and not (type(config["r"]) is int and config["r"] > 0):
-        wrong = ("r", config["r"], "a whole number above 0")
-    elif "lora_alpha" in config and not (type(config["lora_alpha"]) in (int, float)
-                                         and math.isfinite(config["lora_alpha"]) and config["lora_alpha"] > 0):
-        wrong = ("lora_alpha", config["lora_alpha"], "a number above 0")
-    elif "use_rslora" in config and type(config["use_rslora"]) is not bool:
-        wrong = ("use_rslora", config["use_rslora"], "true or false")
-    if wrong is not None:
-        field, value, want = wrong
-        raise InputError(f"{folder / 'adapter_config.json'}: {field} is {json.dumps(value)}; it must be {want}",
-                         hint=f"fix {field} in that file (as PEFT wrote it), or train the adapter again")
-
-
 def read_parent(path: str | Path) -> Parent:
     """Read a PEFT LoRA adapter folder; ``InputError`` (exit 2) for anything that is not one or cannot be blended."""
     import torch
 
     path = Path(path)
-    config = read_adapter(path)
-    if config.get("peft_type") != "LORA":
-        raise InputError(f"{path}: a {config.get('peft_type')} adapter; only LoRA adapters can be blended")
+    config = read_lora(path, "blended")
     if config.get("use_dora"):
         raise InputError(f"{path}: a DoRA adapter; only plain LoRA adapters can be blended")
     if config.get("alpha_pattern"):
         raise InputError(f"{path}: per-module alphas (alpha_pattern) cannot be blended yet")
-    _check_scales(path, config)
     tensors = _load_weights(path)
     alpha = float(config.get("lora_alpha") or config.get("r") or 8)
     rslora = bool(config.get("use_rslora"))
