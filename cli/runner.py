@@ -142,6 +142,11 @@ def run_command(spec: CommandSpec, asked: Invocation) -> None:
         else:
             raw = spec.base(stack) if callable(spec.base) else spec.base
             assert spec.model is not None, "run_command needs `model` or `load`"
+            if resume_dir is not None and not (resume_dir / "config.yaml").exists():  # not "leave the option out"
+                from agentlab.core.errors import RunDirError
+
+                raise RunDirError(f"{resume_dir / 'config.yaml'} is missing: the run folder is incomplete",
+                                  hint="restore it from a copy, or start a new run (without --resume)")
             cfg = load_config(resume_dir / "config.yaml" if resume_dir else asked.config, spec.model, overrides,
                               base=raw, schema=command_words(command).split()[0])  # `config show debate`
         if resume_dir is not None:  # before anything loads: run_in_folder checks the settings again

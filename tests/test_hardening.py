@@ -261,6 +261,18 @@ def test_failed_resume_leaves_the_run_as_it_was(in_tmp: Path, capsys: pytest.Cap
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
+def test_resume_of_a_run_without_its_config_yaml_says_the_folder_is_incomplete(
+        in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """It said "config file not found" with the hint to leave a config option out, which the user never gave."""
+    data = _write_csv(in_tmp / "ett.csv")
+    assert main(["nas", "-c", str(tiny_nas(in_tmp)), "--data", str(data), "--max-iterations", "1"]) == 0
+    (run,) = (in_tmp / "runs" / "nas").iterdir()
+    (run / "config.yaml").unlink()
+    assert main(["nas", "--resume", str(run), "--max-iterations", "2"]) == 2
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"{run / 'config.yaml'} is missing: the run folder is incomplete" in said and "leave" not in said
+
+
 # --------------------------------------------------------------------------- 7. secrets
 
 

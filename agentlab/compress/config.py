@@ -6,6 +6,7 @@ what can run.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -51,7 +52,7 @@ class RecoverStep(StrictModel):
     method: Literal["lora", "distill"] = Field(description="lora: LoRA fine-tune on the calibration text, merged; "
                                                "distill: logit distillation from the base model")
     steps: int = Field(40, ge=1, description="optimizer steps")
-    lr: float = Field(2e-4, gt=0, description="learning rate")
+    lr: float = Field(2e-4, gt=0, allow_inf_nan=False, description="learning rate")
 
 
 class QuantizeStep(StrictModel):
@@ -200,6 +201,16 @@ class CompressConfig(StrictModel):
     seed: int = Field(0, description="seed of the planners and the recovery training")
     search: CompressSearch = Field(default_factory=CompressSearch, description="the search: planner, budget, study, "
                                    "the LLM planner's and the agent's settings")
+
+    @field_validator("carbon_budget", "checkpoints_mb")
+    @classmethod
+    def _finite(cls, value: float | None, info: Any) -> float | None:
+        """inf passed ``gt=0`` and was written to results.json as a bare ``Infinity``, which is not JSON."""
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number of kg CO2e; leave it out for no limit"
+                             if info.field_name == "carbon_budget" else
+                             "must be a finite number of MB (a large one keeps more)")
+        return value
 
     @field_validator("eval_text", "calib_text")
     @classmethod

@@ -818,7 +818,11 @@ def run_compression(model_name: str | None = None, objective: str | None = None,
             raise UsageError("resume= and config= both given", hint="a resumed run reads its own config.yaml; give "
                              "changes as settings (max_iterations=10) or overrides")
         sets = _sets(overrides, model=model_name, objective=objective, carbon_budget=carbon_budget, **fields)
-        cfg = load_config(resume_dir / "config.yaml", CompressConfig, sets, schema="compress")
+        saved = resume_dir / "config.yaml"
+        if not saved.is_file():  # not load_config's hint about a -c file that may be left out
+            raise RunDirError(f"{saved} is missing: the run folder is incomplete",
+                              hint="restore it, or start a new run (without resume=)")
+        cfg = load_config(saved, CompressConfig, sets, schema="compress")
         check_resume(cfg, resume_dir)
     else:
         cfg = _load(model_name, objective, carbon_budget, config, overrides, **fields)

@@ -128,6 +128,25 @@ def read_record(path: Path, shape: type[_Record] = _Record) -> dict[str, Any]:
     return data
 
 
+def missing_file(file: Path, why: str = "") -> InputError:
+    """The error of a file a session folder should hold but does not (``why``: what says it should)."""
+    return InputError(f"{file}: missing{why}: the session folder is incomplete or damaged")
+
+
+def missing_steps(path: Path, results: dict[str, Any]) -> dict[str, InputError]:
+    """The step files results.json lists (each stage's ``step_file``) that are not there: name -> the error."""
+    errors = {}
+    for stage in results.get("stages", []):
+        if not isinstance(stage, dict):
+            continue
+        name, index, step_file = stage.get("name"), stage.get("index"), stage.get("step_file")
+        if not isinstance(step_file, str) and isinstance(index, int) and isinstance(name, str):
+            step_file = f"steps/{index:02d}-{name}.json"  # older sessions: as run.py names it
+        if isinstance(step_file, str) and not (path / step_file).exists():
+            errors[step_file] = missing_file(path / step_file, f" (results.json lists stage {str(name)!r})")
+    return errors
+
+
 def sessions_root(root: str | Path | None = None) -> Path:
     """runs/pipeline (or $AGENTLAB_RUNS/pipeline)."""
     return runs_root(root) / COMMAND
@@ -159,6 +178,8 @@ class _Reader:
         if not required and not file.exists():
             return {}
         try:
+            if not file.exists():
+                raise missing_file(file)
             return read_record(file, shape)
         except InputError as exc:
             if not self.lenient:
@@ -169,7 +190,7 @@ class _Reader:
 
 def _summary(path: Path, reader: _Reader) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     info = reader.read("run.json", _RunInfo, required=True)
-    session = reader.read("session.json", _SessionInfo)
+    session = reader.read("session.json", _SessionInfo, required=True)
     results = reader.read("results.json", _Results)
     summary = {"id": path.name, "path": str(path), "started": info.get("started"), "status": run_status(path, info),
                "pipeline": session.get("pipeline"), "parent": session.get("parent_run_id"),
@@ -198,9 +219,11 @@ def list_sessions(root: str | Path | None = None) -> list[dict[str, Any]]:
     listed = []
     for path in folders:
         reader = _Reader(path, lenient=True)
-        summary = _summary(path, reader)[0]
+        summary, _, results = _summary(path, reader)
         for step in sorted((path / "steps").glob("*.json")):
             reader.read(f"steps/{step.name}", _Step)
+        for name, error in missing_steps(path, results).items():
+            reader.problems[name] = error.message
         if any(name.startswith("steps/") for name in reader.problems):
             summary["status"] = DAMAGED
         listed.append(summary)
@@ -241,6 +264,10 @@ def find_session(ref: str, root: str | Path | None = None) -> Path:
     if len(matches) == 1:
         return matches[0]
     if not matches:
+        for folder in (base / ref, as_path):
+            if folder.is_dir():  # a session without its run.json is damaged, not absent
+                raise InputError(f"{folder}: not a readable session (run.json missing): the folder is incomplete or "
+                                 "damaged")
         raise UsageError(f"no pipeline session '{ref}' under {base}",
                          hint="list them with `agentlab pipeline history`")
     raise UsageError(f"'{ref}' matches {len(matches)} sessions: {', '.join(p.name for p in matches[:5])}",
@@ -260,6 +287,8 @@ def load_session(path: Path) -> dict[str, Any]:
     """Everything `pipeline show` prints: the summary, the step records, the final answer. ``InputError`` (one line,
     naming the file) when any of the session's files cannot be read."""
     summary, session, results = _summary(path, _Reader(path, lenient=False))
+    for error in missing_steps(path, results).values():
+        raise error
     steps = load_steps(path)
     final = results.get("final")
     return {**summary, "input": session.get("input"), "final": final, "results": results, "steps": steps,
@@ -348,7 +377,7 @@ def prepare_rerun(parent: Path, from_stage: str | None, *, sets: Iterable[str] |
     saved_llm = parent / "llm.yaml"
     routed = load_routed(llm_path or (saved_llm if saved_llm.is_file() else None), models, used)
     check_used_models(saved_models if models_path is None else Path(models_path), models, used, routed)
-    saved_input = read_record(parent / "session.json", _SessionInfo).get("input") if (
+    saved_input = _Reader(parent, lenient=False).read("session.json", _SessionInfo, required=True).get("input") if (
         input_text is None or reuse) else None
     if reuse and input_text is not None and saved_input is not None and input_text.strip() != saved_input.strip():
         reused = ", ".join(reuse)

@@ -318,3 +318,59 @@ def test_hints_name_a_session_outside_runs_pipeline_by_its_path(in_tmp: Path, ca
     assert code == 1 and "then `agentlab pipeline rerun out/f --from a --models FILE`" in " ".join(err.split()), err
     code, _, err = cli(capsys, "pipeline", "show", "out/f")
     assert code == 1 and "then `agentlab pipeline rerun out/f --from a --models FILE`" in " ".join(err.split()), err
+
+
+@pytest.mark.parametrize("damage", ["remove", "steps_a_file"])
+def test_show_and_history_name_a_missing_step_file(damage: str, sessions: list[str], in_tmp: Path,
+                                                   capsys: pytest.CaptureFixture,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A removed step file (or steps/ replaced by a file) was shown as a completed session without that stage, exit
+    0, and listed `completed`."""
+    monkeypatch.setattr(console, "_width", 120)
+    folder = in_tmp / "runs" / "pipeline" / sessions[0]
+    if damage == "remove":
+        (folder / "steps" / "02-vote.json").unlink()
+    else:
+        for step in (folder / "steps").iterdir():
+            step.unlink()
+        (folder / "steps").rmdir()
+        (folder / "steps").write_text("not a folder")
+    missing = folder / "steps" / ("02-vote.json" if damage == "remove" else "01-ask.json")
+    stage = "vote" if damage == "remove" else "ask"
+    says = f"{missing}: missing (results.json lists stage '{stage}'): the session folder is incomplete or damaged"
+    for args in ([], ["--json"]):
+        code, out, err = cli(capsys, "pipeline", "show", sessions[0], *args)
+        assert code == 2 and out == "" and " ".join(err.split()) == f"error: {says}", err
+    code, _, err = cli(capsys, "pipeline", "history")
+    row = next(line for line in err.splitlines() if sessions[0] in line and "↳" not in line)
+    assert code == 0 and "damaged" in row and f"unreadable: {says}" in " ".join(err.split()), err
+    code, out, _ = cli(capsys, "pipeline", "history", "--json")
+    listed = {s["id"]: s for s in json.loads(out)}
+    assert listed[sessions[0]]["status"] == "damaged" and listed[sessions[1]]["status"] == "completed"
+
+
+def test_show_of_a_session_without_run_json_says_it_is_damaged(sessions: list[str], in_tmp: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    """It said there is no such session."""
+    folder = in_tmp / "runs" / "pipeline" / "mine"
+    (folder / "run.json").unlink()
+    says = f"error: {folder}: not a readable session (run.json missing): the folder is incomplete or damaged"
+    for ref in ("mine", str(folder)):
+        code, out, err = cli(capsys, "pipeline", "show", ref)
+        assert code == 2 and out == "" and " ".join(err.split()) == says, err
+
+
+def test_show_of_a_session_without_session_json_names_it(sessions: list[str], in_tmp: Path,
+                                                          capsys: pytest.CaptureFixture,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """It was shown as completed with a blank input, exit 0."""
+    monkeypatch.setattr(console, "_width", 120)
+    missing = in_tmp / "runs" / "pipeline" / "mine" / "session.json"
+    missing.unlink()
+    says = f"{missing}: missing: the session folder is incomplete or damaged"
+    code, out, err = cli(capsys, "pipeline", "show", "mine")
+    assert code == 2 and out == "" and " ".join(err.split()) == f"error: {says}", err
+    code, _, err = cli(capsys, "pipeline", "history")
+    assert code == 0 and "? session.json" in err and f"unreadable: {says}" in " ".join(err.split()), err
+    code, _, err = cli(capsys, "pipeline", "rerun", "mine")  # the same words
+    assert code == 2 and " ".join(err.split()).startswith(f"error: {says}"), err
