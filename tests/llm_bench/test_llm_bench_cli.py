@@ -306,8 +306,14 @@ def test_ctrl_c_keeps_the_models_measured_and_says_how_to_measure_again(
         return await measure(router, name, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(bench_run, "bench_model", stopped_at_the_second)
-    assert main(["llm-bench", "--demo", "-m", "demo-fast", "-m", "demo-slow", "--concurrency", "1",
-                 "--requests", "1", "--out", "r"]) == 130
+    # as in a terminal: an xdist worker ignores SIGINT, and asyncio.run then installs no handler of its own
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code = main(["llm-bench", "--demo", "-m", "demo-fast", "-m", "demo-slow", "--concurrency", "1",
+                     "--requests", "1", "--out", "r"])
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert code == 130
     results = json.loads((in_tmp / "r" / "results.json").read_text())
     assert results["interrupted"] is True and [m["name"] for m in results["models"]] == ["demo-fast"]
     assert results["available"] == ["demo-fast"]

@@ -389,7 +389,7 @@ def test_lines_of_events_that_cannot_be_read_are_counted(root: Path) -> None:
     ("debate-eval", "interrupted", "continue it with `agentlab debate eval --resume {path}`"),
     ("train-persona", "failed", "continue it with `agentlab train-persona --resume {path}`"),
     ("pipeline", "interrupted", "no stage finished: run it again (`agentlab pipeline rerun {path}`"),
-    ("llm-bench", "interrupted", "`agentlab llm-bench` has no --resume: run it again"),
+    ("llm-bench", "interrupted", "measure again with `agentlab llm-bench -c RUN/config.yaml`"),
     ("nas", "completed", None), ("unknown", "interrupted", None)])
 def test_a_stopped_run_says_how_to_continue_it(root: Path, command: str, status: str, advice: str | None) -> None:
     """An interrupted run's Report tab said "no report.md yet (the command writes it when it finishes)" and no more."""
