@@ -250,11 +250,13 @@ def test_a_cut_short_parent_says_what_to_do(parents: list[Path], tmp_path: Path,
     assert "hint: the weights file is damaged or cut short" in err
 
 
-@pytest.mark.parametrize("peft_type, said", [("lora", None), ("IA3", "peft_type is 'IA3'; only LoRA adapters can "
+@pytest.mark.parametrize("peft_type, said", [("LORA", None), ("lora", "peft_type is 'lora'; PEFT reads only \"LORA\""),
+                                             ("IA3", "peft_type is 'IA3'; only LoRA adapters can "
                                                                    "be blended")])
 def test_a_parent_is_read_as_every_command_reads_a_lora_adapter(parents: list[Path], tmp_path: Path, peft_type: str,
                                                                  said: str | None) -> None:
-    """blend compared peft_type with "LORA" itself: a "lora" adapter that eval and export take was refused."""
+    """blend compared peft_type with "LORA" itself, in other words than eval and export: one check for all (PEFT
+    cannot load "lora": a child blended from it would load nowhere)."""
     import shutil
 
     from agentlab.core.train.blend import read_parent

@@ -660,7 +660,8 @@ def test_check_notes_an_n_ctx_above_the_training_context(tiny_model: dict[str, P
     (in_tmp / "models.yaml").write_text("models_directory: models\nmodels:\n"
                                         "  long: {file: tiny/model.gguf, overrides: {n_ctx: 1024}}\n"
                                         "  fine: {file: tiny/model.gguf, overrides: {n_ctx: 512}}\n"
-                                        "  hf: {file: tiny, backend: hf, overrides: {n_ctx: 1024}}\n")
+                                        "  hf: {file: tiny, backend: hf, overrides: {n_ctx: 1024}}\n"
+                                        "  hf64: {file: tiny, backend: hf, overrides: {n_ctx: 64}}\n")
     said = ("n_ctx 1024 is above its training context 512: past 512 the model is not trained and the extra memory "
             "buys nothing")
     assert main(["models", "check", "models.yaml", "--json"]) == 0
@@ -670,5 +671,6 @@ def test_check_notes_an_n_ctx_above_the_training_context(tiny_model: dict[str, P
     # the hf backend's context is the model's own whatever n_ctx says: no note, and its estimate at 512 (was 1024)
     assert "training context" not in by_name["hf"]["note"] and by_name["hf"]["ok"]
     assert "at n_ctx 512 " in by_name["hf"]["estimate"]["describe"]
+    assert "at n_ctx 512 " in by_name["hf64"]["estimate"]["describe"]  # below it too: it said 64
     assert main(["models", "check", "models.yaml"]) == 0
     assert f"long: {said}" in " ".join(capsys.readouterr().err.split())

@@ -85,8 +85,8 @@ def estimate(models_cfg: ModelsConfig, name: str) -> Any:
         device = "cuda" if settings.device == "cuda" else "cpu"
         dtype = "float32" if settings.dtype == "auto" and device == "cpu" else settings.dtype
         dtype = "bfloat16" if dtype == "auto" else dtype
-        return estimate_hf(path, dtype=dtype, n_ctx=settings.n_ctx, load_in_4bit=settings.load_in_4bit,
-                           device=device, name=name)
+        # at the model's own context, as the provider checks it: the hf backend has no n_ctx
+        return estimate_hf(path, dtype=dtype, load_in_4bit=settings.load_in_4bit, device=device, name=name)
     # The resolved path and n_batch as the provider passes them: check_fits then knows a loaded model as the same one.
     return estimate_gguf(path.resolve(), n_ctx=settings.n_ctx, cache_type=settings.cache_type,
                          n_gpu_layers=settings.n_gpu_layers, name=name, n_batch=settings.n_batch)

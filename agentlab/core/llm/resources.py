@@ -247,9 +247,8 @@ def estimate_hf(path: str | Path, dtype: str = "float32", n_ctx: int | None = No
     """Memory to load a transformers folder: parameters x bytes per ``dtype`` (with ``load_in_4bit``, the decoder
     layers' weights at NF4 ~0.52 byte, embeddings and head in ``dtype``), KV at ``n_ctx`` (default: the model's
     ``max_position_embeddings``) in ``dtype``, and compute = 64 MiB + one forward pass of activations
-    ``n_ctx * (4 * n_embd + 2 * n_ff)`` in ``dtype`` (batch 1); ``n_ctx`` at most the training context, the
-    provider's limit. ``path`` may be a GGUF file, which the transformers provider de-quantizes: its header gives
-    the sizes. ``ResourceError`` when config.json does not give the sizes
+    ``n_ctx * (4 * n_embd + 2 * n_ff)`` in ``dtype`` (batch 1). ``path`` may be a GGUF file, which the transformers
+    provider de-quantizes: its header gives the sizes. ``ResourceError`` when config.json does not give the sizes
     (:func:`_hf_dims`)."""
     folder = Path(path)
     if folder.is_file():
@@ -276,8 +275,7 @@ def estimate_hf(path: str | Path, dtype: str = "float32", n_ctx: int | None = No
     for tensor, count in numels:
         quantized = load_in_4bit and ".layers." in tensor and tensor.endswith("proj.weight")
         weights += count * (NF4_BYTES if quantized else per)
-    # the transformers provider's context is the model's own (max_position_embeddings), never more
-    n_ctx = min(n_ctx or dims["n_ctx_train"], dims["n_ctx_train"]) if dims["n_ctx_train"] else n_ctx or 2048
+    n_ctx = n_ctx or dims["n_ctx_train"] or 2048
     kv = kv_cache_bytes(dims["n_layers"], n_ctx, dims["n_head_kv"], dims["head_dim"], dims["head_dim"],
                         "f32" if per == 4 else "f16")
     compute = HF_COMPUTE_FLOOR + n_ctx * (4 * dims["n_embd"] + 2 * dims["n_ff"]) * per

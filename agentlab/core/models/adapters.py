@@ -103,9 +103,13 @@ def read_lora(folder: str | Path, what: str) -> dict[str, Any]:
     or its weights are cut short (:func:`check_weights`)."""
     config = read_adapter(folder)
     peft_type = config.get("peft_type")
-    if str(peft_type).upper() != "LORA":  # PEFT fails deep in torch on a prefix-tuning folder ("empty(): argument")
-        raise InputError(f"{Path(folder) / ADAPTER_CONFIG}: peft_type is {peft_type!r}; only LoRA adapters can be "
-                         f"{what}", hint="give a LoRA adapter (what `agentlab train-persona` trains)")
+    if peft_type != "LORA":  # PEFT fails deep in torch on a prefix-tuning folder ("empty(): argument"), and
+        # reads "lora" as no type at all (KeyError 'lora'): a child blended from it would load nowhere
+        lora = isinstance(peft_type, str) and peft_type.upper() == "LORA"
+        raise InputError(f"{Path(folder) / ADAPTER_CONFIG}: peft_type is {peft_type!r}; "
+                         + ("PEFT reads only \"LORA\"" if lora else f"only LoRA adapters can be {what}"),
+                         hint='write "peft_type": "LORA" there, as PEFT does' if lora else
+                         "give a LoRA adapter (what `agentlab train-persona` trains)")
     check_scales(folder, config)
     check_weights(folder)
     return config

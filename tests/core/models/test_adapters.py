@@ -39,7 +39,8 @@ def test_weights_cut_short_are_refused_by_read_lora(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("config, said", [
-    ({"peft_type": "lora"}, None), ({"peft_type": "IA3"}, "peft_type is 'IA3'; only LoRA adapters can be scored"),
+    ({"peft_type": "LORA"}, None), ({"peft_type": "lora"}, "peft_type is 'lora'; PEFT reads only \"LORA\""),
+    ({"peft_type": "IA3"}, "peft_type is 'IA3'; only LoRA adapters can be scored"),
     ({"lora_alpha": None}, "lora_alpha is null; it must be a number above 0"),
     ({"use_rslora": "yes"}, 'use_rslora is "yes"; it must be true or false')])
 def test_read_lora_names_the_field_it_refuses(tmp_path: Path, config: dict, said: str | None) -> None:
