@@ -172,8 +172,8 @@ def history_cmd(
     json_: JsonOpt = False,
 ) -> None:
     """List pipeline sessions: id (a rerun's parent under it), status, input, final answer. A session whose files
-    cannot be read is listed with the bad file marked (a bad step file: status `damaged`), and what is wrong with it
-    under the list."""
+    cannot be read is listed with the bad file marked (a bad or missing step file, or a finished session's missing
+    session.json: status `damaged`), and what is wrong with it under the list."""
     from agentlab.pipeline.sessions import list_sessions, session_tree, sessions_root
 
     sessions = list_sessions()
@@ -235,8 +235,8 @@ def _history_table(sessions: list[dict[str, Any]], title: str) -> None:
 
 
 def _state(s: dict[str, Any]) -> str:
-    """The status of a listed session, coloured (`damaged`: a step file that cannot be read, which `show` refuses; the
-    file is named under the list)."""
+    """The status of a listed session, coloured (`damaged`: a step file or session.json that cannot be read or is
+    missing, which `show` refuses; the file is named under the list)."""
     from agentlab.pipeline.sessions import shown_status
 
     return _status(shown_status(s))

@@ -190,7 +190,10 @@ class _Reader:
 
 def _summary(path: Path, reader: _Reader) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     info = reader.read("run.json", _RunInfo, required=True)
-    session = reader.read("session.json", _SessionInfo, required=True)
+    # A session refused at the memory check by agentlab 0.1.0, or stopped before session.json was written (or live in
+    # that moment), has run.json alone; one that got results, or completed, should hold session.json.
+    needed = (path / "results.json").exists() or info.get("status") == "completed"
+    session = reader.read("session.json", _SessionInfo, required=needed)
     results = reader.read("results.json", _Results)
     summary = {"id": path.name, "path": str(path), "started": info.get("started"), "status": run_status(path, info),
                "pipeline": session.get("pipeline"), "parent": session.get("parent_run_id"),
@@ -212,8 +215,9 @@ def session_summary(path: Path, *, lenient: bool = False) -> dict[str, Any]:
 
 def list_sessions(root: str | Path | None = None) -> list[dict[str, Any]]:
     """Every session, oldest first; a session with unreadable files (its step files included: what `show` reads) is
-    listed with its ``problems``, and one with a step file that cannot be read with the status ``damaged`` (`show` and
-    a rerun refuse it, whatever run.json says): the status `history` prints, in its table and in ``--json`` alike."""
+    listed with its ``problems``, and one with a step file that cannot be read, or without the session.json it should
+    hold, with the status ``damaged`` (`show` and a rerun refuse it, whatever run.json says): the status `history`
+    prints, in its table and in ``--json`` alike."""
     base = sessions_root(root)
     folders = sorted(p for p in base.iterdir() if (p / "run.json").is_file()) if base.is_dir() else []
     listed = []
@@ -224,7 +228,8 @@ def list_sessions(root: str | Path | None = None) -> list[dict[str, Any]]:
             reader.read(f"steps/{step.name}", _Step)
         for name, error in missing_steps(path, results).items():
             reader.problems[name] = error.message
-        if any(name.startswith("steps/") for name in reader.problems):
+        missing_session = "session.json" in reader.problems and not (path / "session.json").exists()
+        if missing_session or any(name.startswith("steps/") for name in reader.problems):
             summary["status"] = DAMAGED
         listed.append(summary)
     return listed
@@ -265,13 +270,23 @@ def find_session(ref: str, root: str | Path | None = None) -> Path:
         return matches[0]
     if not matches:
         for folder in (base / ref, as_path):
-            if folder.is_dir():  # a session without its run.json is damaged, not absent
+            if _looks_like_session(folder, base):  # a session without its run.json is damaged, not absent
                 raise InputError(f"{folder}: not a readable session (run.json missing): the folder is incomplete or "
                                  "damaged")
         raise UsageError(f"no pipeline session '{ref}' under {base}",
                          hint="list them with `agentlab pipeline history`")
     raise UsageError(f"'{ref}' matches {len(matches)} sessions: {', '.join(p.name for p in matches[:5])}",
                      hint="give more of the name")
+
+
+def _looks_like_session(folder: Path, base: Path) -> bool:
+    """Whether ``folder``, which has no run.json, is a session's: a folder right under ``base`` (runs/pipeline), or
+    one holding a session's session.json, steps/ or results.json (not any folder: `show models`)."""
+    try:
+        return folder.is_dir() and (folder.resolve().parent == base.resolve() or any(
+            (folder / name).exists() for name in ("session.json", "steps", "results.json")))
+    except OSError:
+        return False
 
 
 def load_steps(path: Path, stages: Iterable[str] | None = None) -> list[dict[str, Any]]:

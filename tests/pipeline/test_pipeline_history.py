@@ -374,3 +374,58 @@ def test_show_of_a_session_without_session_json_names_it(sessions: list[str], in
     assert code == 0 and "? session.json" in err and f"unreadable: {says}" in " ".join(err.split()), err
     code, _, err = cli(capsys, "pipeline", "rerun", "mine")  # the same words
     assert code == 2 and " ".join(err.split()).startswith(f"error: {says}"), err
+
+
+def _only_run_json(folder: Path, status: str) -> None:
+    for item in sorted(folder.rglob("*"), reverse=True):
+        if item.name != "run.json" or item.parent != folder:
+            item.rmdir() if item.is_dir() else item.unlink()
+    info = json.loads((folder / "run.json").read_text())
+    (folder / "run.json").write_text(json.dumps({**info, "status": status, "error": "not enough memory"}))
+
+
+def test_a_session_stopped_before_session_json_is_listed_and_shown_as_it_was(sessions: list[str], in_tmp: Path,
+                                                                             capsys: pytest.CaptureFixture,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run refused at the memory check by 0.1.0 (or stopped before session.json) has run.json alone: it was listed
+    `? session.json` and `show` called it damaged (exit 2)."""
+    monkeypatch.setattr(console, "_width", 120)
+    _only_run_json(in_tmp / "runs" / "pipeline" / "mine", "failed")
+    code, out, _ = cli(capsys, "pipeline", "history", "--json")
+    listed = {s["id"]: s for s in json.loads(out)}
+    assert code == 0 and listed["mine"]["status"] == "failed" and listed["mine"]["problems"] == {}
+    code, _, err = cli(capsys, "pipeline", "history")
+    assert code == 0 and "? session.json" not in err and "unreadable" not in err, err
+    code, _, err = cli(capsys, "pipeline", "show", "mine")
+    assert code == 1 and "(failed)" in err and "not enough memory" in err and "damaged" not in err, err  # as run
+    code, out, err = cli(capsys, "pipeline", "show", "mine", "--json")
+    assert code == 0 and json.loads(out)["status"] == "failed", err
+
+
+def test_a_completed_session_without_session_json_is_damaged_in_history_json(sessions: list[str], in_tmp: Path,
+                                                                             capsys: pytest.CaptureFixture) -> None:
+    """`show` refuses it (exit 2); `history --json` said `completed`."""
+    folder = in_tmp / "runs" / "pipeline"
+    (folder / "mine" / "session.json").unlink()
+    _only_run_json(folder / sessions[0], "completed")  # completed: session.json is due even without results.json
+    code, out, _ = cli(capsys, "pipeline", "history", "--json")
+    listed = {s["id"]: s for s in json.loads(out)}
+    assert code == 0 and listed["mine"]["status"] == listed[sessions[0]]["status"] == "damaged"
+    assert listed[sessions[1]]["status"] == "completed"
+    for ref in ("mine", sessions[0]):
+        code, out, err = cli(capsys, "pipeline", "show", ref)
+        assert code == 2 and "session.json: missing" in " ".join(err.split()), err
+
+
+def test_show_of_a_folder_that_is_no_session_says_there_is_no_such_session(sessions: list[str], in_tmp: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    """Any folder was called a damaged session: `show models` beside a models/ folder, `show /tmp`."""
+    (in_tmp / "models").mkdir()
+    (in_tmp / "other" / "steps").mkdir(parents=True)  # a session elsewhere (--out) without its run.json
+    for ref in ("models", str(in_tmp / "models"), str(in_tmp)):
+        code, out, err = cli(capsys, "pipeline", "show", ref)
+        assert code == 2 and out == "" and f"no pipeline session '{ref}'" in " ".join(err.split()), err
+        assert "damaged" not in err, err
+    code, _, err = cli(capsys, "pipeline", "show", "other")
+    says = f"error: {Path('other')}: not a readable session (run.json missing): the folder is incomplete or damaged"
+    assert code == 2 and " ".join(err.split()) == says, err
