@@ -130,11 +130,12 @@ def run_command(spec: CommandSpec, asked: Invocation) -> None:
         return
     if lead is not None:
         run = lead.run
-    resume_dir = resume_target(command, asked.resume, config=asked.config, out=asked.out) if spec.resumable else None
     overrides = list(asked.sets or [])
     with ExitStack() as stack:
         if lead is not None:
             stack.callback(lead.release)  # a refusal below lets the other processes go
+        resume_dir = (resume_target(command, asked.resume, config=asked.config, out=asked.out) if spec.resumable
+                      else None)
         if asked.out is not None and resume_dir is None:  # before anything starts (a demo server, a data read, a
             check_out_folder(command, asked.out, resumable=spec.resumable)  # dry run's report); checked again later
         if spec.load is not None:
@@ -142,11 +143,6 @@ def run_command(spec: CommandSpec, asked: Invocation) -> None:
         else:
             raw = spec.base(stack) if callable(spec.base) else spec.base
             assert spec.model is not None, "run_command needs `model` or `load`"
-            if resume_dir is not None and not (resume_dir / "config.yaml").exists():  # not "leave the option out"
-                from agentlab.core.errors import RunDirError
-
-                raise RunDirError(f"{resume_dir / 'config.yaml'} is missing: the run folder is incomplete",
-                                  hint="restore it from a copy, or start a new run (without --resume)")
             cfg = load_config(resume_dir / "config.yaml" if resume_dir else asked.config, spec.model, overrides,
                               base=raw, schema=command_words(command).split()[0])  # `config show debate`
         if resume_dir is not None:  # before anything loads: run_in_folder checks the settings again

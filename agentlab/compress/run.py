@@ -812,17 +812,13 @@ def run_compression(model_name: str | None = None, objective: str | None = None,
     this call's routing config, as ``--llm`` (a file or an ``LLMConfig``; when not given, a resumed run's llm.yaml,
     else the config's ``llm`` field), e.g. ``agentlab.testing.agents.scripted_llm(agent)`` for a scripted agent model
     (``planner="agent"``)."""
-    resume_dir = resume_target("compress", resume, out=out)
+    resume_dir = resume_target("compress", resume, out=out, option="resume=")
     if resume_dir is not None:  # the run's own config, with this call's settings on top (checked as a resume's)
         if config is not None:
             raise UsageError("resume= and config= both given", hint="a resumed run reads its own config.yaml; give "
                              "changes as settings (max_iterations=10) or overrides")
         sets = _sets(overrides, model=model_name, objective=objective, carbon_budget=carbon_budget, **fields)
-        saved = resume_dir / "config.yaml"
-        if not saved.is_file():  # not load_config's hint about a -c file that may be left out
-            raise RunDirError(f"{saved} is missing: the run folder is incomplete",
-                              hint="restore it, or start a new run (without resume=)")
-        cfg = load_config(saved, CompressConfig, sets, schema="compress")
+        cfg = load_config(resume_dir / "config.yaml", CompressConfig, sets, schema="compress")
         check_resume(cfg, resume_dir)
     else:
         cfg = _load(model_name, objective, carbon_budget, config, overrides, **fields)

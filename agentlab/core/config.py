@@ -299,11 +299,11 @@ SET_EXAMPLE = ("KEY=VALUE, a dotted key for a nested field: e.g. --set name=tria
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``a.b.c=value`` -> (["a", "b", "c"], parsed value). Values are YAML: numbers, booleans, lists, mappings."""
     if "=" not in item:
-        raise ConfigError(f"--set {item}: expected key.path=value", hint=SET_EXAMPLE)
+        raise ConfigError(f"{set_label(item)}: expected key.path=value", hint=SET_EXAMPLE)
     key, _, raw = item.partition("=")
     parts = [p for p in key.strip().split(".")]
     if not all(parts):
-        raise ConfigError(f"--set {item}: empty key in '{key}'", hint=SET_EXAMPLE)
+        raise ConfigError(f"{set_label(item)}: empty key in '{key}'", hint=SET_EXAMPLE)
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
@@ -339,7 +339,8 @@ def override_list(overrides: Iterable[str | Flag] | None) -> list[str | Flag]:
     if overrides is None:
         return []
     if isinstance(overrides, str | bytes | dict | Flag) or not isinstance(overrides, Iterable):
-        wrong = f"got {'one string' if isinstance(overrides, str) else type(overrides).__name__}, {overrides!r}"
+        shown = _set_text(overrides) if isinstance(overrides, str) else overrides
+        wrong = f"got {'one string' if isinstance(overrides, str) else type(overrides).__name__}, {shown!r}"
     else:
         items = list(overrides)
         odd = [item for item in items if not isinstance(item, str | Flag)]
@@ -350,15 +351,26 @@ def override_list(overrides: Iterable[str | Flag] | None) -> list[str | Flag]:
                      hint="give each key.path=value as one item of a list: overrides=['train.epochs=1', 'seed=2']")
 
 
-# a key whose value may be a secret (api_key, api_key_env, hf_token, ...): its --set is named without the value
-_SECRET_KEY = re.compile(r"(key|token|secret|password)(_env)?$", re.IGNORECASE)
+def _set_text(item: str) -> str:
+    """``key=value`` with the value left out (``key=...``) where it may be a secret: what ``redact`` would hide (a
+    credential field or header, a URL password, a secret variable's value), or the value of an ``_env`` field naming
+    a secret's variable (``api_key_env``, ``key_env``), where a key pasted by mistake would be printed back."""
+    key, eq, raw = item.partition("=")
+    name = (parts := key.strip().split("."))[-1]
+    base = name.removesuffix("_env")
+    hide = base != name and (base == "key" or _secret_key(base, False))
+    if eq and not hide:
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        hide = _redact({name: value}, [], secret_values(), parts[-2:-1] == ["headers"]) != {name: value}
+    return f"{key}=..." if eq and hide else item
 
 
 def set_label(item: str) -> str:
-    """``--set key=value`` as errors name it; the value left out for a key that may hold a secret (a key pasted as
-    ``api_key_env``'s variable name was printed back)."""
-    key, eq, _ = item.partition("=")
-    return f"--set {key}=..." if eq and _SECRET_KEY.search(key.strip()) else f"--set {item}"
+    """``--set key=value`` as errors name it; the value left out where it may be a secret (see ``_set_text``)."""
+    return f"--set {_set_text(item)}"
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str | Flag], source: _Source | None = None

@@ -848,10 +848,11 @@ def _started(path: Path) -> tuple[str, int]:
 
 
 def resume_target(command: str, resume: str | Path | None, *, config: str | Path | None = None,
-                  out: str | Path | None = None) -> Path | None:
+                  out: str | Path | None = None, option: str = "--resume") -> Path | None:
     """The run folder that ``--resume [DIR]`` names (``""``: the latest run that started), or None for a new run.
 
-    A resumed run reads its own config.yaml, so a config file or ``--out`` beside it is a usage error.
+    A resumed run reads its own config.yaml, so a config file or ``--out`` beside it is a usage error, and a folder
+    without it a ``RunDirError`` (``option``: how the caller spells the resume, ``"resume="`` for a Python API).
     """
     if resume is None:
         return None
@@ -861,11 +862,16 @@ def resume_target(command: str, resume: str | Path | None, *, config: str | Path
     if out is not None:
         raise UsageError("--resume and --out both given", hint="--resume DIR names the folder to continue")
     if str(resume) == "":
-        return RunDir.latest(command)
-    info = run_info(resume, command)  # before its config.yaml is read: "not a run folder", not "no config.yaml"
-    if is_live(resume):  # and before its inputs are loaded: no point preparing data for a refusal
-        raise _still_running(resume, info)
-    return Path(resume)
+        folder = RunDir.latest(command)
+    else:
+        info = run_info(resume, command)  # before its config.yaml is read: "not a run folder", not "no config.yaml"
+        if is_live(resume):  # and before its inputs are loaded: no point preparing data for a refusal
+            raise _still_running(resume, info)
+        folder = Path(resume)
+    if not (folder / "config.yaml").is_file():  # not load_config's hint to leave a -c option out
+        raise RunDirError(f"{folder / 'config.yaml'} is missing: the run folder is incomplete",
+                          hint=f"restore it from a copy, or start a new run (without {option})")
+    return folder
 
 
 def routing_config(llm: Any, folder: str | Path | None, overrides: Iterable[Any] = ()) -> Any:

@@ -26,7 +26,7 @@ def run_evolution(cfg: EvolveConfig | dict[str, Any] | str | Path | None = None,
     run (or resume) in a run folder and return the results (``results.json``'s content). ``resume`` without ``cfg``
     continues the run with its own settings (its config.yaml); with ``cfg``, settings a resume cannot change are
     refused (``UsageError``)."""
-    folder = resume_target("evolve", resume, out=out) if resume else None
+    folder = resume_target("evolve", resume, out=out, option="resume=") if resume else None
     if folder is not None and cfg is None:
         config = load_config(folder / "config.yaml", EvolveConfig, schema="evolve")
     elif isinstance(cfg, EvolveConfig):

@@ -804,7 +804,7 @@ def run_nas_optimization(max_iterations: int | None = None,
         sets.append(Flag("max_iterations", "search.max_iterations", max_iterations))
     if mlflow is not None:
         sets.append(Flag("mlflow", "mlflow", mlflow))
-    resume_dir = resume_target("nas", resume, out=out)
+    resume_dir = resume_target("nas", resume, out=out, option="resume=")
     if resume_dir is not None and config is not None:
         raise UsageError("resume= and config= both given", hint="a resumed run reads its own config.yaml; give "
                          "changes as overrides (overrides=['search.patience=5'])")

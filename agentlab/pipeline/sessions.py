@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from agentlab.core.config import load_config
+from agentlab.core.config import load_config, set_label
 from agentlab.core.errors import AgentlabError, InputError, UsageError
 from agentlab.core.files import read_text
 from agentlab.core.runs import run_status, runs_root
@@ -466,7 +466,7 @@ def _check_sets_keep(pipeline_file: Path, known: dict[str, ModelEntry], sets: li
                 culprits.append(one)
         except (AgentlabError, KeyError):  # valid only with the other sets, or renames a stage: not named alone
             continue
-    what = ", ".join(f"--set {c}" for c in culprits) if culprits else "--set"
+    what = ", ".join(set_label(c) for c in culprits) if culprits else "--set"
     names = ("stages " if len(stages) > 1 else "stage ") + ", ".join(f"'{n}'" for n in stages)
     raise UsageError(f"{what}: changes {names}, reused from the parent session (before --from {from_stage}): a reused "
                      "stage keeps the parent's output, so the change would not run",

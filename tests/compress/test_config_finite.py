@@ -47,5 +47,5 @@ def test_a_resume_without_its_config_yaml_says_the_run_folder_is_incomplete(tmp_
     with pytest.raises(RunDirError) as caught:
         run_compression(resume=folder)
     assert caught.value.message == f"{folder / 'config.yaml'} is missing: the run folder is incomplete"
-    assert caught.value.hint is not None and "restore it, or start a new run" in caught.value.hint
+    assert caught.value.hint == "restore it from a copy, or start a new run (without resume=)"
     assert "defaults" not in caught.value.hint and sorted(p.name for p in folder.iterdir()) == ["run.json"]

@@ -10,7 +10,7 @@ import pytest
 from pydantic import Field, field_validator, model_validator
 
 from agentlab.core.config import StrictModel, describe_model, load_config, redact
-from agentlab.core.errors import ConfigError
+from agentlab.core.errors import ConfigError, UsageError
 from agentlab.core.llm.config import LLMConfig
 
 
@@ -548,3 +548,23 @@ def test_a_set_of_a_key_that_may_hold_a_secret_is_named_without_its_value(tmp_pa
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, "train:\n  lr: 0.1\n"), Cfg, ["train.api_key=sk-abc-123"])
     assert "--set train.api_key=...:" in info.value.message and "sk-abc" not in info.value.message
+
+
+def test_a_set_is_named_without_its_value_exactly_where_redact_would_hide_it() -> None:
+    """set_label had its own pattern: it hid any key ending in `key` (size_key) and showed what `redact` hides
+    (authorization, a provider's headers); the empty-key and one-string errors printed the value whole."""
+    from agentlab.core.config import override_list, parse_override, set_label
+
+    assert set_label("search.size_key=5") == "--set search.size_key=5"
+    assert set_label("key_env=sk-abc-123") == "--set key_env=..."
+    assert set_label("providers.p.authorization=Bearer sk-abc-123") == "--set providers.p.authorization=..."
+    assert set_label("providers.p.headers.X-Auth-Key=sk-abc-123") == "--set providers.p.headers.X-Auth-Key=..."
+    assert set_label("providers.p.headers={Cookie: sk-abc-123}") == "--set providers.p.headers=..."
+    assert set_label("providers.p.headers={X-Title: me}") == "--set providers.p.headers={X-Title: me}"
+    assert set_label("api_key=${OPENAI_API_KEY}") == "--set api_key=${OPENAI_API_KEY}"  # no secret in it
+    with pytest.raises(ConfigError) as info:
+        parse_override(".api_key_env=sk-abc-123")
+    assert "--set .api_key_env=...: empty key" in info.value.message and "sk-abc" not in info.value.message
+    with pytest.raises(UsageError) as used:
+        override_list("api_key=sk-abc-123")
+    assert "'api_key=...'" in used.value.message and "sk-abc" not in used.value.message

@@ -431,3 +431,25 @@ def test_a_bare_resume_while_the_latest_run_goes_on_says_so(in_tmp: Path) -> Non
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert RunDir.latest("demo", root=in_tmp) == in_tmp / "demo" / "newer"  # killed: the latest, to resume
+
+
+def test_every_resume_of_a_folder_without_its_config_yaml_says_the_folder_is_incomplete(in_tmp: Path) -> None:
+    """run_nas_optimization(resume=) and run_evolution(resume=) said "config file not found" with the hint to leave
+    a config option out; the CLI and run_compression each had their own check (one in resume_target now)."""
+    from agentlab.core.runs import resume_target
+    from agentlab.evolve import run_evolution
+    from agentlab.nas.run import run_nas_optimization
+
+    calls = {"nas": lambda folder: run_nas_optimization(resume=folder),
+             "evolve": lambda folder: run_evolution(resume=folder),
+             "demo": lambda folder: resume_target("demo", "")}  # a bare --resume: the latest run
+    for command, call in calls.items():
+        with pytest.raises(KeyboardInterrupt), RunDir.create(command, out=in_tmp / command) as run:
+            run.event("trial", n=0)  # started: what a bare --resume looks for
+            raise KeyboardInterrupt
+        assert not (in_tmp / command / "config.yaml").exists()
+        with pytest.raises(RunDirError) as info:
+            call(in_tmp / command)
+        assert info.value.message == f"{in_tmp / command / 'config.yaml'} is missing: the run folder is incomplete"
+        option = "--resume" if command == "demo" else "resume="
+        assert info.value.hint == f"restore it from a copy, or start a new run (without {option})"
