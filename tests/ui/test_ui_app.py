@@ -382,7 +382,7 @@ def test_a_folder_name_that_is_not_utf8_is_shown_escaped_and_opens(in_tmp: Path)
     made = all_runs(in_tmp / "runs")
     shutil.copytree(made["nas"], in_tmp / "runs" / "nas" / os.fsdecode(b"caf\xe9-run"))
     session = run_folder(in_tmp / "runs", "pipeline", "20260105-000000-cafe",
-                         files={"steps/01-draft.json": step_record(0, "draft")})
+                         files={"steps/01-draft.json": step_record(0, "draft"), "session.json": {"input": "x"}})
     session = session.rename(session.with_name(os.fsdecode(b"20260105-000000-caf\xe9")))
     at = app()
     assert not at.exception
@@ -433,9 +433,12 @@ def test_damaged_pipeline_files_are_named_on_the_runs_and_history_pages(in_tmp: 
     root = in_tmp / "runs"
     run_folder(root, "pipeline", "20260105-000000-damaged", files={
         "steps/01-draft.json": step_record(0, "draft"), "steps/02-vote.json": json.dumps(step_record(1, "vote"))[:30]})
-    no_folder = run_folder(root, "pipeline", "20260105-000001-file", results=None, files={"steps": "not a folder"})
+    # (a finished session holds session.json: without it, it is damaged too)
+    no_folder = run_folder(root, "pipeline", "20260105-000001-file", results=None,
+                           files={"steps": "not a folder", "session.json": {"input": "x"}})
     (no_folder / "results.json").write_text("null")
-    run_folder(root, "pipeline", "20260105-000002-fine", files={"steps/01-draft.json": step_record(0, "draft")})
+    run_folder(root, "pipeline", "20260105-000002-fine",
+               files={"steps/01-draft.json": step_record(0, "draft"), "session.json": {"input": "x"}})
     (run_folder(root, "pipeline", "20260105-000003-no-info") / "run.json").write_text("{")
     at = app(run="pipeline/20260105-000000-damaged")
     assert not at.exception
