@@ -21,8 +21,9 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from agentlab.core.errors import UsageError
 
@@ -80,7 +81,17 @@ class ConfigFile:
                                   f"save it as {encoding}, or fix its coding declaration") from None
         except OSError as exc:
             raise ConfigFileError(f"objective.config: {path} cannot be read ({exc.strerror or exc})") from None
-        return cls(path, kind, text, _READ[kind](path, text.removeprefix(BOM)), encoding)
+        if kind != "python":
+            return cls(path, kind, text, _READ[kind](path, text.removeprefix(BOM)), encoding)
+        tree = _parse_python(path, text.removeprefix(BOM))
+        found = cls(path, kind, text, _python_values(tree), encoding)
+        found.__dict__["tree"] = tree  # parsed once: `tree` is not parsed again for each key required or written
+        return found
+
+    @cached_property
+    def tree(self) -> ast.Module:
+        """A Python module's syntax tree (of ``body``), parsed once per file."""
+        return _parse_python(self.path, self.body)
 
     def encode(self, text: str) -> bytes:
         """``text`` (this file's, or one ``render`` made of it) as the file's bytes: in its declared encoding."""
@@ -101,26 +112,15 @@ class ConfigFile:
 
     def require(self, keys: list[str] | tuple[str, ...]) -> None:
         """Refuse the first key the file lacks, naming the file and the line where its parent is (or line 1), or
-        one a Python module assigns again after the assignment a trial's value is written into."""
+        one a Python module assigns again, deletes or changes in place (``CFG.update(lr=0.5)``) after the assignment
+        a trial's value is written into."""
         for key in keys:
             if self.lookup(key)[0]:
-                if self.kind == "python" and (again := _assigned_again(self.body, key)):
-                    line, where, first, what, told = again
-                    of = "" if what == key else f" of {key}"
-                    if told:
-                        raise ConfigFileError(f"{self.path}:{line}: {what} is assigned again{where}; a trial's value"
-                                              f"{of} at line {first} would be overridden (search.space.{key})",
-                                              hint=f"remove the re-assignment at line {line}, or write the value it "
-                                              f"sets at line {first}, so the value a trial writes is the one the "
-                                              "script reads")
-                    raise ConfigFileError(f"{self.path}:{line}: {what} is assigned again{where} at a key that is not "
-                                          f"a constant: it cannot be told whether it overrides a trial's value{of} "
-                                          f"at line {first} (search.space.{key})",
-                                          hint=f"write the key at line {line} as a constant (`{_subscript(key)} "
-                                          "= ...`), or remove that assignment")
+                if self.kind == "python" and (again := _assigned_again(self.tree, key)):
+                    self._refuse_again(key, again)
                 continue
             top = key.split(".", 1)[0]
-            if self.kind == "python" and top not in self.values and (unread := _unread_python(self.body, top)):
+            if self.kind == "python" and top not in self.values and (unread := _unread_python(self.tree, top)):
                 line, what = unread
                 raise ConfigFileError(f"{self.path}:{line}: {key} cannot be searched: {what} (search.space.{key})",
                                       hint="only module-level assignments of literals (numbers, strings, lists, "
@@ -135,6 +135,26 @@ class ConfigFile:
             raise ConfigFileError(f"{self.path}:{line}: no {key!r} here (search.space.{key})",
                                       hint="search a key the file holds (a dotted key names a nested one: "
                                       f"training.lr), or add {key} to the file with its current value")
+
+    def _refuse_again(self, key: str, again: Again) -> None:
+        """``key``'s value is set again, deleted or changed in place after the assignment a trial's value is
+        written into (``_assigned_again``): the script would not read the trial's value."""
+        line, what, how = again.line, again.what, again.how
+        of = "" if what == key else f" of {key}"
+        deleted = how.startswith("deleted")
+        if again.told:
+            raise ConfigFileError(f"{self.path}:{line}: {what} is {how}{again.where}; a trial's value{of} at line "
+                                  f"{again.first} would be {'removed' if deleted else 'overridden'} "
+                                  f"(search.space.{key})",
+                                  hint=f"remove the {_NOUNS[how.split()[0]]} at line {line}"
+                                  + ("" if deleted else f", or write the value it sets at line {again.first}")
+                                  + ", so the value a trial writes is the one the script reads")
+        raise ConfigFileError(f"{self.path}:{line}: {what} is {how}{again.where} at a key that is not a constant: it "
+                              f"cannot be told whether it {'removes' if deleted else 'overrides'} a trial's "
+                              f"value{of} at line {again.first} (search.space.{key})",
+                              hint=f"write the key at line {line} as a constant (`{_subscript(key)}"
+                              f"{'' if deleted else ' = ...'}`), or remove that "
+                              f"{'assignment' if how == 'assigned again' else 'statement'}")
 
     def render(self, values: dict[str, Any]) -> str:
         """The file's text with ``values`` (dotted keys) in place of its own; the rest kept as written."""
@@ -296,10 +316,18 @@ def _read_toml(path: Path, text: str) -> dict[str, Any]:
 def _read_python(path: Path, text: str) -> dict[str, Any]:
     """The module's top-level assignments whose values are literals (``ast.literal_eval``); anything else (imports,
     functions, computed values) is left alone and cannot be searched."""
+    return _python_values(_parse_python(path, text))
+
+
+def _parse_python(path: Path, text: str) -> ast.Module:
     try:
-        tree = ast.parse(text, filename=str(path))
+        return ast.parse(text, filename=str(path))
     except SyntaxError as exc:
         raise ConfigFileError(f"{path}:{exc.lineno}: not valid Python ({exc.msg})", hint=_FIX) from None
+
+
+def _python_values(tree: ast.Module) -> dict[str, Any]:
+    """``_read_python`` of a module already parsed."""
     out: dict[str, Any] = {}
     for name, node in _assignments(tree).items():
         try:
@@ -309,10 +337,10 @@ def _read_python(path: Path, text: str) -> dict[str, Any]:
     return out
 
 
-def _unread_python(text: str, name: str) -> tuple[int, str] | None:
+def _unread_python(tree: ast.Module, name: str) -> tuple[int, str] | None:
     """(line, why) when the module defines ``name`` in a way ``_read_python`` leaves out (a computed value, a
     class, a function), else None."""
-    body = ast.parse(text).body
+    body = tree.body
     for stmt in reversed(body):
         if isinstance(stmt, ast.ClassDef | ast.FunctionDef) and stmt.name == name:
             return stmt.lineno, f"{name} is a {'class' if isinstance(stmt, ast.ClassDef) else 'function'}"
@@ -338,33 +366,82 @@ def _block(stmt: ast.stmt) -> str:
 
 
 def _stores(node: ast.AST, name: str) -> int | None:
-    """The line of the first place in ``node`` that binds ``name`` or changes it in place, else None."""
-    return next((line for line, _ in _store_paths(node, name)), None)
+    """The line of the first place in ``node`` that binds ``name`` or assigns it at a key, else None."""
+    return next((line for line, _, how in _store_paths(node, name) if how == "assigned again"), None)
 
 
-def _store_paths(node: ast.AST, name: str) -> Iterator[tuple[int, list[str | None]]]:
-    """Each place in ``node`` (not inside a function or class body: their names are their own) that binds ``name``
-    or changes it in place, with the keys it stores at: [] for ``name`` itself, ``["opt", "lr"]`` for
-    ``name["opt"]["lr"] = `` or ``name.opt.lr = ``, None for a key that is not a constant (``name[k] = ``)."""
+# a container's methods that change it in place: those that set or remove the keys of their arguments (a dict's
+# `update(lr=0.5)`, `pop("lr")`), and those that change it whole (a list's `append`, a dict's `clear`); `setdefault`
+# sets a key only when it is missing, and a searched key is there
+_KEYED = {"update": "changed by .update()", "pop": "deleted by .pop()", "__setitem__": "changed by .__setitem__()",
+          "__delitem__": "deleted by .__delitem__()"}
+_WHOLE = ("append", "extend", "insert", "remove", "sort", "reverse", "clear", "popitem", "add", "discard",
+          "difference_update", "intersection_update", "symmetric_difference_update", "__iadd__", "__imul__",
+          "__ior__")
+_NOUNS = {"assigned": "re-assignment", "deleted": "deletion", "changed": "change"}
+
+
+def _store_paths(node: ast.AST, name: str) -> Iterator[tuple[int, list[str | None], str]]:
+    """Each place in ``node`` (not inside a function or class body: their names are their own) that binds ``name``,
+    deletes it or changes it in place, with the keys it stores at and how (``assigned again``, ``deleted``,
+    ``changed by .update()``): [] for ``name`` itself, ``["opt", "lr"]`` for ``name["opt"]["lr"] = ``,
+    ``name.opt.lr = ``, ``del name["opt"]["lr"]``, ``name["opt"].update(lr=1)`` or ``setattr(name.opt, "lr", 1)``,
+    None for a key that is not a constant (``name[k] = ``, ``name.update(other)``)."""
     if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
         if node.name == name:
-            yield node.lineno, []
+            yield node.lineno, [], "assigned again"
         return
     if isinstance(node, ast.Lambda) or isinstance(node, ast.AnnAssign) and node.value is None:
         return  # `LR: float` binds nothing
-    if isinstance(node, ast.Name | ast.Subscript | ast.Attribute) and isinstance(node.ctx, ast.Store):
-        root: ast.expr = node
-        path: list[str | None] = []
-        while isinstance(root, ast.Subscript | ast.Attribute):
-            path.insert(0, root.attr if isinstance(root, ast.Attribute) else _constant(root.slice))
-            root = root.value
-        if isinstance(root, ast.Name) and root.id == name:
-            yield node.lineno, path
+    if isinstance(node, ast.Name | ast.Subscript | ast.Attribute) and isinstance(node.ctx, ast.Store | ast.Del):
+        path = _path_in(node, name)
+        if path is not None:
+            yield node.lineno, path, "assigned again" if isinstance(node.ctx, ast.Store) else "deleted"
             return
+    if isinstance(node, ast.Call):
+        yield from _call_changes(node, name)
     if isinstance(node, ast.alias) and (node.asname or node.name) == name:
-        yield node.lineno, []
+        yield node.lineno, [], "assigned again"
     for child in ast.iter_child_nodes(node):
         yield from _store_paths(child, name)
+
+
+def _call_changes(call: ast.Call, name: str) -> Iterator[tuple[int, list[str | None], str]]:
+    """The keys of ``name`` a call changes in place (``_store_paths``): a container's method (``_KEYED``,
+    ``_WHOLE``) called on it or on a value inside it, or ``setattr`` / ``delattr`` of it."""
+    func, args = call.func, call.args
+    if isinstance(func, ast.Name) and func.id in ("setattr", "delattr") and len(args) >= 2:
+        path = _path_in(args[0], name)
+        if path is not None:
+            how = "changed by setattr()" if func.id == "setattr" else "deleted by delattr()"
+            yield call.lineno, [*path, _constant(args[1])], how
+        return
+    if not isinstance(func, ast.Attribute):
+        return
+    path = _path_in(func.value, name)
+    if path is None:
+        return
+    if func.attr in _WHOLE:
+        yield call.lineno, path, f"changed by .{func.attr}()"
+    elif func.attr == "update":
+        keys: list[str | None] = [kw.arg for kw in call.keywords]  # `**other`: None
+        for arg in args:
+            written = arg.keys if isinstance(arg, ast.Dict) else [None]
+            keys += [None if key is None else _constant(key) for key in written]
+        for key in dict.fromkeys(keys):
+            yield call.lineno, [*path, key], _KEYED[func.attr]
+    elif func.attr in _KEYED:  # pop(key), __setitem__(key, value), __delitem__(key); a list's pop(): its last
+        yield call.lineno, [*path, _constant(args[0]) if args else None], _KEYED[func.attr]
+
+
+def _path_in(node: ast.expr, name: str) -> list[str | None] | None:
+    """The keys ``node`` reaches into ``name`` at (``name["opt"].lr``: ``["opt", "lr"]``; ``name``: []), None for a
+    key that is not a constant; None in place of the list when ``node`` is not ``name`` or inside it."""
+    path: list[str | None] = []
+    while isinstance(node, ast.Subscript | ast.Attribute):
+        path.insert(0, node.attr if isinstance(node, ast.Attribute) else _constant(node.slice))
+        node = node.value
+    return path if isinstance(node, ast.Name) and node.id == name else None
 
 
 def _subscript(key: str) -> str:
@@ -374,33 +451,50 @@ def _subscript(key: str) -> str:
 
 
 def _constant(node: ast.expr) -> str | None:
-    """A subscript's key as a searched key's part (``"lr"``, ``0``), or None when it is computed (``k``)."""
+    """A subscript's key as a searched key's part (``"lr"``, ``0``, ``-1``), or None when it is computed (``k``)."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd) and isinstance(
+            node.operand, ast.Constant) and isinstance(node.operand.value, int) and not isinstance(
+            node.operand.value, bool):
+        return str(-node.operand.value if isinstance(node.op, ast.USub) else node.operand.value)  # `L[-1]`
     if isinstance(node, ast.Constant) and isinstance(node.value, str | int) and not isinstance(node.value, bool):
         return str(node.value)
     return None
 
 
-def _assigned_again(text: str, key: str) -> tuple[int, str, int, str, bool] | None:
-    """(line, `` inside an if block (line 3)`` or empty, line of the assignment written, what is assigned
-    (``training``, ``training.lr``), whether it can be told) when a module-level statement after the assignment a
-    trial's value of ``key`` is written into (``_assignments``' last) binds its name again or changes it at ``key``,
-    above it or inside it: the script would read that value, not the trial's. ``training["batch_size"] = `` leaves
-    ``training.lr`` alone; ``training[k] = `` may not (``False``: it cannot be told)."""
+class Again(NamedTuple):
+    """A statement that sets a searched key's value again after the assignment a trial's value is written into
+    (``_assigned_again``): its line, `` inside an if block (line 3)`` or empty, the line of the assignment written,
+    what it sets (``training``, ``training.lr``, ``training[...]``), how (``assigned again``, ``deleted``,
+    ``changed by .update()``) and whether it can be told that it sets the key."""
+
+    line: int
+    where: str
+    first: int
+    what: str
+    how: str
+    told: bool
+
+
+def _assigned_again(tree: ast.Module, key: str) -> Again | None:
+    """The statement, when a module-level statement after the assignment a trial's value of ``key`` is written into
+    (``_assignments``' last) binds its name again, deletes it or changes it at ``key``, above it or inside it: the
+    script would read that value, not the trial's. ``training["batch_size"] = `` leaves ``training.lr`` alone;
+    ``training[k] = `` may not (not ``told``: it cannot be told)."""
     name, *rest = key.split(".")
-    body = ast.parse(text).body
+    body = tree.body
     last = max((i for i, stmt in enumerate(body) if _assignments(ast.Module(body=[stmt], type_ignores=[]))
                 .get(name) is not None), default=None)
     if last is None:
         return None
     for stmt in body[last + 1:]:
-        for line, path in _store_paths(stmt, name):
+        for line, path, how in _store_paths(stmt, name):
             known = [part for part in itertools.takewhile(lambda part: part is not None, path) if part is not None]
             shared = min(len(known), len(rest))
             if known[:shared] != rest[:shared]:
                 continue  # another key: training["batch_size"] for training.lr
             told = len(known) == len(path) or len(known) >= len(rest)
             what = ".".join([name, *known]) + ("" if len(known) == len(path) else "[...]")
-            return line, _block(stmt), body[last].lineno, what, told
+            return Again(line, _block(stmt), body[last].lineno, what, how, told)
     return None
 
 
@@ -537,7 +631,7 @@ def _shared_nodes(root: Any) -> set[int]:
 
 
 def _write_python(cfg: ConfigFile, values: dict[str, Any]) -> str:
-    tree = ast.parse(cfg.text)
+    tree = cfg.tree  # of the text written into (past a byte order mark: `render`)
     top = _assignments(tree)
     starts = _line_starts(cfg.text)
     spans: list[tuple[int, int, str]] = []
