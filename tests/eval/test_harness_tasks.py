@@ -320,3 +320,27 @@ def test_reading_a_tasks_data_draws_no_bar(in_tmp: Path, monkeypatch: pytest.Mon
     loaded = load_tasks(task_manager([folder], names=["my_sums"]), ["my_sums"])
     assert loaded["tasks"]["my_sums"].eval_docs
     assert "Generating" not in capfd.readouterr().err and datasets.is_progress_bar_enabled()
+
+
+@pytest.mark.parametrize("template, prompt", [
+    ("{{ context | default('') }}{{q}} =", "2 + 2 ="),
+    ("{% if hint is defined %}{{hint}} {% endif %}{{q}} =", "2 + 2 ="),
+    ("{% if hint is undefined %}Q: {% endif %}{{q}} =", "Q: 2 + 2 ="),
+    ("{{ hint | d('Q: ') }}{{q}} =", "Q: 2 + 2 =")])
+def test_a_template_field_guarded_by_default_or_is_defined_may_be_on_no_line(in_tmp: Path, template: str,
+                                                                             prompt: str) -> None:
+    """lm-eval renders such a template for data without the field: it was refused as 'no line has the field'."""
+    folder = user_tasks(in_tmp)
+    (folder / "my_task.yaml").write_text(USER_TASK.replace('"{{q}} ="', json.dumps(template)))
+    task = load_tasks(task_manager([folder], names=["my_sums"]), ["my_sums"])["tasks"]["my_sums"]
+    assert task.doc_to_text(task.eval_docs[0]) == prompt
+
+
+@pytest.mark.parametrize("template", ["{{hint}}{{q}} =", "{% if hint %}{{hint}}{% endif %}{{q}} =",
+                                      "{{ hint.text | default('') }}{{q}} ="])
+def test_an_unguarded_template_field_on_no_line_is_still_refused(in_tmp: Path, template: str) -> None:
+    folder = user_tasks(in_tmp)
+    (folder / "my_task.yaml").write_text(USER_TASK.replace('"{{q}} ="', json.dumps(template)))
+    with pytest.raises(InputError) as caught:
+        load_tasks(task_manager([folder], names=["my_sums"]), ["my_sums"])
+    assert caught.value.message.endswith("sums.jsonl: no line has the field 'hint' its YAML's doc_to_text reads")

@@ -360,11 +360,31 @@ def _check_files(name: str, index: Any, seen: set[str] | None = None, *,
 _TEMPLATE_KEYS = ("doc_to_text", "doc_to_target", "doc_to_choice")
 
 
+# Jinja filters and tests that make a template read a missing field without failing: ``{{ hint | default('') }}``,
+# ``{% if hint is defined %}`` (lm-eval's environment is strict about any other use of an undefined name).
+_GUARD_FILTERS = ("default", "d")
+_GUARD_TESTS = ("defined", "undefined")
+
+
+def _guarded(template: Any) -> set[str]:
+    """The names a parsed Jinja ``template`` passes to a ``default`` filter or tests with ``is defined`` /
+    ``is undefined``: its author expects them to be absent from some data (or all of it)."""
+    from jinja2 import nodes
+
+    names: set[str] = set()
+    for node in template.find_all((nodes.Filter, nodes.Test)):
+        guards = _GUARD_FILTERS if isinstance(node, nodes.Filter) else _GUARD_TESTS
+        if node.name in guards and isinstance(node.node, nodes.Name):
+            names.add(node.node.name)
+    return names
+
+
 def _fields_read(cfg: dict[str, Any]) -> dict[str, tuple[str, bool]]:
     """The fields of a data line that ``cfg``'s templates read (field -> (the key that reads it, whether as a plain
     name)): a plain name is a field (lm-eval reads ``doc[name]``; a name no line has became a literal target, scored 0
-    without a word), a Jinja template its variables (the template may handle a null one: ``{% if context %}``); none
-    for a task with ``process_docs`` (it may make the fields)."""
+    without a word), a Jinja template its variables (the template may handle a null one: ``{% if context %}``) but
+    for those it guards with ``default`` or ``is defined`` (it handles a missing one too); none for a task with
+    ``process_docs`` (it may make the fields)."""
     if cfg.get("process_docs") is not None:
         return {}
     import jinja2.meta
@@ -380,7 +400,8 @@ def _fields_read(cfg: dict[str, Any]) -> dict[str, tuple[str, bool]]:
             names = {value} if value.isidentifier() else set()
         else:
             try:
-                names = jinja2.meta.find_undeclared_variables(env.parse(value)) - set(env.globals)
+                parsed = env.parse(value)
+                names = jinja2.meta.find_undeclared_variables(parsed) - set(env.globals) - _guarded(parsed)
             except jinja2.TemplateError:  # lm-eval says what is wrong with the template
                 continue
         for field in sorted(names):
