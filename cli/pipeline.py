@@ -70,10 +70,10 @@ def _interrupted(folder: Path | None) -> Exception:
     at and the rerun that goes on, as `show` says it (``sessions.continue_hint``): from that stage, or, with no stage
     finished, the whole session (the command again would find its --out folder taken)."""
     from agentlab.core.errors import AgentlabError
-    from agentlab.pipeline.sessions import continue_hint, session_ref, unfinished_stage
+    from agentlab.pipeline.sessions import continue_hint, rerun_lacks, session_ref, unfinished_stage
 
     stage = unfinished_stage(folder) if folder is not None and folder.is_dir() else None
-    if folder is None or stage is None:  # no session folder yet, or none a rerun can read (config.yaml unwritten)
+    if folder is None or stage is None or rerun_lacks(folder):  # no session folder yet, or none a rerun can read
         error = AgentlabError("interrupted" + (f" (session {folder.name})" if folder is not None else ""),
                               hint="nothing to continue: run the command again" + (
                                   " (with a new --out folder, if you gave one)" if folder is not None else ""))
@@ -323,24 +323,33 @@ def show_cmd(
     typer.echo(safe_text(data["final"], stdout=True), color=True)
 
 
+def _no_rerun_hint(lacks: list[str]) -> str:
+    return (f"it cannot be rerun: its folder has no {' or '.join(lacks)} (the session stopped before saving "
+            f"{'it' if len(lacks) == 1 else 'them'}); start a new session with `agentlab pipeline run`")
+
+
 def _no_answer(data: dict[str, Any]) -> NoReturn:
     """A session with no final answer: why (the stage that failed and its error, as `run` said it), how to continue
-    it (naming the session as `session_ref` does: by a path when its name does not find it from here), exit 1;
-    stdout stays empty (`show ID > answer.txt` writes no answer)."""
-    from agentlab.pipeline.sessions import continue_hint, session_ref
+    it (naming the session as `session_ref` does: by a path when its name does not find it from here), or, for a
+    folder without the saved configs a rerun reads, which are missing; exit 1; stdout stays empty
+    (`show ID > answer.txt` writes no answer)."""
+    from agentlab.pipeline.sessions import continue_hint, rerun_lacks, session_ref
 
     failed, stage, status = data["failed_stage"], data["continue_from"], data["status"]
     ref = session_ref(data["path"])  # the folder name under runs/pipeline, else a path that works from here
+    lacks = rerun_lacks(data["path"])
     if failed:
         console.print(f"[bold red]failed:[/] {safe_text(failed['error'])}")
         from agentlab.pipeline.serving import failed_hint
 
-        console.print(f"[yellow]hint:[/] {safe_text(failed_hint(ref, failed['name'], failed.get('position')))}")
+        hint = _no_rerun_hint(lacks) if lacks else failed_hint(ref, failed["name"], failed.get("position"))
+        console.print(f"[yellow]hint:[/] {safe_text(hint)}")
         raise typer.Exit(1)
     state = {"running": "is still running", "interrupted": "was interrupted"}.get(status or "", safe_text(status))
     at = f" at stage '{safe_text(stage)}'" if stage and status in ("running", "interrupted") else ""
     error = f": {safe_text(data['error'])}" if status == "failed" and data["error"] else ""
     console.print(f"[bold]no final answer[/]: the session {state}{at}{error}")
     if status != "running":  # a running session is its owner's to finish: no advice
-        console.print(f"[yellow]hint:[/] {safe_text(continue_hint(ref, stage, bool(data['steps'])))}")
+        hint = _no_rerun_hint(lacks) if lacks else continue_hint(ref, stage, bool(data["steps"]))
+        console.print(f"[yellow]hint:[/] {safe_text(hint)}")
     raise typer.Exit(1)

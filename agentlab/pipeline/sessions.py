@@ -344,6 +344,14 @@ class Rerun:
     from_stage: str
 
 
+def rerun_lacks(folder: str | Path) -> list[str]:
+    """The saved files a rerun reads (config.yaml, or pipeline.yaml of older sessions, and models.yaml) that the
+    session ``folder`` lacks: a session stopped before it wrote them (run.json alone) cannot be rerun."""
+    folder = Path(folder)
+    lacks = [] if (folder / "config.yaml").is_file() or (folder / "pipeline.yaml").is_file() else ["config.yaml"]
+    return lacks + ([] if (folder / "models.yaml").is_file() else ["models.yaml"])
+
+
 def prepare_rerun(parent: Path, from_stage: str | None, *, sets: Iterable[str] | None = None,
                   input_text: str | None = None, llm_path: str | Path | None = None,
                   models_path: str | Path | None = None) -> Rerun:
@@ -361,11 +369,10 @@ def prepare_rerun(parent: Path, from_stage: str | None, *, sets: Iterable[str] |
     saved_models = parent / "models.yaml"
     # config.yaml is the pipeline (sessions made before it was called so: pipeline.yaml)
     pipeline_file = parent / "config.yaml" if (parent / "config.yaml").is_file() else parent / "pipeline.yaml"
-    for file in (pipeline_file if pipeline_file.is_file() else parent / "config.yaml", saved_models):
-        if not file.is_file():
-            raise InputError(f"{file}: missing: the session folder is incomplete or damaged",
-                             hint="a rerun reads the session's config.yaml and models.yaml as `pipeline run` wrote "
-                             "them; start a new session with `agentlab pipeline run`")
+    if lacks := rerun_lacks(parent):
+        raise InputError(f"{parent / lacks[0]}: missing: the session folder is incomplete or damaged",
+                         hint="a rerun reads the session's config.yaml and models.yaml as `pipeline run` wrote "
+                         "them; start a new session with `agentlab pipeline run`")
     saved = load_models(saved_models)
     models = saved if models_path is None else load_models(models_path)
     sets = list(sets or [])

@@ -402,6 +402,51 @@ def test_a_session_stopped_before_session_json_is_listed_and_shown_as_it_was(ses
     assert code == 0 and json.loads(out)["status"] == "failed", err
 
 
+@pytest.mark.parametrize("status", ["failed", "interrupted"])
+def test_show_of_a_session_that_cannot_be_rerun_says_what_is_missing(sessions: list[str], in_tmp: Path, status: str,
+                                                                     capsys: pytest.CaptureFixture,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """With run.json alone, `show` suggested `pipeline rerun mine`, which then failed: config.yaml missing."""
+    monkeypatch.setattr(console, "_width", 200)
+    _only_run_json(in_tmp / "runs" / "pipeline" / "mine", status)
+    code, out, err = cli(capsys, "pipeline", "show", "mine")
+    said = " ".join(err.split())
+    assert code == 1 and out == "" and "pipeline rerun" not in said, err
+    assert "hint: it cannot be rerun: its folder has no config.yaml or models.yaml (the session stopped before " \
+        "saving them); start a new session with `agentlab pipeline run`" in said, err
+    code, _, err = cli(capsys, "pipeline", "rerun", "mine")  # what the old hint led to
+    assert code == 2 and "config.yaml: missing" in err, err
+
+
+def test_show_names_the_one_saved_file_a_rerun_lacks(sessions: list[str], in_tmp: Path,
+                                                     capsys: pytest.CaptureFixture,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(console, "_width", 200)
+    folder = in_tmp / "runs" / "pipeline" / "mine"
+    (folder / "results.json").unlink()  # no final answer: the session stopped
+    (folder / "steps" / "02-vote.json").unlink()
+    info = json.loads((folder / "run.json").read_text())
+    (folder / "run.json").write_text(json.dumps({**info, "status": "interrupted"}))
+    code, _, err = cli(capsys, "pipeline", "show", "mine")
+    assert code == 1 and "`agentlab pipeline rerun mine --from vote`" in " ".join(err.split()), err  # it can be
+    (folder / "models.yaml").unlink()
+    code, _, err = cli(capsys, "pipeline", "show", "mine")
+    said = " ".join(err.split())
+    assert code == 1 and "hint: it cannot be rerun: its folder has no models.yaml (the session stopped before " \
+        "saving it)" in said and "pipeline rerun" not in said, err
+
+
+def test_ctrl_c_suggests_no_rerun_of_a_session_without_its_models_yaml(sessions: list[str], in_tmp: Path) -> None:
+    from agentlab.cli.pipeline import _interrupted
+
+    folder = in_tmp / "runs" / "pipeline" / "mine"
+    (folder / "steps" / "02-vote.json").unlink()
+    assert "rerun mine --from vote" in str(getattr(_interrupted(folder), "hint", ""))
+    (folder / "models.yaml").unlink()
+    error = _interrupted(folder)
+    assert "rerun" not in str(getattr(error, "hint", "")) and getattr(error, "exit_code", None) == 130
+
+
 def test_a_completed_session_without_session_json_is_damaged_in_history_json(sessions: list[str], in_tmp: Path,
                                                                              capsys: pytest.CaptureFixture) -> None:
     """`show` refuses it (exit 2); `history --json` said `completed`."""
