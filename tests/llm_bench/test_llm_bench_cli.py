@@ -324,3 +324,20 @@ def test_ctrl_c_keeps_the_models_measured_and_says_how_to_measure_again(
     assert "measure again with `agentlab llm-bench -c RUN/config.yaml`" in said
     assert main(["llm-bench", "--resume"]) == 2
     assert "agentlab llm-bench -c RUN/config.yaml" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_missing_local_gguf_is_unavailable_naming_the_path_as_the_docs_say(in_tmp: Path) -> None:
+    """The docs listed only HTTP kinds (`not_found`, ...): a local model file that is not there is `unavailable`
+    (LLMError's kind for a local model missing or over the memory budget; a router falls back from it), and its error
+    and hint name the path."""
+    config = in_tmp / "llm.yaml"
+    config.write_text("providers:\n  local: {kind: llama_cpp}\nmodels:\n  gone: {provider: local, model: "
+                      "./models/nope.gguf}\n")
+    assert main(["llm-bench", "-c", str(config), "--requests", "1", "--concurrency", "1",
+                 "--out", str(in_tmp / "r")]) == 1
+    model = json.loads((in_tmp / "r" / "results.json").read_text())["models"][0]
+    assert model["available"] is False and model["error_kind"] == "unavailable"
+    assert str(in_tmp / "models" / "nope.gguf") in model["error"] and "check the path" in model["hint"]
+    docs = " ".join((REPO / "docs" / "commands" / "llm-bench.md").read_text().split())
+    assert "`unavailable`: a local model whose file is missing" in docs
+    assert "`model './models/nope.gguf' not found; tried a GGUF file or model folder" in docs
