@@ -119,10 +119,20 @@ def bundled_examples() -> dict[str, bytes]:
     return found
 
 
+def _folder(value: str | Path) -> Path:
+    """FOLDER as typed: a file is refused, and so is an empty value (it became the current folder, written into)."""
+    if not str(value):
+        raise typer.BadParameter("empty; give the folder to write into, or leave FOLDER out for the current folder")
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise typer.BadParameter(f"Directory {str(value)!r} is a file.")
+    return path
+
+
 @app.command("examples")
 def examples(
     folder: Annotated[Path, typer.Argument(help="Where to create configs/ and examples/ (default: the current "
-                                           "folder).", file_okay=False)] = Path("."),
+                                           "folder).", parser=_folder)] = Path("."),
 ) -> None:
     """Write the example configs the docs name (configs/llm.local.yaml, configs/nas.yaml, ...) into FOLDER/configs/,
     and the example projects (examples/own_code, examples/config_py, ...) into FOLDER/examples/.

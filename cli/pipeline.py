@@ -40,7 +40,7 @@ def _input(text: str | None, file: Path | None, required: bool = True) -> str | 
     if text is not None and file is not None:
         raise UsageError("--input and --input-file both given", hint="pass one")
     if file is not None:
-        text = read_text(file, "--input-file")
+        text = read_text(file, "--input-file", pipes=True)
         if not text.strip():
             raise UsageError(f"--input-file {file}: the file is empty", hint="write the pipeline's input into it")
         return text

@@ -41,6 +41,15 @@ def _runs_folder(value: str) -> Path:
     return path
 
 
+def _host(value: str) -> str:
+    """--host as typed: an empty value is refused (a socket bound to '' listens on every interface: 0.0.0.0, said
+    nowhere)."""
+    if not value:
+        raise typer.BadParameter("empty; give the address to bind (127.0.0.1: this machine only, 0.0.0.0: every "
+                                 "interface), or leave --host out for 127.0.0.1")
+    return value
+
+
 def ui(
     runs: Annotated[Path | None, typer.Option("--runs", help="The runs folder to show (every command's run folders "
                                               "under it); runs started from the UI go there too. Default: "
@@ -48,7 +57,8 @@ def ui(
                                               show_default=False)] = None,
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to serve on.")] = 8501,
     host: Annotated[str, typer.Option("--host", help="Address to bind: 127.0.0.1 keeps it on this machine; "
-                                      "0.0.0.0 serves every network interface (in a container).")] = "127.0.0.1",
+                                      "0.0.0.0 serves every network interface (in a container).", parser=_host,
+                                      metavar="<str>")] = "127.0.0.1",
 ) -> None:
     """A web view of the run folders, the pipeline builder and the models check.
 

@@ -199,3 +199,31 @@ def test_validate_an_empty_command_is_refused_and_help_lists_the_schemas(in_tmp:
     assert main(["config", "validate", "--help"]) == 0
     help_text = " ".join(capsys.readouterr().out.replace("│", " ").split())
     assert f"Schema to use, one of: {', '.join(CONFIG_MODELS)}" in help_text
+
+
+def test_validate_refuses_a_fifo_in_one_line_instead_of_waiting_forever(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """`config validate fifo.yaml` (mkfifo) hung on the open, waiting for a writer; `-c` of every command too."""
+    import os
+
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    for argv in (["config", "validate", str(fifo)], ["config", "validate", "--command", "nas", str(fifo)],
+                 ["nas", "-c", str(fifo), "--dry-run"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.splitlines() == [f"error: {fifo}: is a pipe (FIFO), not a regular file; expected a config file",
+                                    "hint: save the content to a file and pass that file"], err
+
+
+def test_examples_refuses_an_empty_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture) -> None:
+    """`config examples ''` wrote into the current folder, as if FOLDER had been left out."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["config", "examples", ""]) == 2
+    assert ("error: Invalid value for 'folder': empty; give the folder to write into, or leave FOLDER out for the "
+            "current folder") in one_line(capsys)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "afile").write_text("x")
+    assert main(["config", "examples", "afile"]) == 2  # a file is still refused by the parser
+    assert "Invalid value for 'folder': Directory 'afile' is a file." in one_line(capsys)

@@ -12,6 +12,7 @@ import codecs
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,26 +23,50 @@ from agentlab.core.errors import InputError
 _BINARY_HINT = "is it the file you meant? (it looks like binary data, not text)"
 
 
-def read_text(path: str | Path, what: str = "file") -> str:
+def read_text(path: str | Path, what: str = "file", *, pipes: bool = False) -> str:
     """The UTF-8 text of ``path`` (a leading byte-order mark dropped).
 
     ``what`` names the file's role in messages (``"config file"``, ``"--input-file"``). Raises ``InputError`` for a
-    missing path, a directory, a permission problem, bytes that are not UTF-8 (with the line and byte) or NUL bytes.
+    missing path, a directory, a pipe, socket or device (a FIFO with no writer was waited on forever), a
+    permission problem, bytes that are not UTF-8 (with the line and byte) or NUL bytes. ``pipes``: a pipe is read
+    to its end (an input the user streams in: ``--input-file /dev/stdin``, ``<(cmd)``).
     """
     path = Path(path)
+    article = "an" if what[:1].lower() in "aeiou" else "a"
+    kind = _not_regular(path)
+    # a FIFO was opened and waited on for a writer forever; a device is read without end
+    if kind is not None and not (pipes and kind.startswith("a pipe")):
+        raise InputError(f"{path}: is {kind}, not a regular file; expected {article} {what}",
+                         hint="save the content to a file and pass that file")
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path}: {what} not found", hint="check the path (relative paths start from the current "
                          f"directory, {Path.cwd()})") from None
     except IsADirectoryError:
-        article = "an" if what[:1].lower() in "aeiou" else "a"
         raise InputError(f"{path}: is a directory, expected {article} {what}", hint="pass the file inside it") from None
     except PermissionError:
         raise InputError(f"{path}: permission denied reading the {what}", hint="check the file's permissions") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
     return decode(data, path, what)
+
+
+def _not_regular(path: Path) -> str | None:
+    """What ``path`` is when it is there but is neither a regular file nor a directory (a named pipe, a socket, a
+    device; links followed), None otherwise: a path that is missing or cannot be looked at is left to the read, whose
+    error says why."""
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file"
 
 
 def decode(data: bytes, path: str | Path, what: str = "file") -> str:
@@ -77,6 +102,12 @@ def _encoding_hint(data: bytes, path: str | Path) -> str:
     return f"save it as UTF-8; {_BINARY_HINT}"
 
 
+def json_error(exc: json.JSONDecodeError) -> str:
+    """``exc``'s message with its column, as a whole phrase (json's may end on ``starting at``)."""
+    # json's message may leave its place to the exception's text (`Unterminated string starting at`)
+    return f"{exc.msg} column {exc.colno}" if exc.msg.endswith(" at") else f"{exc.msg} (column {exc.colno})"
+
+
 def read_json(path: str | Path, what: str = "JSON file") -> Any:
     """A JSON document; ``InputError`` with the line of a syntax error."""
     path = Path(path)
@@ -84,7 +115,8 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}",
+        # json's message may leave its place to the exception's text (`Unterminated string starting at`)
+        raise InputError(f"{path}:{exc.lineno}: invalid JSON: {json_error(exc)}",
                          hint=f"fix the JSON at that line of the {what}") from None
 
 
@@ -97,7 +129,7 @@ def iter_jsonl(path: str | Path, what: str = "JSONL file") -> Iterator[tuple[int
         try:
             yield number, json.loads(line)
         except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{number}: invalid JSON: {exc.msg} (column {exc.colno})",
+            raise InputError(f"{path}:{number}: invalid JSON: {json_error(exc)}",
                              hint="each line must be one JSON object") from None
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agentlab.core.config import load_config, set_label
 from agentlab.core.errors import AgentlabError, InputError, UsageError
-from agentlab.core.files import read_text
+from agentlab.core.files import json_error, read_text
 from agentlab.core.runs import run_status, runs_root
 from agentlab.pipeline.config import (
     ModelEntry,
@@ -110,9 +110,7 @@ def read_record(path: Path, shape: type[_Record] = _Record) -> dict[str, Any]:
     except InputError as exc:
         raise InputError(exc.message) from None  # one line: the hint is about hand-written files
     except json.JSONDecodeError as exc:
-        # The whole reason: some of json's messages end in "at" and leave the place to the exception's str().
-        where = f" column {exc.colno}" if exc.msg.endswith(" at") else f" (column {exc.colno})"
-        raise InputError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}{where}") from None
+        raise InputError(f"{path}:{exc.lineno}: invalid JSON: {json_error(exc)}") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
     try:

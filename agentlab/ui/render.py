@@ -172,7 +172,7 @@ def _report(row: runs.RunRow) -> None:
         st.caption("no report.md yet (the command writes it when it finishes)")
     for kind, value in parts:
         if kind == "image":
-            st.image(value, caption=runs.shown(Path(value).relative_to(path.resolve()).as_posix()))
+            _image(st, Path(value), Path(value).relative_to(path.resolve()).as_posix())
         else:
             st.markdown(value)
 
@@ -183,7 +183,25 @@ def _plots(path: Path) -> None:
         st.caption("no plots in this run folder")
     columns = st.columns(2)
     for i, image in enumerate(images):
-        columns[i % 2].image(str(image), caption=runs.shown(image.relative_to(path).as_posix()))
+        _image(columns[i % 2], image, image.relative_to(path).as_posix())
+
+
+def _image(where: Any, image: Path, name: str) -> None:
+    """``image`` drawn in ``where`` (the page or a column) with its ``name`` in the run folder as caption; a file that
+    is no image it can read (random bytes, an empty or cut-off .png, an .svg that is not UTF-8) is named as damaged
+    in its place, and the rest of the page is drawn: Pillow's error had stopped the script (empty Config and Events
+    tabs). Pillow raises many kinds for a damaged file (OSError, SyntaxError, ValueError, EOFError, ...); Streamlit's
+    own rerun and stop are BaseException, so they pass."""
+    try:
+        where.image(str(image), caption=runs.shown(name))
+    except Exception:  # noqa: BLE001
+        try:
+            empty = image.stat().st_size == 0
+        except OSError:
+            empty = False
+        where.warning(plain(f"{name}: damaged image, not shown ("
+                            + ("an empty file" if empty else "not a PNG, JPEG or SVG image it can read")
+                            + "); the rest of the run is shown"), icon=":material/broken_image:")
 
 
 # --------------------------------------------------------------------------- each command's own view

@@ -119,13 +119,15 @@ def read_run(path: Path, root: Path) -> RunRow:
                                 else no_run_json(path))
     damaged = "run.json" in problems
     info = dict(info)
-    for key in ("command", "status", "started", "ended"):  # a field of the wrong type: named, left empty
+    fields: list[str] = []
+    for key in ("command", "status", "started", "ended"):  # each field of the wrong type: named, left empty
         value = info.get(key)
         wrong = value is not None and not isinstance(value, str)
         if wrong or (key in ("started", "ended") and value is not None and _time(value) is None):
-            problems.setdefault("run.json", f"{path / 'run.json'}: {key} is {value!r}, not "
-                                + ("a string" if wrong else "an ISO date and time"))
+            fields.append(f"{key} is {value!r}, not " + ("a string" if wrong else "an ISO date and time"))
             info[key] = None
+    if fields:
+        problems.setdefault("run.json", f"{path / 'run.json'}: {'; '.join(fields)}")
     status = DAMAGED if damaged else str(info.get("status") or "unknown")
     if status == RUNNING:
         status = run_status(path, info)  # `running` whose process died is `interrupted`

@@ -105,6 +105,25 @@ def test_a_damaged_run_is_named_not_a_crash(in_tmp: Path) -> None:
     assert not at.exception and "\\!\\[x\\](https://example.com/p.png): no such run" in texts(at, "warning")
 
 
+def test_a_damaged_image_is_named_and_the_rest_of_the_run_is_shown(in_tmp: Path) -> None:
+    """Random bytes in a plot the report links, a 0-byte .png and an .svg that is not UTF-8: Pillow's error stopped the
+    page at the Report tab (Config and Events empty). Each is named in its place; the good image is still drawn."""
+    path = nas_run(in_tmp / "runs")
+    (path / "optimization_history.png").write_bytes(bytes(range(256)) * 4)
+    (path / "empty.png").write_bytes(b"")
+    (path / "z.svg").write_bytes(b"\xff\xfe<svg")
+    at = app(run="nas/20260102-100000-nas")
+    assert not at.exception
+    warned = texts(at, "warning")
+    assert warned.count("optimization\\_history.png: damaged image, not shown (not a PNG, JPEG or SVG image it can "
+                        "read)") == 2  # in the report where it links it, and in the Plots tab
+    assert "empty.png: damaged image, not shown (an empty file)" in warned and "z.svg: damaged image" in warned
+    captions = [e.proto.imgs[0].caption for e in at.get("image")]
+    assert captions == ["trials/run_0001/learning_curve.png"] * 2
+    assert "max_iterations: 3" in texts(at, "code")  # the Config tab
+    assert list(at.dataframe[-1].value["kind"]) == ["epoch", "trial", "trial"]  # the Events tab
+
+
 def test_no_runs_says_how_to_start_one(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = app()  # no runs/ at all: said so (a typo'd --runs said "no run folders under it yet")
     assert not at.exception and "runs does not exist (a typo in --runs?)" in texts(at, "info")

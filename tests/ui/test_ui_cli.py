@@ -70,6 +70,18 @@ def test_bad_runs_folder_and_busy_port_are_one_line_exit_2(in_tmp: Path, capsys:
     assert lines(capsys)[-2] == "error: --host 999.1.1.1: not an address of this machine"
 
 
+def test_an_empty_host_is_refused_not_served_on_every_interface(in_tmp: Path, capsys: pytest.CaptureFixture,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--host ''` bound '' (every interface, as 0.0.0.0) and said `http://:8501`: refused as `--runs ''` is."""
+    pytest.importorskip("streamlit")
+    started: list[Any] = []
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: started.append(a))
+    assert main(["ui", "--host", "", "--port", "18792"]) == 2
+    assert lines(capsys)[0] == ("error: Invalid value for '--host': empty; give the address to bind (127.0.0.1: this "
+                                "machine only, 0.0.0.0: every interface), or leave --host out for 127.0.0.1")
+    assert not started
+
+
 def _ctrl_c_default() -> None:
     """In the child: SIGINT delivered and handled as from a terminal. A child inherits an ignored or blocked SIGINT,
     and after the rest of the suite the pytest process can have either (the test passed alone and failed in the

@@ -94,6 +94,19 @@ def test_a_run_json_field_of_the_wrong_type_is_named_not_a_crash(root: Path, fie
     assert rows["nas/bad"].cells()["result"] == "? run.json" and rows["nas/bad"].command == "nas"
 
 
+def test_several_run_json_fields_of_the_wrong_type_are_each_named(root: Path) -> None:
+    """Only the first wrong field was named: fixing it showed the next one, one at a time."""
+    import json
+
+    path = run_folder(root, "nas", "bad")
+    info = json.loads((path / "run.json").read_text())
+    (path / "run.json").write_text(json.dumps({**info, "command": 5, "status": ["x"], "ended": "yesterday"}))
+    (row,) = runs.list_runs(root)
+    assert row.problems["run.json"] == (f"{path / 'run.json'}: command is 5, not a string; status is ['x'], not a "
+                                        "string; ended is 'yesterday', not an ISO date and time")
+    assert row.command == "nas" and row.status == "unknown"
+
+
 def test_filters_by_command_status_and_text(root: Path) -> None:
     all_runs(root)
     rows = runs.list_runs(root)
