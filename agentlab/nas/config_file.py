@@ -140,7 +140,8 @@ class ConfigFile:
         """``key``'s value is set again, deleted or changed in place after the assignment a trial's value is
         written into (``_assigned_again``): the script would not read the trial's value."""
         line, what, how = again.line, again.what, again.how
-        of = "" if what == key else f" of {key}"
+        name, *rest = key.split(".")
+        of = "" if what == _shown(name, rest) else f" of {key}"
         deleted = how.startswith("deleted")
         if again.told:
             raise ConfigFileError(f"{self.path}:{line}: {what} is {how}{again.where}; a trial's value{of} at line "
@@ -382,7 +383,9 @@ _NOUNS = {"assigned": "re-assignment", "deleted": "deletion", "changed": "change
 
 
 def _store_paths(node: ast.AST, name: str) -> Iterator[tuple[int, list[str | None], str]]:
-    """Each place in ``node`` (not inside a function or class body: their names are their own) that binds ``name``,
+    """Each place in ``node`` (not inside a function or class body, nor a comprehension whose loop variable it is:
+    their names are their own; not in an ``if __name__ == "__main__":`` block, which an import never runs) that binds
+    ``name`` (``=``, ``for``, ``with ... as``, ``except ... as``, ``case``, ``import ... as``, a walrus),
     deletes it or changes it in place, with the keys it stores at and how (``assigned again``, ``deleted``,
     ``changed by .update()``): [] for ``name`` itself, ``["opt", "lr"]`` for ``name["opt"]["lr"] = ``,
     ``name.opt.lr = ``, ``del name["opt"]["lr"]``, ``name["opt"].update(lr=1)`` or ``setattr(name.opt, "lr", 1)``,
@@ -393,6 +396,18 @@ def _store_paths(node: ast.AST, name: str) -> Iterator[tuple[int, list[str | Non
         return
     if isinstance(node, ast.Lambda) or isinstance(node, ast.AnnAssign) and node.value is None:
         return  # `LR: float` binds nothing
+    if isinstance(node, ast.If) and (main := _main_guard(node.test)) is not None:
+        # `if __name__ == "__main__":` runs only when the file is run as a script, never when it is imported
+        for child in [node.test, *(node.orelse if main else node.body)]:
+            yield from _store_paths(child, name)
+        return
+    if isinstance(node, ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp) and any(
+            isinstance(bound, ast.Name) and bound.id == name and isinstance(bound.ctx, ast.Store)
+            for generator in node.generators for bound in ast.walk(generator.target)):
+        # `[lr * 2 for lr in ...]`: the loop variable is the comprehension's own, and so is every `lr` inside it (a
+        # walrus cannot rebind it); only the first iterable is evaluated at module level
+        yield from _store_paths(node.generators[0].iter, name)
+        return
     if isinstance(node, ast.Name | ast.Subscript | ast.Attribute) and isinstance(node.ctx, ast.Store | ast.Del):
         path = _path_in(node, name)
         if path is not None:
@@ -400,10 +415,23 @@ def _store_paths(node: ast.AST, name: str) -> Iterator[tuple[int, list[str | Non
             return
     if isinstance(node, ast.Call):
         yield from _call_changes(node, name)
-    if isinstance(node, ast.alias) and (node.asname or node.name) == name:
+    if isinstance(node, ast.alias) and (node.asname or node.name) == name or isinstance(
+            node, ast.ExceptHandler | ast.MatchAs | ast.MatchStar) and node.name == name or isinstance(
+            node, ast.MatchMapping) and node.rest == name:  # `except E as lr:` (unbound after it), `case lr:`
         yield node.lineno, [], "assigned again"
     for child in ast.iter_child_nodes(node):
         yield from _store_paths(child, name)
+
+
+def _main_guard(test: ast.expr) -> bool | None:
+    """True for an if's test ``__name__ == "__main__"`` (either order), False for ``!=``, else None."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq | ast.NotEq)):
+        return None
+    sides = (test.left, test.comparators[0])
+    if any(isinstance(side, ast.Name) and side.id == "__name__" for side in sides) and any(
+            isinstance(side, ast.Constant) and side.value == "__main__" for side in sides):
+        return isinstance(test.ops[0], ast.Eq)
+    return None
 
 
 def _call_changes(call: ast.Call, name: str) -> Iterator[tuple[int, list[str | None], str]]:
@@ -450,6 +478,12 @@ def _subscript(key: str) -> str:
     return name + "".join(f"[{json.dumps(part)}]" for part in rest)
 
 
+def _shown(name: str, parts: list[str]) -> str:
+    """A key as a message names it: ``training.opt.lr``, ``SIZES[-1]``, ``training["my key"]``."""
+    return name + "".join(f".{part}" if part.isidentifier() else f"[{part}]" if re.fullmatch(r"-?\d+", part)
+                          else f"[{json.dumps(part)}]" for part in parts)
+
+
 def _constant(node: ast.expr) -> str | None:
     """A subscript's key as a searched key's part (``"lr"``, ``0``, ``-1``), or None when it is computed (``k``)."""
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd) and isinstance(
@@ -464,8 +498,8 @@ def _constant(node: ast.expr) -> str | None:
 class Again(NamedTuple):
     """A statement that sets a searched key's value again after the assignment a trial's value is written into
     (``_assigned_again``): its line, `` inside an if block (line 3)`` or empty, the line of the assignment written,
-    what it sets (``training``, ``training.lr``, ``training[...]``), how (``assigned again``, ``deleted``,
-    ``changed by .update()``) and whether it can be told that it sets the key."""
+    what it sets (``training``, ``training.lr``, ``SIZES[-1]``, ``training[...]``), how (``assigned again``,
+    ``deleted``, ``changed by .update()``) and whether it can be told that it sets the key."""
 
     line: int
     where: str
@@ -493,7 +527,7 @@ def _assigned_again(tree: ast.Module, key: str) -> Again | None:
             if known[:shared] != rest[:shared]:
                 continue  # another key: training["batch_size"] for training.lr
             told = len(known) == len(path) or len(known) >= len(rest)
-            what = ".".join([name, *known]) + ("" if len(known) == len(path) else "[...]")
+            what = _shown(name, known) + ("" if len(known) == len(path) else "[...]")
             return Again(line, _block(stmt), body[last].lineno, what, how, told)
     return None
 

@@ -1369,7 +1369,7 @@ def test_a_key_not_searched_set_again_is_taken(in_tmp: Path, tail: str) -> None:
      "training.opt.lr at line 2 would be overridden (search.space.training.opt.lr)"),
     ("training['opt']['lr'] = 1\n", "training.opt.lr", "config.py:3: training.opt.lr is assigned again"),
     ("training['opt']['lr'][0] = 1\n", "training.opt.lr",
-     "config.py:3: training.opt.lr.0 is assigned again; a trial's value of training.opt.lr"),
+     "config.py:3: training.opt.lr[0] is assigned again; a trial's value of training.opt.lr"),
     ("training = {'opt': {'lr': 1}}\n", "training.opt.lr", None),  # the last assignment is the one written: taken
     ("k = 'opt'\ntraining[k] = {}\n", "training.opt.lr", "config.py:4: training[...] is assigned again at a key "
      "that is not a constant: it cannot be told whether it overrides a trial's value of training.opt.lr at line 2"),
