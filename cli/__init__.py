@@ -187,7 +187,6 @@ def _main(argv: list[str] | None) -> int:
     undecodable = None if name in _READ_ONLY else _not_utf8(args)
     if undecodable is not None:
         return fail(*undecodable, 2)
-    advice = continue_with(name)
     runs = sys.modules.get("agentlab.core.runs")  # not imported for --help: too slow to import here
     before = runs.opened_count() if runs is not None else 0
 
@@ -198,6 +197,7 @@ def _main(argv: list[str] | None) -> int:
 
         if world_size() > 1 and not is_main():
             return ""
+        advice = continue_with(name)  # here, not at start: a command's own advice may import its package
         if advice != RESUME_ADVICE:
             return "[yellow]interrupted[/]" + (f"; {escape(advice)}" if advice else "")
         from agentlab.core.runs import opened_count, opened_run

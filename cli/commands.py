@@ -22,15 +22,15 @@ class Command:
     config: str | None = None
     group: bool = False
     resumable: bool = True  # whether "continue with --resume" is the advice after Ctrl-C
-    continue_with: str = ""  # the advice after Ctrl-C of a command without --resume
+    continue_with: str = ""  # the advice after Ctrl-C of a command without --resume, or where it is held:
+    # "module:NAME", imported only when asked (the command's package, too slow to import for --help)
 
 
 COMMANDS: tuple[Command, ...] = (
     Command("nas", "nas", "agentlab.nas.config:NASConfig", group=True),
     Command("compress", "compress", "agentlab.compress.config:CompressConfig"),
     Command("llm-bench", "llm_bench", "agentlab.llm_bench.config:BenchConfig", resumable=False,
-            continue_with="measure again with `agentlab llm-bench -c RUN/config.yaml` (RUN: the run folder, whose "
-            "results.json and report.md keep the models measured so far; a --demo run: `agentlab llm-bench --demo`)"),
+            continue_with="agentlab.llm_bench.report:MEASURE_AGAIN"),
     Command("pipeline", "pipeline", "agentlab.pipeline.config:PipelineConfig", group=True, resumable=False,
             continue_with="the finished stages are kept: continue with `agentlab pipeline rerun SESSION --from STAGE` "
             "(SESSION: the run folder's name; `agentlab pipeline show SESSION` lists its finished stages)"),
@@ -60,7 +60,12 @@ def continue_with(name: str) -> str:
     """The advice after Ctrl-C of the command ``name``: ``RESUME_ADVICE`` (the run folder is named), its own, or
     none."""
     command = next((c for c in COMMANDS if c.name == name), None)
-    return RESUME_ADVICE if command is None or command.resumable else command.continue_with
+    if command is None or command.resumable:
+        return RESUME_ADVICE
+    module, colon, attr = command.continue_with.partition(":")
+    if colon and module.startswith("agentlab."):
+        return str(getattr(importlib.import_module(module), attr))
+    return command.continue_with
 
 
 def load_schema(name: str) -> type:

@@ -79,10 +79,10 @@ def llm_bench(
     from agentlab.core.errors import UsageError
     from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, routing_source
     from agentlab.llm_bench import BenchConfig, prepare, run
+    from agentlab.llm_bench.report import MEASURE_AGAIN
 
     if resume is not None:  # hidden: it only says what to do instead (click said "No such option")
-        raise UsageError("llm-bench has no --resume: a measurement is repeated, not continued",
-                         hint="measure again with `agentlab llm-bench -c RUN/config.yaml` (RUN: the run folder)")
+        raise UsageError("llm-bench has no --resume: a measurement is repeated, not continued", hint=MEASURE_AGAIN)
     if config is not None and llm is not None and config != llm:
         raise UsageError("-c/--config and --llm both given", hint="llm-bench reads one routing config: pass one")
     path = config or llm

@@ -351,14 +351,30 @@ def override_list(overrides: Iterable[str | Flag] | None) -> list[str | Flag]:
                      hint="give each key.path=value as one item of a list: overrides=['train.epochs=1', 'seed=2']")
 
 
+# A variable's name shown in an error: upper case letters, digits and underscores, a letter first, at most 40
+# characters, and an underscore when 16 characters or more (a client key has at least 16). Anything else may be a key
+# pasted where the variable's name goes, and is never printed (docs: serve, Client keys).
+_SHOWN_NAME = re.compile(r"^(?=.{1,40}$)[A-Z][A-Z0-9_]*$")
+
+
+def shown_env_name(value: object) -> str | None:
+    """``value`` when it reads as a conventional environment variable's name (``OPENAI_API_KEY``), so an error may
+    print it; None when it may be a key pasted where the name goes (``sk-...``, lower case, long without an
+    underscore), which is never printed. The one rule of ``--set *_env=`` labels and `serve`'s key variables."""
+    if isinstance(value, str) and _SHOWN_NAME.match(value) and (len(value) < 16 or "_" in value):
+        return value
+    return None
+
+
 def _set_text(item: str) -> str:
     """``key=value`` with the value left out (``key=...``) where it may be a secret: what ``redact`` would hide (a
     credential field or header, a URL password, a secret variable's value), or the value of an ``_env`` field naming
-    a secret's variable (``api_key_env``, ``key_env``), where a key pasted by mistake would be printed back."""
+    a secret's variable (``api_key_env``, ``key_env``) unless it reads as a variable's name (:func:`shown_env_name`):
+    a key pasted there by mistake would be printed back."""
     key, eq, raw = item.partition("=")
     name = (parts := key.strip().split("."))[-1]
     base = name.removesuffix("_env")
-    hide = base != name and (base == "key" or _secret_key(base, False))
+    hide = base != name and (base == "key" or _secret_key(base, False)) and shown_env_name(raw.strip()) is None
     if eq and not hide:
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""

@@ -39,7 +39,7 @@ from agentlab.core.harness import (
     task_manager,
 )
 from agentlab.core.harness.evaluate import load_row, save_row
-from agentlab.core.models.adapters import read_lora
+from agentlab.core.models.adapters import read_scored
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, read_events, run_in_folder
 from agentlab.eval.checks import check_loaded, check_yamls
@@ -86,8 +86,7 @@ def prepare(cfg: EvalConfig, *, load_model: bool = True) -> dict[str, Any]:
     if cfg.base_url is not None:
         return {"prepared": prepare_served(cfg, manager)}
     adapters = row_names(cfg.adapters)
-    for path in adapters.values():
-        read_lora(path, "scored")
+    read_scored(adapters.values())
     prepared = Prepared({BASE: None, **{name: name for name in adapters}}, manager, adapters)
     if load_model:
         prepared.harness = load_harness_model(cfg.model, adapters, device=cfg.device, dtype=cfg.dtype,

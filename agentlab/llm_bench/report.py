@@ -84,14 +84,26 @@ def save_chart(models: list[dict[str, Any]], path: Path) -> Path | None:
     return path
 
 
+def measure_again(config: str | Path | None = None) -> str:
+    """What to do after a stopped measurement (or instead of ``--resume``): llm-bench repeats a run, never continues
+    it. The one text of Ctrl-C's line, the hidden ``--resume``'s hint and an interrupted report.md; ``config``: the
+    run folder's config.yaml when known (report.md), else ``RUN/config.yaml`` with RUN explained."""
+    if config is None:
+        return ("measure again with `agentlab llm-bench -c RUN/config.yaml` (RUN: the run folder, whose results.json "
+                "and report.md keep the models measured so far; a --demo run: `agentlab llm-bench --demo`)")
+    return f"measure again with `agentlab llm-bench -c {config}` (a --demo run: `agentlab llm-bench --demo`)"
+
+
+MEASURE_AGAIN = measure_again()
+
+
 def render_report(results: dict[str, Any], run_path: Path) -> str:
     models = results["models"]
     chart = save_chart(models, run_path / "latency.png")
     lines = ["# llm-bench", ""]
     if results.get("interrupted"):
         lines += [f"**Interrupted**: the {len(models)} model(s) measured before the stop (not the one being measured, "
-                  f"nor the route); measure again with `agentlab llm-bench -c {run_path / 'config.yaml'}` (or "
-                  "`agentlab llm-bench --demo` for a demo run).", ""]
+                  f"nor the route); {measure_again(run_path / 'config.yaml')}.", ""]
     available = results.get("available", [])
     lines.append(f"Working models: {', '.join(available) if available else 'none'}. "
                  f"Fastest (p50 latency): {results.get('fastest') or '-'}.")

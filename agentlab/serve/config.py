@@ -12,20 +12,17 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from agentlab.core.config import StrictModel
+from agentlab.core.config import StrictModel, shown_env_name
 from agentlab.core.llm.config import RoutingRef
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# A name printed in an error: upper case letters, digits and underscores, a letter first, at most 40 characters, and
-# an underscore when 16 characters or more (a client key has at least 16). Anything else may be a key pasted where
-# the variable's name goes, and is never printed (docs: serve, Client keys).
-_SHOWN_NAME = re.compile(r"^(?=.{1,40}$)[A-Z][A-Z0-9_]*$")
 
 
 def unset_env(name: str, keys: str = "KEY") -> tuple[str, str]:
     """What to say of ``name``, a variable name that names no set variable: (the problem, the hint). ``name`` is
-    printed only when it reads as a conventional variable name, else only its length: it may be the key itself."""
-    if _SHOWN_NAME.match(name) and (len(name) < 16 or "_" in name):
+    printed only when it reads as a conventional variable name (:func:`~agentlab.core.config.shown_env_name`, the
+    rule `--set *_env=` labels follow too), else only its length: it may be the key itself."""
+    if shown_env_name(name):
         return f"names {name}, which is not set (or empty)", f"export {name}={keys} or put it in .env"
     return (f"names no set variable (a value of {len(name)} characters: if that is the key itself, put it in an "
             "environment variable and name the variable)", f"export NAME={keys} or put it in .env, then name the "

@@ -98,8 +98,8 @@ class KeySpec(StrictModel):
     def _one_secret(self) -> KeySpec:
         if (self.key_env is None) == (self.key_sha256 is None):
             raise ValueError(f"key '{self.name}': give exactly one of key_env (a variable name) and key_sha256")
-        if self.key_env is not None and env_name_problem(self.key_env):
-            raise ValueError(f"key '{self.name}': key_env: {env_name_problem(self.key_env)}")
+        if self.key_env is not None and (problem := env_name_problem(self.key_env)):
+            raise ValueError(f"key '{self.name}': key_env: {problem}")
         return self
 
 

@@ -557,6 +557,9 @@ def test_a_set_is_named_without_its_value_exactly_where_redact_would_hide_it() -
 
     assert set_label("search.size_key=5") == "--set search.size_key=5"
     assert set_label("key_env=sk-abc-123") == "--set key_env=..."
+    assert set_label("llm.api_key_env=OPENAI_API_KEY") == "--set llm.api_key_env=OPENAI_API_KEY"  # a name, no key
+    assert set_label("key_env=ABCDEFGHIJKLMNOPQR") == "--set key_env=..."  # 18 characters, no underscore: a key?
+    assert set_label("hf_token_env=hf_abcdef") == "--set hf_token_env=..."  # lower case: may be the token
     assert set_label("providers.p.authorization=Bearer sk-abc-123") == "--set providers.p.authorization=..."
     assert set_label("providers.p.headers.X-Auth-Key=sk-abc-123") == "--set providers.p.headers.X-Auth-Key=..."
     assert set_label("providers.p.headers={Cookie: sk-abc-123}") == "--set providers.p.headers=..."

@@ -202,7 +202,8 @@ def test_an_adapter_that_changes_nothing_is_refused_before_any_folder(in_tmp: Pa
 
 @pytest.mark.parametrize(("field", "value", "said"), [
     ("r", "sixteen", 'adapter_config.json: r is "sixteen"; it must be a whole number above 0'),  # exit 1, torch's words
-    ("peft_type", "IA3", "adapter_config.json: peft_type is 'IA3'; only LoRA adapters can be scored")])
+    ("peft_type", "ia3", "adapter_config.json: peft_type is 'ia3'; PEFT reads only \"IA3\""),  # KeyError, exit 1
+    ("peft_type", "NOSUCH", "adapter_config.json: peft_type is 'NOSUCH'; the installed PEFT knows no such method")])
 def test_an_adapter_config_eval_cannot_use_is_refused_before_the_model_loads(
         field: str, value: str, said: str, in_tmp: Path, tiny_model: dict[str, Path], adapters: dict[str, Path],
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
@@ -220,6 +221,43 @@ def test_an_adapter_config_eval_cannot_use_is_refused_before_the_model_loads(
     err = " ".join(capsys.readouterr().err.split())
     assert said in err and "internal error" not in err, err
     assert not (in_tmp / "runs").exists()
+
+
+def _ia3_adapter(tiny: Path, folder: Path) -> Path:
+    """An IA3 adapter (PEFT's other tuner method) on the tiny model, its scales moved off 1 so it changes logits."""
+    import torch
+    from peft import IA3Config, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny), IA3Config(
+        task_type="CAUSAL_LM", target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"]))
+    with torch.no_grad():
+        for _, weight in model.named_parameters():
+            if weight.requires_grad:
+                weight.add_(torch.randn_like(weight) * 0.5)
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_an_ia3_adapter_is_scored_as_a_lora_is(in_tmp: Path, tiny_model: dict[str, Path], adapters: dict[str, Path],
+                                               one_torch_thread: None, capsys: pytest.CaptureFixture) -> None:
+    """eval refused every non-LoRA adapter ("only LoRA adapters can be scored") though PeftModel loads, switches and
+    disables an IA3 one like a LoRA; adapters of two PEFT methods, which PEFT will not put on one model, are refused
+    before it loads (an exit 1 with PEFT's words once it had)."""
+    ia3 = _ia3_adapter(tiny_model["hf"], in_tmp / "ia3")
+    run = in_tmp / "run"
+    assert evaluate(tiny_model["hf"], "--adapter", str(ia3), "--out", str(run)) == 0, capsys.readouterr().err
+    results = json.loads((run / "results.json").read_text())
+    assert list(results["rows"]) == ["base", "ia3"] and results["probe"]["ia3"] > 1e-3
+    assert all(change > 1e-6 for change in results["applied"]["ia3"].values())
+    capsys.readouterr()
+    assert evaluate(tiny_model["hf"], "--adapter", str(adapters["loud"]), "--adapter", str(ia3),
+                    "--out", str(in_tmp / "mixed")) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert (f"{ia3 / 'adapter_config.json'}: peft_type is 'IA3', but {adapters['loud']}'s is 'LORA': PEFT puts "
+            "adapters of one method only on one model") in err, err
+    assert not (in_tmp / "mixed").exists()
 
 
 def test_a_task_without_data_is_one_line_exit_2(in_tmp: Path, tiny_model: dict[str, Path],
@@ -359,7 +397,8 @@ def test_a_task_yaml_error_names_the_yaml_not_the_data_file(broken: str, in_tmp:
 @pytest.mark.parametrize(("args", "said"), [
     (["eval", "--set", "tokenizer=smollm2-135m"],
      "--set tokenizer=smollm2-135m: tokenizer: applies only with base_url"),
-    (["eval", "--set", "api_key_env=KEY"], "--set api_key_env=...: api_key_env: applies only with base_url"),
+    (["eval", "--set", "api_key_env=KEY"], "--set api_key_env=KEY: api_key_env: applies only with base_url"),
+    (["eval", "--set", "api_key_env=sk-abc-123"], "--set api_key_env=...: api_key_env: applies only with base_url"),
     (["eval", "tasks", "--force"], "--force applies only with --export"),
     (["eval", "tasks", "--include-path", "my_tasks", "--export", "out"],
      "--export writes the bundled task YAMLs only, not the tasks of --include-path my_tasks"),

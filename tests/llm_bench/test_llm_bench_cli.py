@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from agentlab.cli import main
+from agentlab.llm_bench.report import MEASURE_AGAIN, measure_again
 from agentlab.testing.server import Reply, ScriptedServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -317,13 +318,28 @@ def test_ctrl_c_keeps_the_models_measured_and_says_how_to_measure_again(
     results = json.loads((in_tmp / "r" / "results.json").read_text())
     assert results["interrupted"] is True and [m["name"] for m in results["models"]] == ["demo-fast"]
     assert results["available"] == ["demo-fast"]
-    assert "**Interrupted**" in (in_tmp / "r" / "report.md").read_text()
+    report = (in_tmp / "r" / "report.md").read_text()
+    assert "**Interrupted**" in report and f"; {measure_again(Path('r') / 'config.yaml')}." in report, report[:400]
     assert json.loads((in_tmp / "r" / "run.json").read_text())["status"] == "interrupted"
     said = " ".join(capsys.readouterr().err.split())
     assert "the 1 of 2 model(s) measured so far" in said
     assert "measure again with `agentlab llm-bench -c RUN/config.yaml`" in said
     assert main(["llm-bench", "--resume"]) == 2
     assert "agentlab llm-bench -c RUN/config.yaml" in " ".join(capsys.readouterr().err.split())
+
+
+def test_the_advice_to_measure_again_is_one_text(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """Ctrl-C's line (cli.commands), the hidden --resume's hint and report.md each wrote their own copy of it, and
+    they had drifted (the --resume hint left out --demo)."""
+    from agentlab.cli.commands import continue_with
+
+    assert continue_with("llm-bench") == MEASURE_AGAIN == measure_again()
+    assert "`agentlab llm-bench -c RUN/config.yaml`" in MEASURE_AGAIN and "`agentlab llm-bench --demo`" in MEASURE_AGAIN
+    assert continue_with("pipeline").startswith("the finished stages are kept: ")  # a text, not a reference
+    assert main(["llm-bench", "--resume"]) == 2
+    assert f"hint: {MEASURE_AGAIN}" in " ".join(capsys.readouterr().err.split())
+    assert measure_again(Path("runs/b/config.yaml")).startswith("measure again with `agentlab llm-bench -c "
+                                                               f"{Path('runs/b/config.yaml')}` (a --demo run: ")
 
 
 def test_a_missing_local_gguf_is_unavailable_naming_the_path_as_the_docs_say(in_tmp: Path) -> None:

@@ -356,6 +356,33 @@ def test_a_key_pasted_as_key_env_is_never_printed(tmp_path: Path, monkeypatch: p
     assert f"key_env names no set variable (a value of {len(pasted)} characters: if that is the key itself" in said
 
 
+def test_key_env_is_checked_once_per_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """KeySpec asked env_name_problem twice for a bad key_env (once to test, once for the words)."""
+    import agentlab.serve.keys as keys
+    from agentlab.serve.config import env_name_problem
+
+    calls: list[str] = []
+    monkeypatch.setattr(keys, "env_name_problem", lambda value: calls.append(value) or env_name_problem(value))
+    with pytest.raises(ConfigError, match="key_env: a value of 24 characters is not an environment variable name"):
+        load_keys(keys_file(tmp_path, {"name": "a", "key_env": "sk-live-abcdef0123456789"}), [])
+    assert calls == ["sk-live-abcdef0123456789"]
+
+
+@pytest.mark.parametrize("value", ["OPENAI_API_KEY", "TEAM_A_KEY", "sk-live-abcdef0123456789",
+                                   "Xq3vR9kLmN2pT7wYz4bC8dF1gH5jK6sA0eU2iO9uQ1E", "AB12CD34EF56GH78", "team_a_key"])
+def test_serve_and_set_labels_show_the_same_variable_names(value: str) -> None:
+    """`--set llm.api_key_env=OPENAI_API_KEY` was labelled `api_key_env=...` while serve printed that name: one rule
+    (core.config.shown_env_name) now decides for both."""
+    from agentlab.core.config import set_label, shown_env_name
+    from agentlab.serve.config import unset_env
+
+    shown = shown_env_name(value) is not None
+    assert (value in unset_env(value)[0]) is shown
+    assert (set_label(f"llm.api_key_env={value}") == f"--set llm.api_key_env={value}") is shown
+    assert (set_label(f"keys.0.key_env={value}") == "--set keys.0.key_env=...") is not shown
+    assert shown is (value in ("OPENAI_API_KEY", "TEAM_A_KEY"))
+
+
 # --------------------------------------------------------------------------- routing by task
 
 

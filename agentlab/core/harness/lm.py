@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from agentlab.core.errors import AgentlabError, InputError, missing_package
 from agentlab.core.harness.evaluate import evaluate_row, logliks_of
 from agentlab.core.harness.tasks import go_offline
-from agentlab.core.models.adapters import adapter_logit_changes, read_lora
+from agentlab.core.models.adapters import adapter_logit_changes, read_scored
 from agentlab.core.models.load import check_model_files, load_causal_lm
 
 if TYPE_CHECKING:
@@ -105,8 +105,7 @@ def load_harness_model(ref: str, adapters: Mapping[str, str | Path] | None = Non
     ``InputError`` for an adapter folder that is not a PEFT adapter, or a damaged model (:func:`check_model_files`)."""
     go_offline()
     folders = {name: Path(path) for name, path in (adapters or {}).items()}
-    for path in folders.values():
-        read_lora(path, "scored")
+    read_scored(folders.values())
     check_model_files(ref, user="lm-eval")
     model, tokenizer = load_causal_lm(ref, device=device, dtype=dtype, adapters=folders or None)
     return wrap_model(model, tokenizer, ref=ref, adapters=folders, batch_size=batch_size, max_length=max_length,
@@ -180,5 +179,5 @@ def check_probe(changes: Mapping[str, float], min_change: float, paths: Mapping[
         lines = "; ".join(f"{name} ({paths[name]}): largest logit change {change:.3g}" for name, change in dead.items())
         raise InputError(f"adapter changes nothing on the probe, so it is not scored: {lines} (below "
                          f"min_logit_change {min_change:g})",
-                         hint="check that the adapter was trained (its lora_B weights are not all zero) and on this "
-                         "base model; lower --set min_logit_change only if the adapter is meant to be tiny")
+                         hint="check that the adapter was trained (a LoRA's lora_B weights are not all zero) and on "
+                         "this base model; lower --set min_logit_change only if the adapter is meant to be tiny")

@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,55 @@ def read_lora(folder: str | Path, what: str) -> dict[str, Any]:
     check_scales(folder, config)
     check_weights(folder)
     return config
+
+
+def _peft_types() -> frozenset[str]:
+    """The ``peft_type`` values the installed PEFT loads (imported here only: PEFT imports torch)."""
+    from peft.utils import PeftType
+
+    return frozenset(kind.value for kind in PeftType)
+
+
+def read_peft(folder: str | Path) -> dict[str, Any]:
+    """An adapter folder PEFT's ``PeftModel`` loads, of any PEFT method (LoRA, IA3, prefix tuning, ...): what
+    `agentlab eval` scores. Its ``adapter_config.json`` (:func:`read_adapter`), refused (``InputError``, exit 2,
+    naming the file) before anything loads when its ``peft_type`` is not one the installed PEFT knows (``"lora"``:
+    PEFT reads only ``"LORA"``), a LoRA's ``r``, ``lora_alpha`` or ``use_rslora`` is mistyped (:func:`check_scales`,
+    LoRA only) or its weights are cut short (:func:`check_weights`). Blending and export stay LoRA-only
+    (:func:`read_lora`)."""
+    config = read_adapter(folder)
+    peft_type = config.get("peft_type")
+    if peft_type == "LORA":
+        check_scales(folder, config)
+    else:
+        known = _peft_types()
+        if peft_type not in known:
+            upper = peft_type.upper() if isinstance(peft_type, str) else None
+            raise InputError(f"{Path(folder) / ADAPTER_CONFIG}: peft_type is {peft_type!r}; "
+                             + (f"PEFT reads only \"{upper}\"" if upper in known else
+                                "the installed PEFT knows no such method (it knows LORA, IA3, PREFIX_TUNING, ...)"),
+                             hint=f'write "peft_type": "{upper}" there, as PEFT does' if upper in known else
+                             f"{_WRITTEN_BY}, with a PEFT method this PEFT has (or update PEFT)")
+    check_weights(folder)
+    return config
+
+
+def read_scored(folders: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """Each adapter folder's config (:func:`read_peft`), checked to share one ``peft_type``: PEFT puts adapters of
+    one method only on one model ("Cannot combine adapters with different peft types" was an exit 1 once the model
+    had loaded). ``InputError`` (exit 2) naming the first folder of another type."""
+    configs: list[dict[str, Any]] = []
+    first: Path | None = None
+    for folder in folders:
+        config = read_peft(folder)
+        if first is not None and config["peft_type"] != configs[0]["peft_type"]:
+            raise InputError(f"{Path(folder) / ADAPTER_CONFIG}: peft_type is {config['peft_type']!r}, but "
+                             f"{first}'s is {configs[0]['peft_type']!r}: PEFT puts adapters of one method only on "
+                             "one model", hint="score each PEFT method's adapters in a run of their own (one "
+                             "`agentlab eval` per peft_type, with the same --tasks and --limit)")
+        first = first or Path(folder)
+        configs.append(config)
+    return configs
 
 
 @dataclass(frozen=True)

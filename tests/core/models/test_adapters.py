@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agentlab.core.errors import InputError
-from agentlab.core.models.adapters import check_scales, find_adapters, read_lora
+from agentlab.core.models.adapters import check_scales, find_adapters, read_lora, read_peft, read_scored
 
 
 def _adapter(folder: Path, *, cut: bool = False, **config: object) -> Path:
@@ -51,6 +51,35 @@ def test_read_lora_names_the_field_it_refuses(tmp_path: Path, config: dict, said
     with pytest.raises(InputError) as caught:
         read_lora(folder, "scored")
     assert caught.value.message == f"{folder / 'adapter_config.json'}: {said}"
+
+
+@pytest.mark.parametrize("config, said", [
+    ({"peft_type": "IA3"}, None), ({"peft_type": "PREFIX_TUNING", "r": "ignored"}, None),  # scales: LoRA's only
+    ({"peft_type": "LORA", "r": "eight"}, 'r is "eight"; it must be a whole number above 0'),
+    ({"peft_type": "ia3"}, "peft_type is 'ia3'; PEFT reads only \"IA3\""),
+    ({"peft_type": 7}, "peft_type is 7; the installed PEFT knows no such method")])
+def test_read_peft_takes_any_method_peft_loads(tmp_path: Path, config: dict, said: str | None) -> None:
+    """eval scores any PEFT adapter PeftModel loads; blend and export (read_lora) still take LoRA only."""
+    folder = _adapter(tmp_path / "a", **config)
+    if said is None:
+        assert read_peft(folder)["peft_type"] == config["peft_type"]
+        with pytest.raises(InputError, match="only LoRA adapters can be blended"):
+            read_lora(folder, "blended")
+        return
+    with pytest.raises(InputError) as caught:
+        read_peft(folder)
+    assert caught.value.message.startswith(f"{folder / 'adapter_config.json'}: {said}")
+
+
+def test_read_scored_refuses_two_methods_and_cut_weights(tmp_path: Path) -> None:
+    lora, ia3 = _adapter(tmp_path / "lora"), _adapter(tmp_path / "ia3", peft_type="IA3")
+    assert [c["peft_type"] for c in read_scored([lora, _adapter(tmp_path / "lora2")])] == ["LORA", "LORA"]
+    with pytest.raises(InputError) as caught:
+        read_scored([lora, ia3])
+    assert caught.value.message.startswith(f"{ia3 / 'adapter_config.json'}: peft_type is 'IA3', but {lora}'s is "
+                                           "'LORA'")
+    with pytest.raises(InputError, match="not a readable safetensors file"):
+        read_scored([_adapter(tmp_path / "cut", cut=True, peft_type="IA3")])
 
 
 def test_check_scales_is_public_and_leaves_out_missing_fields(tmp_path: Path) -> None:
