@@ -27,6 +27,13 @@ def _not_empty(value: str | None) -> str | None:
     return value
 
 
+def _child_not_empty(value: str | None) -> str | None:
+    """``--child ""`` was the current folder (Path("") is "."): "--child .: is the current folder or holds it"."""
+    if value is not None and not value.strip():
+        raise typer.BadParameter("empty; give the child adapter folder to write, e.g. --child adapters/child")
+    return value
+
+
 @app.command("run")
 def run_cmd(
     config: ConfigOpt = None,
@@ -127,7 +134,8 @@ def blend(
     ctx: typer.Context,
     parents: Annotated[list[Path], opt("--parents", help="The parent adapter folders: `--parents A B C` (or "
                                         "--parents repeated).")],
-    child: Annotated[Path, opt("--child", help="The child adapter folder to write (must not exist).")],
+    child_: Annotated[str, typer.Option("--child", help="The child adapter folder to write (must not exist).",
+                                        show_default=False, callback=_child_not_empty, metavar="PATH")],
     alpha: Annotated[float | None, opt("--alpha", help="Two parents only: weight a for the first, 1-a for the "
                                         "second.")] = None,
     weights: Annotated[str | None, opt("--weights", help="One weight per parent, comma-separated, e.g. "
@@ -151,6 +159,7 @@ def blend(
     may differ."""
     from agentlab.core.errors import UsageError
 
+    child = Path(child_)
     extra = list(ctx.args)
     unknown = [a for a in extra if a.startswith("-")]
     if unknown:

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -475,6 +476,7 @@ class RunDir:
         self._created = False  # the folder itself too
         self._before: dict[str, bytes | None] | None = None  # a resumed run's files as they were
         self._worked = False
+        self._scratch: list[str] = []  # the command's own files in a new folder: they go with the stub (scratch)
         self._known = secret_values()  # read once: scrub runs on every event
         self.log_prompts = True  # llm_calls.jsonl: every LLM call's messages and reply (--no-log-prompts: off)
         # Set by a command that catches Ctrl-C / SIGTERM itself and returns its results (serve): the signal's name;
@@ -652,14 +654,29 @@ class RunDir:
             return True
         if self._stub and isinstance(exc, AgentlabError) and exc.exit_code == 2:
             self.release()
-            for name in _STUB_FILES:
-                with contextlib.suppress(FileNotFoundError):
-                    self.file(name).unlink()
+            for name in (*_STUB_FILES, *self._scratch):
+                path = self.file(name)
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
             if self._created:  # an empty --out folder the user made stays
                 with contextlib.suppress(OSError):
                     self.path.rmdir()
             return True
         return False
+
+    def scratch(self, *parts: str) -> Path:
+        """``file(*parts)``, marked as the command's own (a file or folder it makes before its first event: evolve's
+        population.db, task.jsonl, the first children): a new run that bad input stops (exit 2) before it records
+        anything removes it with its run.json and config.yaml, so the folder it made goes too. Such a folder was left
+        holding these alone, and neither ``--resume`` (no run.json) nor ``--out`` (not empty) took it. Nothing
+        changes for a resumed run or one that recorded work."""
+        name = str(Path(*parts))
+        if name not in self._scratch:
+            self._scratch.append(name)
+        return self.file(*parts)
 
     def release(self) -> None:
         """Give up ownership (``finish`` does this); another process may resume the run afterwards."""

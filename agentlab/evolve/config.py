@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from agentlab.core.config import ModelName, RunName, StrictModel
 from agentlab.core.search.settings import StorageURL
@@ -50,6 +50,9 @@ DEFAULT_NOVELTY = 0.05
 
 
 class FitnessWeights(StrictModel):
+    # a weight of nan or inf made every fitness nan, and the run "succeeded" (exit 0) with nothing compared
+    model_config = ConfigDict(allow_inf_nan=False)
+
     task: float = Field(1.0, description="weight of the task score on the fitness split (task.score: the mean "
                         "per-token log-likelihood, <= 0, or the accuracy, 0-1)")
     coop: float = Field(DEFAULT_COOP, description="weight of the cooperation: the accuracy of the debate with the "
@@ -72,6 +75,9 @@ class EvolveConfig(StrictModel):
     # What a resume may change (core.runs.resume_changes): how the scoring is spread; the rest decides the population
     # already scored.
     RESUME_MAY_CHANGE: ClassVar[tuple[str, ...]] = ("name", "workers", "batch", "device")
+    # every number finite (ranges' bounds included): weight_range: [-.inf, .inf] was valid, then failed once the run
+    # folder was made and the model loaded (its CMA-ES weights were nan)
+    model_config = ConfigDict(allow_inf_nan=False)
 
     name: RunName = Field("evolve", description="run name (folder suffix)")
     base_model: ModelName = Field("smollm2-135m", description="the base model every adapter belongs to: the built-in "

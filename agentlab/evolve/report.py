@@ -23,6 +23,29 @@ def _num(x: float | None, signed: bool = False) -> str:
     return f"{x:+.3f}" if signed else f"{x:.3f}"
 
 
+def _questions(n: int, kind: str = "") -> str:
+    """``1 test question``, ``90 test questions`` (task.test_questions: 1 said "1 questions")."""
+    return f"{n} {kind}question{'' if n == 1 else 's'}"
+
+
+def _seed_best(results: dict[str, Any]) -> bool:
+    """The best is a seed: no child of the search could be scored (it is never one otherwise)."""
+    return (results["individuals"].get(results["best"]["id"]) or {}).get("origin") == "seed"
+
+
+def seeds_ahead(results: dict[str, Any]) -> str | None:
+    """A line when the last generation's best fitness is a seed's, not the best evolved's (no child beat the seeds;
+    without a validation split "best evolved" was that seed), else None."""
+    history, best = results.get("history") or [], results["best"]
+    top = history[-1]["best"] if history else None
+    if top is None or top["id"] == best["id"] or _seed_best(results) or \
+            (results["individuals"].get(top["id"]) or {}).get("origin") != "seed":
+        return None
+    return (f"no child beat the seeds on fitness: the seed {top['id']} leads the last generation (fitness "
+            f"{_num(top['fitness'])}, the best evolved {best['id']} {_num(best['fitness'])}); seeds are not "
+            "candidates for the recommendation")
+
+
 def fitness_plot(results: dict[str, Any], path: Path) -> Path | None:
     """Best and mean fitness per generation, and the mean of each fitness part."""
     try:
@@ -103,8 +126,8 @@ def headline(results: dict[str, Any]) -> list[str]:
     others = [r for r in rows[1:] if "best_minus" in r]
     beaten = sum(r["best_minus"]["mean"] > 0 for r in others)
     lines = ["## Headline: the best evolved against every seed and baseline (test split)", "",
-             f"{final['questions']} test questions that neither selection nor the final pick saw. The best evolved "
-             f"({best['id']}, search `{results.get('search', 'ga')}`) is ahead of {beaten} of {len(others)}; "
+             f"{_questions(final['questions'], 'test ')} that neither selection nor the final pick saw. The best "
+             f"evolved ({best['id']}, search `{results.get('search', 'ga')}`) is ahead of {beaten} of {len(others)}; "
              "difference: the best's accuracy minus the other's, in points, with its paired 95% interval "
              "(significant when it excludes 0).", "",
              "| adapter | relation | test accuracy | 95% CI | per-token log-lik | best minus it (points) | 95% CI |",
@@ -146,10 +169,12 @@ def render_report(results: dict[str, Any], plot: str | None) -> str:
         f"Fitness = {w['task']:g} x {task_name} + {w['coop']:g} x cooperation + {w['novelty']:g} x novelty "
         f"({results['novelty']}). {coop} " + ("The final pick is the child with the best validation score." if
                                               q.get("validation") else "No validation split: the final pick is the "
-                                              "last generation's best by fitness, a baseline's its best fitness-split "
-                                              "task score."), "",
-        f"**Best: {best['id']}**, fitness {_num(best['fitness'])} (task {_num(best['task'])}, validation "
-        f"{_num(best.get('validation'))}): `{ind[best['id']]['path']}`", "", *_recommended(results),
+                                              "child with the best fitness in the last generation, a baseline's its "
+                                              "best fitness-split task score."), "",
+        f"**Best{' (a seed: no child was scored)' if _seed_best(results) else ''}: {best['id']}**, fitness "
+        f"{_num(best['fitness'])} (task {_num(best['task'])}, validation {_num(best.get('validation'))}): "
+        f"`{ind[best['id']]['path']}`", "", *([f"Note: {ahead}.", ""] if (ahead := seeds_ahead(results)) else []),
+        *_recommended(results),
         *headline(results)]
     if results.get("baselines"):
         lines += ["## Baselines", "", "| baseline | children | best (validation) | its validation | its fitness-split "
@@ -174,7 +199,7 @@ def render_report(results: dict[str, Any], plot: str | None) -> str:
     final = results["final"]
     lines += ["", "## Every adapter scored on the test split", ""]
     if final["rows"]:
-        lines += [f"{final['questions']} questions that selection never saw (accuracy, 95% Wilson interval).", "",
+        lines += [f"{_questions(final['questions'])} that selection never saw (accuracy, 95% Wilson interval).", "",
                   "| adapter | relation | gen | fitness-split task | test accuracy | 95% CI |",
                   "|---|---|---|---|---|---|"]
         for r in final["rows"]:
@@ -249,9 +274,14 @@ def console_lines(results: dict[str, Any]) -> list[str]:
     w = results.get("fitness_weights") or {}
     parts = [f"task {_num(best['task'])}"] + [f"{key} {_num(best.get(key), True)}" for key in ("coop", "novelty")
                                               if w.get(key) and best.get(key) is not None]
-    lines = [f"best evolved ({results.get('search', 'ga')}): {best['id']}, fitness {_num(best['fitness'])} "
+    label = (f"no child was scored: the best is the seed {best['id']}" if _seed_best(results) else
+             f"best evolved ({results.get('search', 'ga')}): {best['id']}")
+    lines = [f"{label}, fitness {_num(best['fitness'])} "
              f"({', '.join(parts)}; task: {task_meaning(results.get('score', 'accuracy'))}), validation "
              f"{_num(best.get('validation'))}"]
+    seed_note = seeds_ahead(results)
+    if seed_note:
+        lines.append(f"note: {seed_note}")
     rec = results.get("recommended") or {"id": best["id"], "relation": "best evolved", "path": ind[best["id"]]["path"]}
     rows = results["final"]["rows"]
     picks = [r for r in rows if r["relation"].startswith("baseline")]
@@ -276,7 +306,7 @@ def console_lines(results: dict[str, Any]) -> list[str]:
     if others:
         label = "best other baseline" if rec["relation"].startswith("baseline") else "best baseline"
         shown.append((label, max(others, key=_on_test)))
-    lines.append(f"test split, {results['final']['questions']} questions no selection saw (greedy accuracy; every "
+    lines.append(f"test split, {_questions(results['final']['questions'])} no selection saw (greedy accuracy; every "
                  "adapter in report.md):")
     lines += [f"  {label}: {r['id']} ({'best evolved' if r['relation'] == 'best' else r['relation']}) "
               f"{_accuracy(r, ' (95% CI ')}), validation {_num(r.get('validation'))}" for label, r in shown]

@@ -130,7 +130,8 @@ def split_task(cfg: EvolveConfig) -> tuple[list[Question], list[Question], list[
         for split, n in sizes.items():
             questions = load_task(mixed_file(split))
             if len(questions) < n:
-                raise UsageError(f"task: the shipped mixed task's {split} split has {len(questions)} questions; "
+                raise UsageError(f"task: the shipped mixed task's {split} split has "
+                                 f"{_count(len(questions), 'question')}; "
                                  f"task.{split}_questions asks for {n}",
                                  hint=f"lower task.{split}_questions to at most {len(questions)}")
             out.append(questions[:n])
@@ -141,7 +142,7 @@ def split_task(cfg: EvolveConfig) -> tuple[list[Question], list[Question], list[
     else:
         questions = load_task(t.file)
         if len(questions) < need:
-            raise UsageError(f"{t.file}: {len(questions)} questions; the splits need {need} "
+            raise UsageError(f"{t.file}: {_count(len(questions), 'question')}; the splits need {need} "
                              f"({t.fitness_questions} fitness + {t.validation_questions} validation + "
                              f"{t.test_questions} test)",
                              hint="lower task.fitness_questions / validation_questions / test_questions, or give a "
@@ -152,6 +153,11 @@ def split_task(cfg: EvolveConfig) -> tuple[list[Question], list[Question], list[
     return questions[:a], questions[a:b], questions[b:need]
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 question``, ``2 questions`` (a one-line task file was "1 questions")."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def check_harness(cfg: EvolveConfig) -> None:
     """The lm-eval task exists, its data is on disk and it has items for both splits."""
     t = cfg.task
@@ -159,7 +165,7 @@ def check_harness(cfg: EvolveConfig) -> None:
     need = t.fitness_questions + t.test_questions
     for name, task in loaded["tasks"].items():
         if len(task.eval_docs) < need:
-            raise UsageError(f"task.harness {name}: {len(task.eval_docs)} items; the splits need {need} "
+            raise UsageError(f"task.harness {name}: {_count(len(task.eval_docs), 'item')}; the splits need {need} "
                              f"({t.fitness_questions} fitness + {t.test_questions} test)",
                              hint="lower task.fitness_questions / task.test_questions, or give a longer task")
 
@@ -256,6 +262,14 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
     progress = progress or NullProgress()
     say = announce or log.info
     start = time.perf_counter()
+    if not run_dir.info.get("resumed"):
+        # bad input found once the folder is made (exit 2, before the first event: a child's blend not finite) takes
+        # these with it, and the folder it made; they are the run's alone when its population is in the folder
+        run_dir.scratch(TASK_FILE)
+        if cfg.store is None:
+            run_dir.scratch("population.db")
+            run_dir.scratch("adapters")
+            run_dir.scratch("workers")
     pop = open_population(cfg.store, run_dir.path, create=True)
     here, resumed = str(absolute_path(run_dir.path)), bool(run_dir.info.get("resumed"))
     if not resumed:  # two runs started together on one new store: prepare's check_store saw it empty in both
@@ -564,11 +578,21 @@ def _make_child(cfg: EvolveConfig, generation: int | str, child: str, spec: dict
     parents = [(known or {})[p] for p in spec["parents"]] if ga else [_seed(p) for p in cfg.seeds]
     paths: list[str | Path] = [p["path"] for p in parents]
     rank = min(sum(int(p["rank"]) for p in parents), cfg.max_rank)
-    if spec["method"] == "ties":
-        result = ties_merge(paths, folder, density=spec["density"], scale=spec["scale"], rank=rank, force=True)
-    else:
-        mutation: dict[str, Any] = {"mut": cfg.mut, "mut_std": cfg.mut_std, "seed": spec["noise_seed"]} if ga else {}
-        result = blend_adapters(paths, spec["weights"], folder, rank=rank, force=True, **mutation)
+    try:
+        if spec["method"] == "ties":
+            result = ties_merge(paths, folder, density=spec["density"], scale=spec["scale"], rank=rank, force=True)
+        else:
+            mutation: dict[str, Any] = ({"mut": cfg.mut, "mut_std": cfg.mut_std, "seed": spec["noise_seed"]}
+                                        if ga else {})
+            result = blend_adapters(paths, spec["weights"], folder, rank=rank, force=True, **mutation)
+    except InputError as exc:
+        if "not finite" not in exc.message:
+            raise
+        # the blend's hint named `evolve blend`'s flags (--mut-std, --scale): here the config's field decides
+        field = ("mut_std or alpha_range" if ga else "scale_range" if spec["method"] in ("ties", "task_arithmetic")
+                 else "weight_range")
+        raise InputError(f"child {child}: {exc.message}", hint=f"give a smaller {field} and start a new run (a "
+                         "resume makes the same child)") from None
     record = {"id": child, "generation": generation, "origin": spec["method"], "path": str(folder),
               "parents": [p["id"] for p in parents], "weights": spec["weights"], "rank": rank,
               "discarded_energy": result.discarded_energy}
@@ -624,15 +648,18 @@ def selection_score(ind: dict[str, Any]) -> float:
 
 def final_picks(cfg: EvolveConfig, individuals: dict[str, dict[str, Any]], history: list[dict[str, Any]],
                 baselines: dict[str, list[str]]) -> tuple[str, dict[str, str]]:
-    """The best evolved individual (the best validation score among the search's children; the last generation's
-    best by fitness when no child could be scored, or with no validation split under the GA's fitness) and the best
-    of each baseline by the same rule."""
+    """The best evolved individual (the best validation score among the search's children; with no validation
+    split, the best fitness among the children of the last generation that holds a scored one: a seed ahead of them
+    is no evolved individual; a seed only when no child could be scored) and the best of each baseline by its
+    validation score, else its fitness-split task score."""
     scored = {m: ind for m, ind in individuals.items() if ind["state"] == "complete"}
     children = [m for m, ind in scored.items() if ind.get("origin") != "seed" and not ind.get("baseline")]
     if cfg.task.validation_questions and children:
         best = max(children, key=lambda m: selection_score(scored[m]))
-    else:
-        best = history[-1]["best"]["id"]
+    else:  # was the last generation's best, a seed as often as not: "best evolved (cmaes): skill_arithmetic"
+        best = next((max(rows, key=lambda r: r["fitness"])["id"] for h in reversed(history)
+                     if (rows := [r for r in h["members"] if r["id"] in children and r["fitness"] is not None])),
+                    history[-1]["best"]["id"])
     done = {name: [m for m in ids if m in scored] for name, ids in baselines.items()}
     return best, {name: max(ids, key=lambda m: selection_score(scored[m])) for name, ids in done.items() if ids}
 
@@ -641,7 +668,8 @@ def recommended(individuals: dict[str, dict[str, Any]], best: str, picks: dict[s
     """The adapter to use: the best validation score among the best evolved and each baseline's pick (the best
     evolved on a tie), so a run never recommends less than a merge baseline did on validation; the test split never
     chooses."""
-    candidates = {best: "best evolved", **{m: f"baseline {name}" for name, m in picks.items() if m != best}}
+    mine = "best evolved" if individuals[best].get("origin") != "seed" else "seed: no child was scored"
+    candidates = {best: mine, **{m: f"baseline {name}" for name, m in picks.items() if m != best}}
     chosen = max(candidates, key=lambda m: selection_score(individuals[m]))
     return {"id": chosen, "relation": candidates[chosen], "validation": individuals[chosen].get("validation"),
             "path": individuals[chosen]["path"]}

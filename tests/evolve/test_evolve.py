@@ -219,7 +219,8 @@ def test_workers_score_in_parallel_processes(in_tmp: Path, tiny_model: dict[str,
 @pytest.mark.parametrize("case", ["no-seeds", "short-task", "too-many-seeds", "bad-store", "not-lora", "worker",
                                   "worker-journal", "store-not-journal", "worker-not-journal", "new-store-short-task",
                                   "empty-store", "worker-empty-store", "worker-folder-store", "worker-empty-sqlite",
-                                  "unwritable-store", "empty-out", "huge-mut-std"])
+                                  "unwritable-store", "empty-out", "huge-mut-std", "inf-weight-range",
+                                  "nan-scale-range", "nan-fitness", "inf-coop", "inf-min-logit-change"])
 def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, tiny_model: dict[str, Path],
                                           seeds: dict[str, Path], capsys: Any) -> None:
     config = write_config(in_tmp, tiny_model, seeds)
@@ -243,6 +244,12 @@ def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, tiny_model: d
         args += ["--out", ""]
     elif case == "huge-mut-std":  # inf in float32: its children were adapters of inf, exit 0
         args += ["--set", "mut_std=1e300"]
+    elif case in ("inf-weight-range", "nan-scale-range", "nan-fitness", "inf-coop", "inf-min-logit-change"):
+        # valid for `config validate`, then weight_range [-inf, inf] failed once the folder was made and the model
+        # loaded ("weights must be finite numbers (got [nan, nan, nan])"); a nan weight "succeeded" with fitness nan
+        args += ["--set", {"inf-weight-range": "weight_range=[-.inf, .inf]", "nan-scale-range": "scale_range=[0, .nan]",
+                           "nan-fitness": "fitness.task=.nan", "inf-coop": "fitness.coop=.inf",
+                           "inf-min-logit-change": "min_logit_change=.inf"}[case]]
     elif case in ("worker-empty-store", "worker-folder-store"):  # a folder was "no such journal file"
         args = ["evolve", "worker", "--store", "" if case == "worker-empty-store" else str(in_tmp), "--no-wait"]
     elif case == "not-lora":
@@ -270,6 +277,13 @@ def test_bad_input_is_one_line_and_exit_2(case: str, in_tmp: Path, tiny_model: d
             "or give a folder path"
     if case == "huge-mut-std":
         assert "mut_std" in err[0]
+    if case == "inf-weight-range":
+        assert err[0] == "error: --set weight_range=[-.inf, .inf]: weight_range[0]: Input should be a finite number " \
+            "(got -inf)", err
+    if case == "nan-fitness":
+        assert err[0] == "error: --set fitness.task=.nan: fitness.task: Input should be a finite number (got nan)"
+    if case == "short-task":  # was "1 questions"
+        assert f"{in_tmp / 't.jsonl'}: 1 question; the splits need" in err[0], err
     if case == "worker-folder-store":
         assert err[0] == f"error: store {in_tmp}: a folder, not a journal file"
     if case == "worker-empty-sqlite":
@@ -601,3 +615,50 @@ def test_an_interrupted_session_keeps_its_seconds_for_the_next(in_tmp: Path, tin
     config = write_config(in_tmp, tiny_model, seeds, fitness={"coop": 0.0})
     assert main(["evolve", "run", "-c", str(config), "--out", str(in_tmp / "RUN")]) == 130
     assert open_population(None, in_tmp / "RUN", create=False).attr("seconds") is not None
+
+
+def test_config_refuses_numbers_that_are_not_finite(in_tmp: Path, capsys: Any) -> None:
+    """`config validate` said ok to `weight_range: [-.inf, .inf]` and `fitness.novelty: .nan`: each is now refused
+    naming its line and field, exit 2, as the run refuses it before any folder is made."""
+    (in_tmp / "e.yaml").write_text("name: x\nweight_range: [-.inf, .inf]\nfitness:\n  novelty: .nan\n"
+                                   "alpha_range: [0.2, .nan]\n")
+    assert main(["config", "validate", "e.yaml", "--command", "evolve"]) == 2
+    err = capsys.readouterr().err
+    for line in ("e.yaml:2: weight_range[0]: Input should be a finite number (got -inf)",
+                 "e.yaml:2: weight_range[1]: Input should be a finite number (got inf)",
+                 "e.yaml:4: fitness.novelty: Input should be a finite number (got nan)",
+                 "e.yaml:5: alpha_range[1]: Input should be a finite number (got nan)"):
+        assert line in err, err
+    assert EvolveConfig(weight_range=(-1e30, 1e30)).weight_range == (-1e30, 1e30)  # large, finite: taken
+
+
+def test_blend_refuses_an_empty_child(in_tmp: Path, seeds: dict[str, Path], capsys: Any) -> None:
+    """`--child ""` was the current folder: "--child .: is the current folder or holds it"."""
+    args = ["evolve", "blend", "--parents", str(seeds["persona_a"]), str(seeds["persona_b"]), "--child", ""]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "error: Invalid value for '--child': empty; give the child adapter folder to write, e.g. " \
+        "--child adapters/child", err
+    assert list(in_tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize("search", ["random", "task_arithmetic"])
+def test_children_that_are_not_finite_stop_a_new_run_and_leave_no_folder(
+        search: str, in_tmp: Path, tiny_model: dict[str, Path], seeds: dict[str, Path], capsys: Any) -> None:
+    """A finite range whose children overflow float32 stops the run at the first child (exit 2): the folder was left
+    holding population.db and task.jsonl alone, which neither --resume (no run.json) nor --out (not empty) took, and
+    the hint named `evolve blend`'s --mut-std and --scale."""
+    field = "weight_range" if search == "random" else "scale_range"
+    config = write_config(in_tmp, tiny_model, seeds, search=search, generations=0, fitness={"coop": 0.0},
+                          **{field: [1e300, 2e300]})
+    run = in_tmp / "RUN"
+    assert main(["evolve", "run", "-c", str(config), "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    err = err[next(i for i, line in enumerate(err) if line.startswith("error: ")):]
+    assert err[0].startswith("error: child g0c0: the child's ") and "is not finite in float32" in err[0], err
+    assert err[1] == f"hint: give a smaller {field} and start a new run (a resume makes the same child)", err
+    assert len(err) == 2 and "Traceback" not in " ".join(err)
+    assert not run.exists() and not (in_tmp / "runs").exists()
+    (in_tmp / "mine").mkdir()  # an empty --out folder the user made stays, empty again
+    assert main(["evolve", "run", "-c", str(config), "--out", str(in_tmp / "mine")]) == 2
+    assert list((in_tmp / "mine").iterdir()) == []

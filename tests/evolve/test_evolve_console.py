@@ -127,5 +127,43 @@ def test_the_report_says_the_rule_that_picked() -> None:
     assert "1 generation after gen_0" in text and "the child with the best validation score" in text
     r["questions"] = {**r["questions"], "validation": 0}
     text = " ".join(render_report(r, None).split())
-    assert "No validation split: the final pick is the last generation's best by fitness" in text
+    assert "No validation split: the final pick is the child with the best fitness in the last generation" in text
     assert "best validation score" not in text
+
+
+def test_a_seed_ahead_of_every_child_is_said_not_called_the_best_evolved() -> None:
+    """Without a validation split the best evolved was the last generation's best, a seed when no child beat the
+    seeds, and the console called it "best evolved". The best evolved is a child; the seed's lead is a note."""
+    from agentlab.evolve.report import render_report
+
+    r = results()
+    r["individuals"]["s0"]["origin"] = "seed"
+    r["individuals"]["g0c1"]["origin"] = "cmaes"
+    r["history"] = [{"generation": 1, "best": {"id": "s0", "fitness": -2.0},
+                     "members": [], "mean": {"fitness": -2.2, "task": -2.2, "coop": 0.0, "novelty": 0.0}}]
+    lines = console_lines(r)
+    assert lines[0].startswith("best evolved (cmaes): g0c1, fitness -2.254")
+    assert lines[1] == ("note: no child beat the seeds on fitness: the seed s0 leads the last generation (fitness "
+                        "-2.000, the best evolved g0c1 -2.254); seeds are not candidates for the recommendation")
+    r.update(population=4, generations=1, base_model="m", novelty="answers", seconds=3.0, reference={},
+             fitness_weights={"task": 1.0, "coop": 0.0, "novelty": 0.0})
+    for i in r["individuals"].values():
+        i.update(generation=0, state="complete")
+    text = " ".join(render_report(r, None).split())
+    assert "**Best: g0c1**" in text and "Note: no child beat the seeds on fitness: the seed s0 leads" in text
+    r["best"] = {"id": "s0", "fitness": -2.0, "task": -2.0, "validation": -2.4}  # no child could be scored
+    r["recommended"] = {"id": "s0", "relation": "seed: no child was scored", "path": "RUN/adapters/s0"}
+    lines = console_lines(r)
+    assert lines[0].startswith("no child was scored: the best is the seed s0, fitness -2.000") and \
+        not lines[1].startswith("note:")
+    assert "**Best (a seed: no child was scored): s0**" in " ".join(render_report(r, None).split())
+
+
+def test_one_test_question_is_singular() -> None:
+    """task.test_questions: 1 said "1 questions" on the console and in report.md."""
+    from agentlab.evolve.report import headline
+
+    r = results()
+    r["final"]["questions"] = 1
+    assert any(line.startswith("test split, 1 question no selection saw") for line in console_lines(r))
+    assert " 1 test question that neither selection" in " ".join(headline(r))

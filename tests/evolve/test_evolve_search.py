@@ -251,6 +251,37 @@ def test_a_crash_while_breeding_keeps_the_stored_cmaes_children(in_tmp: Path, ti
     assert len(pop.store.storage.get_all_studies()) == 1  # no study of the sampler's own
 
 
+def test_without_validation_the_best_evolved_is_a_child_not_a_seed() -> None:
+    """With no validation split the best evolved was the last generation's best, a seed when one led it: "best
+    evolved (cmaes): skill_arithmetic", recommended as "best evolved". It is the best child of that generation; a seed
+    only when no child could be scored, and then its relation says so."""
+    from agentlab.evolve.run import final_picks, recommended
+
+    cfg = EvolveConfig.model_validate({"seeds": list(SEEDS), "population": 5, "elite": 1,
+                                       "task": {"validation_questions": 0}})
+    ind = {m: {"state": "complete", "origin": "seed", "task": -1.0, "path": m} for m in SEEDS}
+    ind |= {m: {"state": "complete", "origin": "cmaes", "task": t, "path": m}
+            for m, t in (("g0c0", -1.5), ("g0c1", -1.2), ("g1c0", -1.4), ("g1c1", -1.3))}
+
+    def gen(k: int, fitness: dict[str, float]) -> dict[str, Any]:
+        rows = [{"id": m, "fitness": f} for m, f in fitness.items()]
+        return {"generation": k, "members": rows, "best": max(rows, key=lambda r: r["fitness"])}
+
+    history = [gen(0, {"skill_arithmetic": -1.0, "skill_geography": -2.0, "skill_units": -2.1, "g0c0": -1.5,
+                       "g0c1": -1.2}),
+               gen(1, {"skill_arithmetic": -1.0, "g1c0": -1.4, "g1c1": -1.3, "g0c1": -1.25})]
+    assert history[-1]["best"]["id"] == "skill_arithmetic"  # the seed leads the last generation
+    best, _ = final_picks(cfg, ind, history, {})
+    assert best == "g0c1"  # the best child of the last generation (carried as it was)
+    assert recommended(ind, best, {})["relation"] == "best evolved"
+    for m in ("g0c0", "g0c1", "g1c0", "g1c1"):
+        ind[m]["state"] = "fail"
+    history = [gen(0, {"skill_arithmetic": -1.0, "skill_units": -2.1}), gen(1, {"skill_arithmetic": -1.0})]
+    best, _ = final_picks(cfg, ind, history, {})
+    assert best == "skill_arithmetic"
+    assert recommended(ind, best, {})["relation"] == "seed: no child was scored"
+
+
 def test_recommended_is_the_best_validation_of_the_best_and_the_baselines() -> None:
     from agentlab.evolve.run import recommended
 
