@@ -109,6 +109,7 @@ class AllModelsFailed(LLMError):
         )
         self.route = route
         self.attempts = attempts
+        self.invalid_replies = 0  # replies whose tool calls failed validation, repaired or not (``invalid_replies``)
 
 
 def shell_word(value: object) -> str:

@@ -45,6 +45,7 @@ from agentlab.nas.code_change import (
     check,
     code_of,
     commit_version,
+    read_under,
     start_folder,
     unified_diff,
 )
@@ -101,6 +102,16 @@ class CodeSearch:
         base = self.start if self.start.is_dir() else self.project
         return self.rules.editable_files(base)
 
+    def files_line(self) -> str:
+        """The editable files for the console, with those the patterns match that no edit can be made to (a link,
+        not UTF-8 text: ``CodeRules.left_out``), left out and said so."""
+        left = self.rules.left_out(self.project)
+        out = ", ".join(self.files())
+        if left:
+            out += " (left out: " + "; ".join(f"{rel}, {why}" for rel, why in list(left.items())[:5]) + \
+                (f"; and {len(left) - 5} more" if len(left) > 5 else "") + ")"
+        return out
+
     def freeze(self) -> None:
         """``<run>/code/start/``: the editable files as the search starts (a resumed run keeps the first's)."""
         if self.start.is_dir():
@@ -132,11 +143,12 @@ class CodeSearch:
         return self._texts[key]
 
     def reader(self, texts: dict[str, str]) -> Callable[[str], str | None]:
+        """A file's text in the version whose changed files are ``texts`` (else the start's); None: no such file;
+        ``ChangeError`` when it cannot be read as UTF-8 text (the agent is told, no trial runs)."""
+        start = read_under(self.start)
+
         def read(rel: str) -> str | None:
-            if rel in texts:
-                return texts[rel]
-            path = self.start / rel
-            return path.read_text(encoding="utf-8") if path.is_file() else None
+            return texts[rel] if rel in texts else start(rel)
 
         return read
 
@@ -178,7 +190,7 @@ class CodeSearch:
             change = Change.from_dict({"edits": args.get("edits"), "reason": reason})
             chain, read = self.current(domain)
             texts = check(change, read, self.rules)
-        except ChangeError as exc:
+        except (ChangeError, OSError, UnicodeError) as exc:  # the agent is told why; no trial runs
             return None, str(exc)[:400]
         params = dict(domain.incumbent)
         variant = self.variant(chain, domain.records, change)
@@ -191,10 +203,13 @@ class CodeSearch:
 
     def read(self, rel: str, domain: TrialDomain) -> str | None:
         """An editable file's text in the current version (None: not an editable file)."""
-        if not self.rules.is_editable(rel):
+        if rel not in self.files():
             return None
-        _, read = self.current(domain)
-        return read(rel)
+        try:
+            _, read = self.current(domain)
+            return read(rel)
+        except ChangeError:  # read_project reads the file itself then, and says why it cannot show it
+            return None
 
     # ------------------------------------------------------------------ kept versions
 

@@ -19,6 +19,7 @@ kept as a new version of the project when it improves the metric.
 from __future__ import annotations
 
 import ast
+import codecs
 import difflib
 import hashlib
 import json
@@ -134,7 +135,19 @@ class CodeRules:
         return any(p.match(rel) for p in self._editable) and not self.is_protected(rel)
 
     def editable_files(self, root: Path) -> list[str]:
-        return [rel for rel in _files(root) if self.is_editable(rel)]
+        """The files under ``root`` the agent may change: the editable ones an edit can be made to (``left_out``
+        holds the others)."""
+        return [rel for rel in _files(root) if self.is_editable(rel) and unusable(root / rel) is None]
+
+    def left_out(self, root: Path) -> dict[str, str]:
+        """The files under ``root`` the editable patterns match that no edit can be made to, and why
+        (``unusable``): the agent is not offered them."""
+        return {rel: why for rel in _files(root) if self.is_editable(rel) and (why := unusable(root / rel))}
+
+    def named(self, rel: str) -> bool:
+        """Whether an editable pattern names ``rel`` by its own path (no wildcard, no folder)."""
+        return any(glob_regex(p).match(_posix(rel)) for p in self.editable
+                   if not any(c in p for c in "*?[") and not p.endswith("/"))
 
     def both(self, root: Path) -> list[str]:
         """The files under ``root`` that an editable pattern naming one file (no wildcard, no folder) names and a
@@ -142,8 +155,30 @@ class CodeRules:
         to say "all but the scorer", not one."""
         if self.protected is None:
             return []
-        named = [glob_regex(p) for p in self.editable if not any(c in p for c in "*?[") and not p.endswith("/")]
-        return [rel for rel in _files(root) if any(p.match(rel) for p in named) and self.is_protected(rel)]
+        return [rel for rel in _files(root) if self.named(rel) and self.is_protected(rel)]
+
+    def check_project(self, root: Path) -> dict[str, str]:
+        """The editable patterns checked against the project at ``root`` before the search starts; ``UsageError``
+        naming the first problem: a file named in both lists, a file named by its own path that no edit can be made
+        to (a link, not UTF-8 text), patterns that leave nothing to change. Returns the files a wildcard matched that
+        are left out (path -> why), for the console."""
+        both = self.both(root)
+        if both:  # protected won without a word: the agent never saw the file the config calls editable
+            raise UsageError(f"objective.editable and objective.protected both name {', '.join(both[:5])}"
+                             + (f" (and {len(both) - 5} more)" if len(both) > 5 else ""),
+                             hint="a file is either editable or protected: take it out of one of the two lists")
+        left = self.left_out(root)
+        for rel, why in left.items():
+            if self.named(rel):
+                fix = "copy the file into the project in the link's place" if why.startswith("a link") else \
+                    "save it as UTF-8 text"
+                raise UsageError(f"objective.editable: {rel} is {why}, so no edit can be made to it",
+                                 hint=f"{fix}, or take it out of objective.editable")
+        if not self.editable_files(root):
+            raise UsageError(f"objective.editable: {self.editable} match no file the agent may change in "
+                             f"{root.resolve()} (protected files, links and files that are not UTF-8 text excluded)",
+                             hint="give glob patterns relative to objective.cwd, e.g. [train.py, 'model/*.py']")
+        return left
 
 
 def _files(root: Path) -> list[str]:
@@ -155,6 +190,32 @@ def _files(root: Path) -> list[str]:
         out += [(here / n).relative_to(root).as_posix() for n in sorted(filenames)]
         out += [(here / d).relative_to(root).as_posix() for d in dirnames if (here / d).is_symlink()]
     return sorted(out)
+
+
+def unusable(path: Path) -> str | None:
+    """Why no edit can be made to the file at ``path`` (None: one can): a link (a trial's workspace holds the link,
+    which an edit does not follow), a binary file or one that is not UTF-8 text (an edit is exact text, as
+    ``read_project`` shows it), or one that cannot be read."""
+    if path.is_symlink():
+        try:
+            return f"a link (to {os.readlink(path)})"
+        except OSError:
+            return "a link"
+    if not path.is_file():
+        return "not a file"
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                if b"\0" in chunk:
+                    return "a binary file, not text"
+                decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return "not UTF-8 text"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    return None
 
 
 def read_under(root: Path) -> Callable[[str], str | None]:

@@ -187,16 +187,7 @@ def _prepare_command(cfg: NASConfig, llm: LLMConfig | str | Path | None, config_
     Workspaces(objective.cwd or Path.cwd(), Path("."), "check", objective.workspace,
                config=objective.config).check()
     if objective.editable:
-        rules = CodeRules(objective.editable, objective.protected)
-        if not rules.editable_files(Path(objective.cwd or Path.cwd())):
-            raise UsageError(f"objective.editable: {objective.editable} match no file the agent may change in "
-                             f"{Path(objective.cwd or Path.cwd()).resolve()} (protected files excluded)",
-                             hint="give glob patterns relative to objective.cwd, e.g. [train.py, 'model/*.py']")
-        both = rules.both(Path(objective.cwd or Path.cwd()))
-        if both:  # protected won without a word: the agent never saw the file the config calls editable
-            raise UsageError(f"objective.editable and objective.protected both name {', '.join(both[:5])}"
-                             + (f" (and {len(both) - 5} more)" if len(both) > 5 else ""),
-                             hint="a file is either editable or protected: take it out of one of the two lists")
+        CodeRules(objective.editable, objective.protected).check_project(Path(objective.cwd or Path.cwd()))
     check_group_choices(objective.command, Path(objective.cwd or Path.cwd()), cfg.search.space)
     check_option_values(objective.command, Path(objective.cwd or Path.cwd()), cfg.search.space)
     space = command_space(cfg)

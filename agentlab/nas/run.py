@@ -586,7 +586,7 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
             planner = CodeHybrid(planner, code)
             if spaces is not None:
                 code.repo, code.branch, code.start_commit = spaces.repo, spaces.branch, spaces.commit
-            announce(f"code changes: the agent may change {', '.join(code.files())}; each runs as a trial and is "
+            announce(f"code changes: the agent may change {code.files_line()}; each runs as a trial and is "
                      f"kept when {metric} improves by more than {cfg.search.min_delta:.0%}; then "
                      f"{code.tune_every} {label(code.sampler)} trials tune the params on it")
         loop = SearchLoop(study=study, space=space, base_params=space.complete(space.base),

@@ -6,6 +6,7 @@ user's tree stays byte-identical, and the best version is committed on the run's
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +81,9 @@ def test_code_changes_kept_dropped_crashed_and_refused(tmp_path: Path) -> None:
     # the refused change: edit_code's schema offers the editable files alone, so the router shows the model its
     # error and asks again (the agent's own refusal behind it: test_code_change)
     assert any("'eval.py' is not one of ['train.py']" in text for text in seen)
+    assert results["agent"]["invalid_tool_calls"] == 1  # counted though repaired (it said 0 invalid)
+    # later trials ran on the kept changes: the credit of the picks says the changes' effect is not in it
+    assert results["agent"]["picks_compared_on_changed_code"] is True
     assert any("OFFSET = 0.5" in text for text in seen)  # read_project shows the kept version
     assert any("boom" in text for text in seen)  # the crash's stderr reached the agent
     # the sampler's trial ran on the kept version, with the kept change's code
@@ -89,6 +93,7 @@ def test_code_changes_kept_dropped_crashed_and_refused(tmp_path: Path) -> None:
     assert "-OFFSET = 0.5\n+OFFSET = 2.0" in (out / "trials" / "run_0003" / "change.diff").read_text()
     report = (out / "report.md").read_text()
     assert "## Code changes" in report and "| run_0003 | a larger offset | train.py +1 -1 |" in report
+    assert "(1 invalid," in report and "this leaves the changes' own effect out" in report
     trials = report.split("## Trials")[1]
     assert "| run_0003 | agent | code: a larger offset" in trials  # the change trial is no base-params row
     crash = next(line for line in report.split("## Code changes")[1].splitlines() if line.startswith("| run_0004 |"))
@@ -180,3 +185,100 @@ def test_a_file_both_editable_and_protected_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
     carved = config(folder, editable=["*.py"], protected=["eval.py"])  # all but the scorer: fine
     run_nas_optimization(max_iterations=1, config=carved, out=tmp_path / "run2", llm=scripted_llm(ScriptAgent(CALLS)))
+
+
+def test_a_file_named_in_both_lists_alone_is_the_same_conflict(tmp_path: Path) -> None:
+    """`editable: [eval.py]` with eval.py protected said "match no file the agent may change ... (protected files
+    excluded)", while `[train.py, eval.py]` got the conflict the docs name."""
+    from agentlab.core.errors import UsageError
+
+    folder = project(tmp_path)
+    cfg = config(folder, editable=["eval.py"], protected=["eval.py"])
+    with pytest.raises(UsageError, match=r"objective.editable and objective.protected both name eval.py$"):
+        run_nas_optimization(max_iterations=1, config=cfg, out=tmp_path / "run", llm=scripted_llm(ScriptAgent(CALLS)))
+
+
+LATIN = b"# -*- coding: latin-1 -*-\nNAME = 'caf\xe9'\n"
+
+
+def test_an_editable_file_that_is_not_utf8_is_refused_before_trial_0(tmp_path: Path) -> None:
+    """A latin-1 editable file crashed the search ("internal error: UnicodeDecodeError", exit 1, no results) when
+    the agent proposed an edit to it: named by its own path it is refused before anything runs (exit 2)."""
+    from agentlab.core.errors import UsageError
+
+    folder = project(tmp_path)
+    (folder / "legacy.py").write_bytes(LATIN)
+    cfg = config(folder, editable=["train.py", "legacy.py"], protected=["eval.py"])
+    calls = [edit("NAME", "NAME2", "rename", path="legacy.py")]
+    with pytest.raises(UsageError, match=r"objective.editable: legacy.py is not UTF-8 text"):
+        run_nas_optimization(max_iterations=2, config=cfg, out=tmp_path / "run", llm=scripted_llm(ScriptAgent(calls)))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_glob_leaves_out_files_no_edit_can_be_made_to_and_says_so(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """`*.py` matching a latin-1 file and a link leaving the project: both left out of what the agent may change
+    (said on the console), so plan time and trial time agree; an edit of one is refused by the tool's schema, no
+    trial spent, and the search runs on."""
+    caplog.set_level(logging.INFO)
+    folder = project(tmp_path)
+    (folder / "legacy.py").write_bytes(LATIN)
+    outside = tmp_path / "outside.py"
+    outside.write_text("X = 1\n")
+    (folder / "linked.py").symlink_to(outside)
+    cfg = config(folder, editable=["*.py"], protected=["eval.py"])
+    cfg["search"]["tune_every"] = 0
+    calls = [edit("NAME", "NAME2", "rename", path="legacy.py"), edit("OFFSET = 3.0", "OFFSET = 0.5", "smaller"),
+             edit("X = 1", "X = 2", "via the link", path="linked.py"), edit("OFFSET = 0.5", "OFFSET = 0.25", "less")]
+    out = tmp_path / "run"
+    results = run_nas_optimization(max_iterations=3, config=cfg, out=out, llm=scripted_llm(ScriptAgent(calls)))
+    assert [(r["trial"], r["fate"]) for r in results["code_changes"]] == [("run_0001", "kept"), ("run_0002", "kept")]
+    assert sorted(p.name for p in (out / "code" / "start").iterdir()) == ["train.py"]
+    assert "the agent may change train.py (left out: legacy.py, not UTF-8 text; linked.py, a link (to " in caplog.text
+    assert results["agent"]["invalid_tool_calls"] == 2  # each edit of a left-out file: its schema refused it
+
+
+def test_the_checker_turns_an_unreadable_file_into_a_refusal_not_a_crash(tmp_path: Path) -> None:
+    """The check of an edit read the start's copy with read_text: a decode error escaped it (only ChangeError was
+    caught) and ended the search. Now the agent is told, and no trial runs."""
+    from agentlab.core.search.planners import PlanContext, TrialDomain
+    from agentlab.nas.code_agent import CodeSearch
+    from agentlab.nas.code_change import CodeRules
+
+    folder = project(tmp_path)
+    code = CodeSearch(CodeRules(["*.py"], ["eval.py"]), folder, tmp_path / "run")
+    code.freeze()
+    (code.start / "legacy.py").write_bytes(LATIN)  # a start folder an older version froze
+    none: Any = None
+    domain = TrialDomain(space=none, base_params={"x": 4.0}, incumbent={"x": 4.0}, records=[], best=None,
+                         metric="loss", check=lambda p: [], candidate=none)
+    action, why = code.check_action({"edits": [{"path": "legacy.py", "old": "NAME", "new": "N"}], "reason": "r"},
+                                    PlanContext(domain, budget_left=1, seed=0))
+    assert action is None and "legacy.py: cannot be read as UTF-8 text" in why
+    assert code.read("legacy.py", domain) is None  # read_project then says why it cannot show it
+
+
+def test_a_route_ended_by_invalid_calls_counts_them(tmp_path: Path) -> None:
+    """Two schema-invalid calls in a row (the repair invalid too) end the route: a failed call, whose invalid replies
+    were counted as none."""
+    folder = project(tmp_path)
+    bad = edit("print", "print", "cheat", path="eval.py")
+    results = run_nas_optimization(max_iterations=2, config=config(folder), out=tmp_path / "run",
+                                   llm=scripted_llm(ScriptAgent([bad, bad])))
+    assert results["agent"]["failed_calls"] == 1 and results["agent"]["invalid_tool_calls"] == 2
+
+
+def test_an_editable_file_that_is_a_link_out_of_the_project_is_refused_before_trial_0(tmp_path: Path) -> None:
+    """train.py a link to a file outside the project: listed as editable, the change passed the check (on the frozen
+    copy) and then failed in the trial's workspace ("no such file in the project"), a budget trial each time."""
+    from agentlab.core.errors import UsageError
+
+    folder = project(tmp_path)
+    real = tmp_path / "outside" / "train_real.py"
+    real.parent.mkdir()
+    (folder / "train.py").rename(real)
+    (folder / "train.py").symlink_to(real)
+    with pytest.raises(UsageError, match=r"objective.editable: train.py is a link \(to .*train_real.py\), so no edit"):
+        run_nas_optimization(max_iterations=2, config=config(folder), out=tmp_path / "run",
+                             llm=scripted_llm(ScriptAgent(CALLS[2:3])))
+    assert not (tmp_path / "run").exists()

@@ -255,6 +255,28 @@ def test_the_agent_is_credited_with_its_own_picks_only_and_the_leads_with_theirs
     assert "the warm start's 1 lead did not improve the best" in line
 
 
+def test_a_worse_best_is_worded_worse_and_picks_on_changed_code_say_what_they_leave_out() -> None:
+    """"improved the best by -0.4%" for picks that left it worse; and with the code changed, the trials without the
+    picks ran on the agent's code too (-0.1% for a change that took val_mse from 2414 to 0.98)."""
+    from agentlab.core.search.agent import agent_block
+
+    block = {"agent_picks": 1, "best_with_all_trials": 1.004, "best_without_agent_picks": 1.0,
+             "improvement_from_agent_picks": -0.004, "trials_from_leads": 1, "improvement_from_leads": -0.01}
+    line = credit_line(block)
+    assert "its 1 pick other than the sampler's candidate 0 left the best 0.4% worse than the same trials" in line
+    assert "the warm start's 1 lead left the best 1.0% worse" in line and "-0." not in line
+    assert "leaves the changes' own effect out" not in line
+
+    def score(keep: Any) -> float | None:
+        return 0.98
+    changed = agent_block(_Counted(), [("agent", None, "agent"), ("tune", None, "tpe")], score,  # type: ignore[arg-type]
+                          changed_code=True)
+    assert changed["picks_compared_on_changed_code"] is True
+    line = credit_line({**changed, "improvement_from_agent_picks": 0.001})
+    assert "; the trials without them ran on its kept code changes too, so this leaves the changes' own effect out" \
+        in line
+
+
 def test_picks_that_gave_the_whole_best_are_said_so() -> None:
     """compress's feasible hypervolume was 0 without the agent's picks (every feasible experiment was one): no ratio,
     and the line said its picks "did not improve the best"."""

@@ -167,8 +167,9 @@ class Step(_Middleware):
                 shown = window(request.messages, state.get("head", 2), run.keep) if run.profile.window \
                     else request.messages  # a strong model sees the whole conversation
                 response = handler(request.override(tools=list(tools), messages=shown))
-        except LLMError as exc:  # the route failed outright: a failed call, not an invalid one
+        except LLMError as exc:  # the route failed outright: a failed call (its invalid replies counted too)
             counts["failed_calls"] += 1
+            counts["invalid_tool_calls"] += getattr(exc, "invalid_replies", 0)
             return self._default(state, counts, since + 1, f"no answer from the model: {exc.kind}: {exc.message}")
         reply = next(m for m in reversed(response.result) if isinstance(m, AIMessage))
         meta = reply.response_metadata

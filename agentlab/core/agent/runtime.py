@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agentlab.core.llm.config import PROFILES, ModelProfile
+from agentlab.core.llm.results import invalid_replies
 from agentlab.core.llm.types import GenParams, ToolCall
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ class RouterModel:
         start = time.perf_counter()
         result = self.router.generate_sync(messages, route=self.route, params=params)
         usage = result.completion.usage
-        invalid = sum(1 for a in result.attempts if a.outcome == "invalid_tool_call")
+        invalid = invalid_replies(result.attempts)  # the repaired ones too (a schema-invalid call asked again)
         return Reply(list(result.completion.tool_calls), result.completion.text,
                      (usage.prompt_tokens or 0) + (usage.completion_tokens or 0), time.perf_counter() - start,
                      invalid, result.model, usage.prompt_tokens or 0, usage.cached_tokens)

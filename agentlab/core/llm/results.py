@@ -24,10 +24,17 @@ class Attempt:
     latency_s: float = 0.0
     message: str | None = None
     retry_after: float | None = None  # a rate-limited model's Retry-After, in seconds
+    repaired: bool = False  # an ok reply whose tool calls failed validation and were asked again (``checking_calls``)
 
     @property
     def ok(self) -> bool:
         return self.outcome == "ok"
+
+
+def invalid_replies(attempts: list[Attempt]) -> int:
+    """The replies of a routed call whose tool calls failed validation (``checking_calls``): the repaired ones (an
+    ok attempt marked ``repaired``) and those that ended the model's turn (an ``invalid_tool_call`` attempt)."""
+    return sum(1 for a in attempts if a.outcome == "invalid_tool_call" or a.repaired)
 
 
 @dataclass
@@ -106,6 +113,7 @@ class CallState:
         if self.expired() and not (self.attempts and self.attempts[-1].outcome == "deadline"):
             self.attempts.append(Attempt("-", "deadline", 0.0, "the route's deadline_s ran out"))
         error = AllModelsFailed(self.route, [(a.model, a.outcome, a.message or "") for a in self.attempts])
+        error.invalid_replies = invalid_replies(self.attempts)
         last = self.attempts[-1] if self.attempts else None
         if last is not None and last.outcome == "rate_limited":
             error.retry_after = last.retry_after  # what the last model asked for: a gateway passes it on

@@ -671,6 +671,10 @@ def checking_calls(try_model: TryModel, on_invalid: Callable[[str, str, str], No
             _cut(call, name, params)
             return None
         on_invalid(call.route, name, problem)
+        # the reply's attempt (this model's last), marked: ``invalid_replies`` counts it
+        last = next((a for a in reversed(call.attempts) if a.model == name), None)
+        if last is not None and last.ok:
+            last.repaired = True
         completion = await try_model(call, name, repair_messages(messages, completion, problem), params)
         if completion is None:
             return None

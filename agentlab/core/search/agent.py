@@ -309,8 +309,11 @@ class AgentPlanner:
 
     def report(self, results: SearchResults) -> dict[str, Any]:
         """results.json's ``agent`` block (``agent_block``)."""
+        # a trial other than the agent's picks that ran on changed code (nas: a kept code change): the figure
+        # without the picks has the changes' effect in it too
+        changed = any(r.variant and not agent_pick(r.origin, r.choice) for r in results.rows)
         return {"agent": agent_block(self, [(r.origin, r.choice, r.planner) for r in results.rows], results.score,
-                                     results.higher_is_better, results.what)}
+                                     results.higher_is_better, results.what, changed_code=changed)}
 
     # ------------------------------------------------------------------ what the model is told (computed here)
 
@@ -512,13 +515,14 @@ def _gain(with_all: float | None, without: float | None, higher_is_better: bool)
 
 def agent_block(planner: AgentPlanner, rows: list[tuple[str, Any, str]],
                 score: Callable[[Callable[[str, Any, str], bool]], float | None], higher_is_better: bool = False,
-                what: str = "best") -> dict[str, Any]:
+                what: str = "best", changed_code: bool = False) -> dict[str, Any]:
     """results.json's ``agent`` block: the graph's counters, the finished trials (``rows``: each one's origin,
     candidate choice and planner) by the agent and by the guard, and the search's ``what`` (nas: the best value of
     its metric; compress: feasible hypervolume), ``score(keep)`` over the trials ``keep(origin, choice, planner)``
     keeps: with every trial, without the agent's own picks (``agent_pick``), without the warm start's leads. The
     agent is credited with its picks only, the knowledge with its leads; a pick of the sampler's candidate 0 is the
-    sampler's trial."""
+    sampler's trial. ``changed_code``: trials other than the picks ran on code the agent changed (nas's kept code
+    changes), so the comparison leaves the changes' own effect out (``picks_compared_on_changed_code``)."""
     counts = planner.stats()
     with_all = score(lambda origin, choice, planner: True)
     without_picks = score(lambda origin, choice, planner: not agent_pick(origin, choice))
@@ -535,6 +539,7 @@ def agent_block(planner: AgentPlanner, rows: list[tuple[str, Any, str]],
             "trials_from_leads": leads,
             f"{what}_with_all_trials": with_all, f"{what}_without_agent_picks": without_picks,
             "improvement_from_agent_picks": _gain(with_all, without_picks, higher_is_better),
+            "picks_compared_on_changed_code": changed_code,
             f"{what}_without_leads": without_leads,
             "improvement_from_leads": _gain(with_all, without_leads, higher_is_better) if leads else None}
 
@@ -558,20 +563,30 @@ def credit_line(block: dict[str, Any], unit: str = "trial") -> str:
     if not picks:
         line = f"the agent picked no {unit} other than the sampler's candidate 0: no gain is the agent's"
     elif gain:
-        line = (f"its {counted(picks, 'pick')} other than the sampler's candidate 0 improved the best by "
-                f"{gain * 100:.1f}% over the same {unit}s without them")
+        line = (f"its {counted(picks, 'pick')} other than the sampler's candidate 0 "
+                f"{_moved(gain, f'the same {unit}s without them')}")
     elif _all_theirs(block, "_without_agent_picks"):
         line = (f"its {counted(picks, 'pick')} other than the sampler's candidate 0 gave the whole best: the same "
                 f"{unit}s without them gave none")
     else:
         line = f"its {counted(picks, 'pick')} other than the sampler's candidate 0 did not improve the best"
+    if picks and block.get("picks_compared_on_changed_code"):
+        line += (f"; the {unit}s without them ran on its kept code changes too, so this leaves the changes' own "
+                 "effect out (the code changes table shows each change's)")
     leads, lead_gain = block.get("trials_from_leads", 0), block.get("improvement_from_leads")
     if leads:
-        line += (f"; the warm start's {counted(leads, 'lead')} improved the best by {lead_gain * 100:.1f}%"
+        line += (f"; the warm start's {counted(leads, 'lead')} {_moved(lead_gain)}"
                  if lead_gain else f"; the warm start's {counted(leads, 'lead')} gave the whole best"
                  if _all_theirs(block, "_without_leads") else
                  f"; the warm start's {counted(leads, 'lead')} did not improve the best")
     return line
+
+
+def _moved(gain: float, against: str = "") -> str:
+    """A gain in words: "improved the best by 12.3% over ``against``", or "left the best 0.4% worse than ..."."""
+    if gain > 0:
+        return f"improved the best by {gain * 100:.1f}%" + (f" over {against}" if against else "")
+    return f"left the best {-gain * 100:.1f}% worse" + (f" than {against}" if against else "")
 
 
 def _all_theirs(block: dict[str, Any], without_key: str) -> bool:

@@ -109,6 +109,7 @@ class Row:
     choice: Any  # the candidate's index, when there were candidates
     planner: str  # the planner that proposed it (``base``, ``leads``, ``naive``, ``tpe``, ``llm``, ``agent``, ...)
     warmup: bool = False  # one of the sampler's warm-up trials
+    variant: str = ""  # what it ran besides its params (nas: its code version; ``TrialRecord.variant``)
 
 
 @dataclass
@@ -373,7 +374,7 @@ def trial_results(records: list[TrialRecord], maximize: bool,
         kept = [r for r in records if r.origin not in S.LLM_ORIGINS]
         return without_llm(best_of(kept, direction, incumbent=False))
 
-    return SearchResults([Row(r.origin, r.choice, r.planner, r.warmup) for r in done], score,
+    return SearchResults([Row(r.origin, r.choice, r.planner, r.warmup, r.variant) for r in done], score,
                          lambda name: trial_steps(records, name, maximize), without, higher_is_better=maximize)
 
 
