@@ -184,6 +184,8 @@ def _main(argv: list[str] | None) -> int:
     given = list(sys.argv[1:] if argv is None else argv)
     args = _expand_bare_resume(given)
     name = next((a for a in args if not a.startswith("-")), "")
+    # a group's subcommand comes right after its name (`train-persona export ...`)
+    sub = args[args.index(name) + 1] if name and args.index(name) + 1 < len(args) else ""
     undecodable = None if name in _READ_ONLY else _not_utf8(args)
     if undecodable is not None:
         return fail(*undecodable, 2)
@@ -197,7 +199,7 @@ def _main(argv: list[str] | None) -> int:
 
         if world_size() > 1 and not is_main():
             return ""
-        advice = continue_with(name)  # here, not at start: a command's own advice may import its package
+        advice = continue_with(name, sub)  # here, not at start: a command's own advice may import its package
         if advice != RESUME_ADVICE:
             return "[yellow]interrupted[/]" + (f"; {escape(advice)}" if advice else "")
         from agentlab.core.runs import opened_count, opened_run

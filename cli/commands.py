@@ -24,6 +24,8 @@ class Command:
     resumable: bool = True  # whether "continue with --resume" is the advice after Ctrl-C
     continue_with: str = ""  # the advice after Ctrl-C of a command without --resume, or where it is held:
     # "module:NAME", imported only when asked (the command's package, too slow to import for --help)
+    no_run_folder: tuple[str, ...] = ()  # subcommands of a group that make no run folder: Ctrl-C says only
+    # "interrupted; run the command again" (not "before a run folder was made: nothing to resume")
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -35,9 +37,10 @@ COMMANDS: tuple[Command, ...] = (
             continue_with="the finished stages are kept: continue with `agentlab pipeline rerun SESSION --from STAGE` "
             "(SESSION: the run folder's name; `agentlab pipeline show SESSION` lists its finished stages)"),
     Command("models", "models", "agentlab.pipeline.config:ModelsConfig", group=True, resumable=False),
-    Command("train-persona", "train_persona", "agentlab.train_persona.config:TrainPersonaConfig", group=True),
+    Command("train-persona", "train_persona", "agentlab.train_persona.config:TrainPersonaConfig", group=True,
+            no_run_folder=("export",)),
     Command("debate", "debate", "agentlab.debate.config:DebateConfig", group=True),
-    Command("evolve", "evolve", "agentlab.evolve.config:EvolveConfig", group=True),
+    Command("evolve", "evolve", "agentlab.evolve.config:EvolveConfig", group=True, no_run_folder=("blend",)),
     Command("eval", "eval", "agentlab.eval.config:EvalConfig", group=True),
     Command("serve", "serve", "agentlab.serve.config:ServeConfig", resumable=False),
     Command("config", "config_cmd", group=True, resumable=False),
@@ -54,12 +57,15 @@ def schemas() -> dict[str, str]:
 
 
 RESUME_ADVICE = "continue with --resume"
+AGAIN_ADVICE = "run the command again"
 
 
-def continue_with(name: str) -> str:
-    """The advice after Ctrl-C of the command ``name``: ``RESUME_ADVICE`` (the run folder is named), its own, or
-    none."""
+def continue_with(name: str, sub: str = "") -> str:
+    """The advice after Ctrl-C of the command ``name`` (``sub``: its subcommand, for a group): ``RESUME_ADVICE``
+    (the run folder is named), ``AGAIN_ADVICE`` for a subcommand that makes no run folder, its own, or none."""
     command = next((c for c in COMMANDS if c.name == name), None)
+    if command is not None and sub and sub in command.no_run_folder:
+        return AGAIN_ADVICE
     if command is None or command.resumable:
         return RESUME_ADVICE
     module, colon, attr = command.continue_with.partition(":")

@@ -108,8 +108,9 @@ def _summary(results: dict[str, Any], path: Path) -> None:
 
 @app.command("export")
 def export(
-    adapter: Annotated[Path, typer.Argument(help="The adapter folder (adapter_config.json + weights).",
-                                            file_okay=False)],
+    # a str: a Path reads an empty argument as `.`, the current folder
+    adapter: Annotated[str, typer.Argument(help="The adapter folder (adapter_config.json + weights).",
+                                           show_default=False)],
     # a str: a Path drops the trailing / of `--gguf out/n/`, which then wrote a file named n
     gguf: Annotated[str, typer.Option("--gguf", help="The GGUF file to write, e.g. out/persona.gguf (a folder, or "
                                       "a path ending in /, is refused).", metavar="FILE")],

@@ -201,10 +201,30 @@ def make_advice(path: Path) -> str:
                 f"or make a tiny one with `agentlab models make-tiny {path}`")
     if path.name == "model.gguf":
         return f"make it with `agentlab models make-tiny {path.parent}`"
+    persona = persona_advice(path)
+    if persona is not None:
+        return persona
     if path.suffix == ".gguf":
         return (f"make a tiny model with `agentlab models make-tiny {path.with_suffix('')}` and point `file` at its "
                 "model.gguf")
     return f"make it with `agentlab models make-tiny {path}`"
+
+
+def persona_advice(path: Path) -> str | None:
+    """How to make the missing GGUF ``path`` of a trained adapter (a persona or skill of ``train-persona``, or an
+    adapter folder adapters/STEM beside the models folder): train it and export it. None for another file (random
+    weights from ``make-tiny`` are no persona)."""
+    from agentlab.core.models.adapters import ADAPTER_CONFIG, PERSONAS, SKILLS
+
+    if path.suffix != ".gguf":
+        return None
+    adapter = Path("adapters") / path.stem
+    export = f"`agentlab train-persona export {adapter} --gguf {path}`"
+    if (adapter / ADAPTER_CONFIG).is_file():
+        return f"export the adapter {adapter} to it with {export}"
+    if path.stem in PERSONAS or path.stem in SKILLS:
+        return (f"train and export it: `agentlab train-persona --data {path.stem} --out {adapter}`, then {export}")
+    return None
 
 
 def models_file_checked(used: Iterable[str], routed_models: Iterable[str] | None) -> type[ModelsConfig]:

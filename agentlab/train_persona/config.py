@@ -89,6 +89,8 @@ class EvalSettings(StrictModel):
     chat_template: Literal["auto", True, False] = Field("auto", description="wrap prompts in the chat template the "
                                                         "adapter was trained with; auto: when the tokenizer has one")
     batch_size: int = Field(8, ge=1, description="requests per forward pass")
+    min_logit_change: float = Field(1e-4, gt=0, description="an adapter whose largest logit change on the probe is "
+                                    "below this changes nothing (untrained, or not applied): not scored, exit 2")
 
 
 class TrainPersonaConfig(StrictModel):

@@ -27,7 +27,7 @@ from agentlab.core.models.adapters import ADAPTER_CONFIG, read_lora
 from agentlab.core.models.builtin import BUILTIN_MODELS
 from agentlab.core.models.convert import gguf_to_hf, quiet_transformers
 from agentlab.core.models.gguf_export import ARCHITECTURES, gguf_architecture
-from agentlab.core.models.load import adapter_error
+from agentlab.core.models.load import check_lora_rank, put_adapter, warn_other_base
 from agentlab.core.models.modelfiles import gguf_info, hf_config
 from agentlab.core.models.modelref import ModelNotFound, resolve_model
 from agentlab.core.progress import NullProgress, Progress
@@ -71,6 +71,9 @@ def export_gguf(adapter_dir: str | Path, out: str | Path, *, base_model: str | N
     ``InputError`` too when the adapter does not fit the base or its weights are damaged; ``MissingPackage`` naming
     the extra to install.
     """
+    if not str(adapter_dir).strip():  # Path('') is '.', the current folder
+        raise InputError("the adapter folder argument is empty; give the folder of the adapter to export",
+                         hint="e.g. agentlab train-persona export adapters/persona_a --gguf models/persona_a.gguf")
     example = f"{Path(adapter_dir).name or 'adapter'}.gguf"
     if not str(out):  # Path('') is '.', the current folder
         raise InputError("--gguf is empty; give a file path", hint=f"e.g. --gguf {example}")
@@ -86,6 +89,7 @@ def export_gguf(adapter_dir: str | Path, out: str | Path, *, base_model: str | N
                          hint=f"use one of: {', '.join(gguf_export.QUANT_KINDS)}")
     _check_out(out, force)
     adapter_config = read_lora(adapter, "merged and exported to GGUF")
+    check_lora_rank(adapter, adapter_config)
     progress = progress or NullProgress()
     timings: dict[str, float] = {}
     written: list[Path] = []
@@ -143,6 +147,8 @@ def resolve_base(adapter: Path, adapter_config: dict[str, Any], base_model: str 
         # resolve_model says "model 'REF' not found; tried ..."
         raise InputError(f"{adapter}: base model{source} {exc.message.removeprefix('model ')}", hint=hint) from None
     description = found.describe()
+    if base_model:
+        warn_other_base(adapter, adapter_config, base_model)
     if found.format == "gguf":
         arch = gguf_info(found.path).arch
         if arch not in ARCHITECTURES.values():
@@ -159,6 +165,8 @@ def resolve_base(adapter: Path, adapter_config: dict[str, Any], base_model: str 
 
 def merge_adapter(adapter: Path, base: ExportBase, out_dir: Path, progress: Progress) -> Path:
     """Load ``base`` in float32, apply the adapter, ``merge_and_unload`` and ``save_pretrained`` into ``out_dir``."""
+    import functools
+
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -168,23 +176,18 @@ def merge_adapter(adapter: Path, base: ExportBase, out_dir: Path, progress: Prog
         model = AutoModelForCausalLM.from_pretrained(base.hf_dir, dtype=torch.float32)
         task.advance()
         try:
+            # one line, exit 2, for an adapter that does not fit (PEFT's errors) or lacks weights (its warning)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                peft_model = PeftModel.from_pretrained(model, str(adapter))
+                peft_model = put_adapter(functools.partial(PeftModel.from_pretrained, model, str(adapter)), adapter,
+                                         adapter.name, base.description)
             for caught_warning in caught:
                 log.debug("while loading the adapter: %s", caught_warning.message)
-            # PEFT only warns when adapter weights are missing; the export would silently drop part of the persona.
-            missing = [str(w.message) for w in caught if "missing adapter keys" in str(w.message)]
-            if missing:
-                raise ValueError(missing[0][:300])
-            merged = peft_model.merge_and_unload()
-        except ImportError:
-            raise
-        except Exception as exc:  # PEFT raises many types for an adapter that does not fit the model
-            error = adapter_error(adapter, adapter.name, exc, base.description)
-            damaged = "weights cannot be read" in error.message  # the base is not the problem
-            raise type(error)(error.message, hint=error.hint if damaged else
-                              f"{error.hint} (choose the base with --base-model)") from None
+        except AgentlabError as error:
+            weights = "weights cannot be read" in error.message or "weights file lacks" in error.message
+            hint = error.hint if weights or error.hint is None else f"{error.hint} (choose the base with --base-model)"
+            raise type(error)(error.message, hint=hint) from None
+        merged = peft_model.merge_and_unload()
         task.advance()
         merged.save_pretrained(out_dir)
         task.advance()
@@ -196,6 +199,9 @@ def _check_out(out: Path, force: bool) -> None:
         raise InputError(f"{out}: is a folder; the export writes one GGUF file", hint="give a file path, e.g. OUT.gguf")
     if out.exists() and not force:
         raise InputError(f"{out}: already exists", hint="choose another path, or pass --force to replace it")
+    if out.exists() and not _is_gguf(out):  # --force replaces an earlier export, never a user's other file
+        raise InputError(f"--gguf {out}: already exists and is not a GGUF file; nothing was written",
+                         hint="--force replaces only a GGUF file: choose another --gguf")
     # Checked, not made: the folder is created once the inputs have proved good (_make_parents).
     ancestor = nearest_existing(out.parent)
     if not ancestor.is_dir():
@@ -205,6 +211,15 @@ def _check_out(out: Path, force: bool) -> None:
     if unwritable is not None:
         raise InputError(f"--gguf {out}: cannot write in {unwritable[0]} ({unwritable[1]}); nothing was written",
                          hint="give --gguf a path in a folder you can write to")
+
+
+def _is_gguf(path: Path) -> bool:
+    """Whether the file ``path`` starts with the GGUF magic."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) == b"GGUF"
+    except OSError:
+        return False
 
 
 def _make_parents(out: Path) -> list[Path]:

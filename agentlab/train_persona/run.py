@@ -236,7 +236,8 @@ def _evaluate(cfg: TrainPersonaConfig, run_dir: RunDir, results: dict[str, Any],
     announce(f"lm-eval: {', '.join(cfg.eval.tasks)} on {cfg.base_model} and the adapter")
     settings = ScoreModelsSettings(include=cfg.eval.include_path, limit=cfg.eval.limit,
                                    chat_template=cfg.eval.chat_template, device=cfg.train.device,
-                                   dtype=cfg.train.dtype, batch_size=cfg.eval.batch_size)
+                                   dtype=cfg.train.dtype, batch_size=cfg.eval.batch_size,
+                                   min_change=cfg.eval.min_logit_change)
     scored = score_models(cfg.base_model, {adapter.name: adapter}, cfg.eval.tasks, settings=settings)
     for row, lm_results in scored.results.items():
         save_row(run_dir.file("lm-eval", row), lm_results, scored.samples[row])

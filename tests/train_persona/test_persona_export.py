@@ -190,7 +190,13 @@ def test_existing_output_needs_force(bases: dict[str, Path], tmp_path: Path) -> 
     with pytest.raises(InputError, match="already exists") as info:
         export_gguf(adapter, out)
     assert out.read_bytes() == b"keep me" and "--force" in (info.value.hint or "")
-    assert export_gguf(adapter, out, force=True).read_bytes()[:4] == b"GGUF"
+    with pytest.raises(InputError, match="already exists and is not a GGUF file"):  # --force replaces only a GGUF
+        export_gguf(adapter, out, force=True)
+    assert out.read_bytes() == b"keep me"
+    out.unlink()
+    first = export_gguf(adapter, out).read_bytes()
+    assert export_gguf(make_adapter(bases["llama"], tmp_path / "persona", scale=0.5), out, force=True).read_bytes() \
+        not in (first, b"keep me")
     with pytest.raises(InputError, match="is a folder"):
         export_gguf(adapter, tmp_path, force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["persona", "persona.gguf"]

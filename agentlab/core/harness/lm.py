@@ -180,4 +180,6 @@ def check_probe(changes: Mapping[str, float], min_change: float, paths: Mapping[
         raise InputError(f"adapter changes nothing on the probe, so it is not scored: {lines} (below "
                          f"min_logit_change {min_change:g})",
                          hint="check that the adapter was trained (a LoRA's lora_B weights are not all zero) and on "
-                         "this base model; lower --set min_logit_change only if the adapter is meant to be tiny")
+                         "this base model; only if the adapter is meant to be tiny, lower min_logit_change "
+                         "(`agentlab eval`: --set min_logit_change=1e-6; `train-persona --eval`: "
+                         "--set eval.min_logit_change=1e-6)")

@@ -97,10 +97,25 @@ NOISY_IMPORT_LOGGERS = ("bitsandbytes.backends.cpu.ops", "torchao", "torch.utils
 
 
 def quiet_imports() -> None:
-    """Silence the import-time warnings of ``NOISY_IMPORT_LOGGERS``. Call it before importing transformers' trainer,
-    peft, trl or torchao (peft imports torchao when it is installed)."""
+    """Silence the import-time warnings of ``NOISY_IMPORT_LOGGERS``, and transformers' note on a resume that
+    checkpoint folders written within a second of each other are ordered by step (:class:`_MtimeNote`). Call it
+    before importing transformers' trainer, peft, trl or torchao (peft imports torchao when it is installed)."""
     for name in NOISY_IMPORT_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    logger = logging.getLogger(_MTIME_LOGGER)
+    if not any(isinstance(f, _MtimeNote) for f in logger.filters):
+        logger.addFilter(_MtimeNote())
+
+
+# transformers' Trainer sorts checkpoint-N folders by mtime, and when the newest and oldest differ by under a second
+# (a tiny model saves fast) it says "mtime may not be reliable on this filesystem, falling back to numerical
+# ordering" and orders them by N: the right order, and nothing about the filesystem. Only that message is dropped.
+_MTIME_LOGGER = "transformers.trainer_utils"
+
+
+class _MtimeNote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("mtime may not be reliable on this filesystem")
 
 
 @contextlib.contextmanager

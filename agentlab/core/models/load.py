@@ -6,11 +6,15 @@ torch, transformers and peft are imported inside the functions.
 
 from __future__ import annotations
 
+import ast
+import functools
 import json
 import logging
-from collections.abc import Mapping
+import re
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from agentlab.core.errors import AgentlabError, ConfigError, InputError, missing_package, one_line
 from agentlab.core.models.convert import gguf_to_hf, quiet_transformers
@@ -26,6 +30,11 @@ from agentlab.core.models.device import (
 from agentlab.core.models.modelref import resolve_model
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_ADAPTER_CONFIG = "adapter_config.json"  # adapters.py's ADAPTER_CONFIG (it imports this module)
+_ADAPTER_SAFETENSORS = "adapter_model.safetensors"
+_MISSING_KEYS = "missing adapter keys"  # PEFT's warning: "Found missing adapter keys while loading the checkpoint"
 
 
 def hf_model_folder(ref: str | Path, *, base: str | Path = ".", user: str = "this") -> Path:
@@ -97,7 +106,7 @@ def load_causal_lm(ref: str | Path, *, device: Any = "auto", dtype: Any = "auto"
     if dev.type != "cuda":
         model = model.to(dev)
     if adapters:
-        model = _with_adapters(model, adapters, trainable)
+        model = _with_adapters(model, adapters, trainable, ref)
     model.train(trainable)
     return model, tokenizer
 
@@ -120,38 +129,159 @@ def _from_pretrained(folder: Path, kwargs: dict[str, Any]) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def _with_adapters(model: Any, adapters: Mapping[str, str | Path], trainable: bool) -> Any:
+def _with_adapters(model: Any, adapters: Mapping[str, str | Path], trainable: bool, ref: str | Path) -> Any:
     quiet_imports()
     from peft import PeftModel
 
     for i, (name, folder) in enumerate(adapters.items()):
-        try:
-            with quiet_library_warnings():
-                if i == 0:
-                    model = PeftModel.from_pretrained(model, str(folder), adapter_name=name, is_trainable=trainable)
-                else:
-                    model.load_adapter(str(folder), adapter_name=name, is_trainable=trainable)
-        except Exception as exc:  # a folder without adapter_config.json, an adapter for another base model
-            raise adapter_error(folder, name, exc, "this model") from exc
+        config = _adapter_config(folder)
+        if config is not None:
+            check_lora_rank(folder, config)
+            warn_other_base(folder, config, ref)
+        load = (functools.partial(PeftModel.from_pretrained, model) if i == 0 else model.load_adapter)
+        loaded = put_adapter(functools.partial(load, str(folder), adapter_name=name, is_trainable=trainable), folder,
+                             name, "this model")
+        model = loaded if i == 0 else model
     return model
 
 
-def adapter_error(folder: str | Path, name: str, exc: BaseException, model: str) -> AgentlabError:
-    """One line for an adapter that PEFT could not put on ``model``: one trained on another base (torch lists every
-    tensor's size mismatch) or with a damaged weights file is bad input (exit 2); anything else exit 1."""
-    message = one_line(exc)
-    if "size mismatch" in message:
+def put_adapter(load: Callable[[], T], folder: str | Path, name: str, model: str) -> T:
+    """``load()`` (PEFT putting the adapter in ``folder`` on ``model``), with PEFT's errors as one line
+    (:func:`adapter_error`) and its multi-line warning about adapter weights missing from the file made an
+    ``InputError`` (exit 2): the model would run with part of the adapter left out (a damaged or edited weights
+    file). Used by every command that loads an adapter (eval, the hf backend, ``train-persona export``, ...)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
-            base = json.loads((Path(folder) / "adapter_config.json").read_text(encoding="utf-8")).get(
-                "base_model_name_or_path")
-        except (OSError, ValueError, AttributeError):
-            base = None
+            with quiet_library_warnings():
+                loaded = load()
+        except ImportError:
+            raise
+        except Exception as exc:  # a folder without adapter_config.json, an adapter for another base model
+            raise adapter_error(folder, name, exc, model) from exc
+    missing = next((str(w.message) for w in caught if _MISSING_KEYS in str(w.message)), None)
+    for other in caught:  # the rest as they would have been shown
+        if _MISSING_KEYS not in str(other.message):
+            warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+    if missing is not None:
+        raise adapter_error(folder, name, ValueError(missing), model)
+    return loaded
+
+
+def _adapter_config(folder: str | Path) -> dict[str, Any] | None:
+    """The adapter's config when it can be read (else None: PEFT's own error follows)."""
+    try:
+        config = json.loads((Path(folder) / _ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def check_lora_rank(folder: str | Path, config: Mapping[str, Any]) -> None:
+    """A LoRA adapter whose ``adapter_config.json`` ``r`` (or ``rank_pattern``) disagrees with the rank of its
+    weights (``lora_A``'s rows, from the safetensors header: no tensor read) is refused (``InputError``, exit 2,
+    naming the file and the field): PEFT builds the layers from ``r`` and fails on every tensor's size ("does not fit
+    this model"), and a blend would take the weights' rank and the config's alpha. Folders that are not LoRA, hold
+    no safetensors file or whose values are mistyped (refused elsewhere, naming the field) are left alone."""
+    from agentlab.core.models.modelfiles import safetensors_header
+
+    rank, patterns = config.get("r"), config.get("rank_pattern") or {}
+    if config.get("peft_type") != "LORA" or type(rank) is not int or not isinstance(patterns, dict):
+        return
+    file = Path(folder) / _ADAPTER_SAFETENSORS
+    if not file.is_file():
+        return
+    try:
+        header = safetensors_header(file)
+    except AgentlabError:
+        return  # damaged: check_weights and PEFT name it
+    for key, meta in sorted(header.items()):
+        found = re.fullmatch(r"(?:base_model\.model\.)?(.+)\.lora_A(?:\.[^.]+)?\.weight", key)
+        shape = meta.get("shape") if isinstance(meta, dict) else None
+        if found is None or not isinstance(shape, list) or len(shape) != 2:
+            continue
+        module, want, field = found.group(1), rank, "r"
+        for pattern, value in patterns.items():  # as PEFT matches them: the pattern ends the module's name
+            try:
+                if re.match(rf"(.*\.)?({pattern})$", module):
+                    want, field = value, f"rank_pattern[{json.dumps(pattern)}]"
+                    break
+            except re.error:
+                return
+        if type(want) is int and shape[0] != want:
+            raise InputError(f"{Path(folder) / _ADAPTER_CONFIG}: {field} is {want}, but the adapter's weights have "
+                             f"rank {shape[0]} ({module}.lora_A is {shape[0]}x{shape[1]} in {file.name})",
+                             hint=f"set {field} to {shape[0]} in that file (as PEFT wrote it), or train the adapter "
+                             "again")
+
+
+def warn_other_base(folder: str | Path, config: Mapping[str, Any], ref: str | Path) -> bool:
+    """Log one warning (and return True) when the adapter's ``base_model_name_or_path`` names another model than
+    ``ref``, the model it is put on: a LoRA for another model whose layers have the same sizes loads without an error
+    and changes the model meaninglessly. No warning when the adapter names no base, the same name (a built-in by its
+    name or its hub id), the same file or folder, or a copy or conversion of it (same architecture, layers, width and
+    heads: :func:`~agentlab.core.models.modelfiles.model_shape`); none either when its base is not found here (nothing
+    to compare)."""
+    from agentlab.core.models.builtin import canonical_base
+    from agentlab.core.models.modelfiles import model_shape
+
+    trained = config.get("base_model_name_or_path")
+    if not isinstance(trained, str) or not trained.strip() or canonical_base(trained) == canonical_base(str(ref)):
+        return False
+    try:
+        theirs, ours = resolve_model(trained).path, resolve_model(str(ref)).path
+    except AgentlabError:
+        return False
+    if theirs.resolve() == ours.resolve():
+        return False
+    shape = model_shape(theirs)
+    if shape is None or shape == model_shape(ours):
+        return False
+    log.warning("%s: the adapter was trained on %s, not on %s; it loads (its layers have the same sizes), but what it "
+                "does there is undefined: use it on the model it was trained on", folder, trained, ref)
+    return True
+
+
+def adapter_error(folder: str | Path, name: str, exc: BaseException, model: str) -> AgentlabError:
+    """One line for an adapter that PEFT could not put on ``model``. Bad input (``InputError``, exit 2, naming the
+    file): one trained on another base (torch lists every tensor's size mismatch), a damaged weights file, weights
+    missing from the file (PEFT's "missing adapter keys" warning, made an error by :func:`put_adapter`: tensors
+    removed or renamed), ``target_modules`` that the model has none of. Anything else is exit 1."""
+    message = one_line(exc)
+    config_file = Path(folder) / _ADAPTER_CONFIG
+    if "size mismatch" in message:
+        config = _adapter_config(folder) or {}
+        base = config.get("base_model_name_or_path")
         return InputError(f"{folder}: the adapter {name} does not fit {model} (its weights' shapes differ): it was "
                           f"trained on {base or 'another base model'}",
                           hint="use it on the base model it was trained on, or an adapter trained on this one")
     if type(exc).__name__ == "SafetensorError" or "deserializing header" in message:
         return InputError(f"{folder}: the adapter {name}'s weights cannot be read ({message[:200]})",
                           hint="the weights file is damaged or not safetensors: train or copy the adapter again")
+    if _MISSING_KEYS in message:
+        keys = _listed(message)
+        first = keys[0].removeprefix("base_model.model.") if keys else ""
+        first = re.sub(r"\.(lora_[AB])\.[^.]+\.weight$", r".\1.weight", first)  # as the file names it: no adapter name
+        example = f" (e.g. {first})" if keys else ""
+        count = f"{len(keys)} weights" if keys else "weights"
+        return InputError(f"{folder}: the adapter {name}'s weights file lacks {count} that its {_ADAPTER_CONFIG} "
+                          f"asks for{example}", hint="the weights file was damaged or edited (tensors removed or "
+                          "renamed): train, copy or save the adapter again")
+    targets = re.search(r"Target modules? (.+?) not found in the base model", message)
+    if targets is not None:
+        return InputError(f"{config_file}: target_modules {targets.group(1)} match no layer of {model}",
+                          hint="the adapter was made for another model: use it on the base model it was trained on, "
+                          "or fix target_modules in that file")
     return AgentlabError(f"could not load the adapter {name} ({folder}) on {model}: {message[:300]}",
                          hint="check that the adapter folder holds adapter_config.json and was trained on this base "
                          "model")
+
+
+def _listed(message: str) -> list[str]:
+    """The keys PEFT lists in its missing-keys warning ("...: ['a', 'b']."), or [] when the list cannot be read."""
+    start, end = message.find("["), message.rfind("]")
+    try:
+        keys = ast.literal_eval(message[start:end + 1]) if 0 <= start < end else []
+    except (ValueError, SyntaxError):
+        return []
+    return [str(key) for key in keys] if isinstance(keys, list) else []

@@ -44,6 +44,7 @@ from agentlab.core.errors import InputError, missing_package
 from agentlab.core.files import check_replace, ordinary_modes
 from agentlab.core.models.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_lora
 from agentlab.core.models.builtin import canonical_base
+from agentlab.core.models.load import check_lora_rank
 
 if TYPE_CHECKING:
     import torch
@@ -110,6 +111,7 @@ def read_parent(path: str | Path) -> Parent:
 
     path = Path(path)
     config = read_lora(path, "blended")
+    check_lora_rank(path, config)  # r disagreeing with the weights: export and eval refuse it, so must the blend
     if config.get("use_dora"):
         raise InputError(f"{path}: a DoRA adapter; only plain LoRA adapters can be blended")
     if config.get("alpha_pattern"):
@@ -351,6 +353,12 @@ def check_compatible(parents: list[Parent]) -> None:
     for p in parents[1:]:
         other = p.config.get("base_model_name_or_path")
         if canonical_base(other) != canonical_base(base):  # a built-in named by its name or its upstream hub id
+            if not base or not other:  # as export says it
+                unnamed, named, name = (first, p, other) if not base else (p, first, base)
+                raise InputError(f"{unnamed.path}: {ADAPTER_CONFIG} names no base model (base_model_name_or_path), "
+                                 f"but {named.path}'s is '{name}'",
+                                 hint=f"if it was trained on that model, set base_model_name_or_path in "
+                                 f"{unnamed.path / ADAPTER_CONFIG}; blend only adapters trained on the same base model")
             raise InputError(f"{p.path}: base model '{other}' differs from {first.path}'s '{base}'",
                              hint="blend only adapters trained on the same base model")
         only_first = sorted(set(first.modules) - set(p.modules))
