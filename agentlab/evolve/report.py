@@ -273,8 +273,8 @@ def console_lines(results: dict[str, Any]) -> list[str]:
 
     w = results.get("fitness_weights") or {}
     # cooperation is a change (signed); novelty a distance
-    shown = [key for key in ("coop", "novelty") if w.get(key) and best.get(key) is not None]
-    parts = [f"task {_num(best['task'])}"] + [f"{key} {_num(best.get(key), key == 'coop')}" for key in shown]
+    weighted = [key for key in ("coop", "novelty") if w.get(key) and best.get(key) is not None]
+    parts = [f"task {_num(best['task'])}"] + [f"{key} {_num(best.get(key), key == 'coop')}" for key in weighted]
     label = (f"no child was scored: the best is the seed {best['id']}" if _seed_best(results) else
              f"best evolved ({results.get('search', 'ga')}): {best['id']}")
     lines = [f"{label}, fitness {_num(best['fitness'])} "
