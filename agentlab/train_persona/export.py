@@ -23,13 +23,13 @@ from typing import Any
 from agentlab.core.errors import AgentlabError, InputError, missing_package
 from agentlab.core.files import cannot_write, nearest_existing, ordinary_mode
 from agentlab.core.models import gguf_export
-from agentlab.core.models.adapters import ADAPTER_CONFIG, read_lora
+from agentlab.core.models.adapters import ADAPTER_CONFIG, check_lora_rank, read_lora, warn_other_base
 from agentlab.core.models.builtin import BUILTIN_MODELS
 from agentlab.core.models.convert import gguf_to_hf, quiet_transformers
 from agentlab.core.models.gguf_export import ARCHITECTURES, gguf_architecture
-from agentlab.core.models.load import check_lora_rank, put_adapter, warn_other_base
+from agentlab.core.models.load import put_adapter
 from agentlab.core.models.modelfiles import gguf_info, hf_config
-from agentlab.core.models.modelref import ModelNotFound, resolve_model
+from agentlab.core.models.modelref import ModelNotFound, is_gguf_file, resolve_model
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.search.records import worker_alive
 
@@ -199,7 +199,7 @@ def _check_out(out: Path, force: bool) -> None:
         raise InputError(f"{out}: is a folder; the export writes one GGUF file", hint="give a file path, e.g. OUT.gguf")
     if out.exists() and not force:
         raise InputError(f"{out}: already exists", hint="choose another path, or pass --force to replace it")
-    if out.exists() and not _is_gguf(out):  # --force replaces an earlier export, never a user's other file
+    if out.exists() and not is_gguf_file(out):  # --force replaces an earlier export, never a user's other file
         raise InputError(f"--gguf {out}: already exists and is not a GGUF file; nothing was written",
                          hint="--force replaces only a GGUF file: choose another --gguf")
     # Checked, not made: the folder is created once the inputs have proved good (_make_parents).
@@ -211,15 +211,6 @@ def _check_out(out: Path, force: bool) -> None:
     if unwritable is not None:
         raise InputError(f"--gguf {out}: cannot write in {unwritable[0]} ({unwritable[1]}); nothing was written",
                          hint="give --gguf a path in a folder you can write to")
-
-
-def _is_gguf(path: Path) -> bool:
-    """Whether the file ``path`` starts with the GGUF magic."""
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(4) == b"GGUF"
-    except OSError:
-        return False
 
 
 def _make_parents(out: Path) -> list[Path]:

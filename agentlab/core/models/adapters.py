@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -115,6 +116,42 @@ def read_lora(folder: str | Path, what: str) -> dict[str, Any]:
     return config
 
 
+def check_lora_rank(folder: str | Path, config: Mapping[str, Any]) -> None:
+    """A LoRA adapter whose ``adapter_config.json`` ``r`` (or ``rank_pattern``) disagrees with the rank of its
+    weights (``lora_A``'s rows, from the safetensors header: no tensor read) is refused (``InputError``, exit 2,
+    naming the file and the field): PEFT builds the layers from ``r`` and fails on every tensor's size ("does not fit
+    this model"), and a blend would take the weights' rank and the config's alpha. Folders that are not LoRA, hold
+    no safetensors file or whose values are mistyped (refused elsewhere, naming the field) are left alone."""
+    rank, patterns = config.get("r"), config.get("rank_pattern") or {}
+    if config.get("peft_type") != "LORA" or type(rank) is not int or not isinstance(patterns, dict):
+        return
+    file = Path(folder) / ADAPTER_WEIGHTS[0]
+    if not file.is_file():
+        return
+    try:
+        header = safetensors_header(file)
+    except AgentlabError:
+        return  # damaged: check_weights and PEFT name it
+    for key, meta in sorted(header.items()):
+        found = re.fullmatch(r"(?:base_model\.model\.)?(.+)\.lora_A(?:\.[^.]+)?\.weight", key)
+        shape = meta.get("shape") if isinstance(meta, dict) else None
+        if found is None or not isinstance(shape, list) or len(shape) != 2:
+            continue
+        module, want, field = found.group(1), rank, "r"
+        for pattern, value in patterns.items():  # as PEFT matches them: the pattern ends the module's name
+            try:
+                if re.match(rf"(.*\.)?({pattern})$", module):
+                    want, field = value, f"rank_pattern[{json.dumps(pattern)}]"
+                    break
+            except re.error:
+                return
+        if type(want) is int and shape[0] != want:
+            raise InputError(f"{Path(folder) / ADAPTER_CONFIG}: {field} is {want}, but the adapter's weights have "
+                             f"rank {shape[0]} ({module}.lora_A is {shape[0]}x{shape[1]} in {file.name})",
+                             hint=f"set {field} to {shape[0]} in that file (as PEFT wrote it), or train the adapter "
+                             "again")
+
+
 def _peft_types() -> frozenset[str]:
     """The ``peft_type`` values the installed PEFT loads (imported here only: PEFT imports torch)."""
     from peft.utils import PeftType
@@ -179,30 +216,58 @@ class AdapterInfo:
 
 
 
-def check_adapter_base(path: Path, config: Mapping[str, Any], base_model: str, base: ModelRef, *, runs: str,
-                       hint: str) -> None:
-    """An adapter (``config``: its adapter_config.json) trained on another model than ``base_model`` (resolved:
-    ``base``) is refused (``InputError``, exit 2) before any model loads: debate's agents, evolve's seeds
-    (``canonical_base``: a built-in named by its name or its hub id is one model). The same model at another path
-    (its GGUF, an export, a copy) has the same metadata (``model_shape``) and passes; a base not found here cannot be
-    compared: a warning. ``runs``: what runs on ``base_model`` (``every adapter agent runs on``); ``hint`` with
-    ``{trained}`` and ``{base_model}`` in it."""
-    trained = config.get("base_model_name_or_path")
-    if not isinstance(trained, str) or canonical_base(trained) == canonical_base(base_model):
-        return
+def _other_base(trained: str, base_model: str, base_path: Path) -> bool | None:
+    """Whether ``trained`` (an adapter's ``base_model_name_or_path``) is another model than ``base_model``, found at
+    ``base_path``: False for the same name (``canonical_base``: a built-in named by its name or its hub id is one
+    model), the same path, or the same model at another path (its GGUF, an export, a copy: the same metadata,
+    ``model_shape``); None when ``trained`` or its metadata is not found here (it cannot be compared)."""
+    if canonical_base(trained) == canonical_base(base_model):
+        return False
     try:
         other = resolve_model(trained).path
     except AgentlabError:
-        other = None
-    if other is not None and other.resolve() == base.path.resolve():
+        return None
+    if other.resolve() == base_path.resolve():
+        return False
+    shape = model_shape(other)
+    return None if shape is None else shape != model_shape(base_path)
+
+
+def check_adapter_base(path: Path, config: Mapping[str, Any], base_model: str, base: ModelRef, *, runs: str,
+                       hint: str) -> None:
+    """An adapter (``config``: its adapter_config.json) trained on another model than ``base_model`` (resolved:
+    ``base``; :func:`_other_base`) is refused (``InputError``, exit 2) before any model loads: debate's agents,
+    evolve's seeds; a base not found here cannot be compared: a warning. ``runs``: what runs on ``base_model``
+    (``every adapter agent runs on``); ``hint`` with ``{trained}`` and ``{base_model}`` in it."""
+    trained = config.get("base_model_name_or_path")
+    if not isinstance(trained, str):
         return
-    shape = model_shape(other) if other is not None else None
-    if shape is None:
+    differs = _other_base(trained, base_model, base.path)
+    if differs is None:
         log.warning("%s: its base model '%s' cannot be read here, so it cannot be compared with base_model '%s'; "
                     "check that they are the same model", path, trained, base_model)
-    elif shape != model_shape(base.path):
+    elif differs:
         raise InputError(f"{path}: base model '{trained}' differs from base_model '{base_model}' (--base-model), "
                          f"which {runs}", hint=hint.replace("{trained}", trained).replace("{base_model}", base_model))
+
+
+def warn_other_base(folder: str | Path, config: Mapping[str, Any], ref: str | Path) -> bool:
+    """Log one warning (and return True) when the adapter's ``base_model_name_or_path`` names another model than
+    ``ref``, the model it is put on (:func:`_other_base`): a LoRA for another model whose layers have the same sizes
+    loads without an error and changes the model meaninglessly. None when its base, or ``ref``, is not found here
+    (nothing to compare)."""
+    trained = config.get("base_model_name_or_path")
+    if not isinstance(trained, str) or not trained.strip():
+        return False
+    try:
+        ours = resolve_model(str(ref)).path
+    except AgentlabError:
+        return False
+    if not _other_base(trained, str(ref), ours):
+        return False
+    log.warning("%s: the adapter was trained on %s, not on %s; it loads (its layers have the same sizes), but what it "
+                "does there is undefined: use it on the model it was trained on", folder, trained, ref)
+    return True
 
 
 def adapter_fingerprint(folder: Path) -> str | None:

@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _ADAPTER_CONFIG = "adapter_config.json"  # adapters.py's ADAPTER_CONFIG (it imports this module)
-_ADAPTER_SAFETENSORS = "adapter_model.safetensors"
 _MISSING_KEYS = "missing adapter keys"  # PEFT's warning: "Found missing adapter keys while loading the checkpoint"
 
 
@@ -133,6 +132,8 @@ def _with_adapters(model: Any, adapters: Mapping[str, str | Path], trainable: bo
     quiet_imports()
     from peft import PeftModel
 
+    from agentlab.core.models.adapters import check_lora_rank, warn_other_base  # adapters imports this module
+
     for i, (name, folder) in enumerate(adapters.items()):
         config = _adapter_config(folder)
         if config is not None:
@@ -175,71 +176,6 @@ def _adapter_config(folder: str | Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return config if isinstance(config, dict) else None
-
-
-def check_lora_rank(folder: str | Path, config: Mapping[str, Any]) -> None:
-    """A LoRA adapter whose ``adapter_config.json`` ``r`` (or ``rank_pattern``) disagrees with the rank of its
-    weights (``lora_A``'s rows, from the safetensors header: no tensor read) is refused (``InputError``, exit 2,
-    naming the file and the field): PEFT builds the layers from ``r`` and fails on every tensor's size ("does not fit
-    this model"), and a blend would take the weights' rank and the config's alpha. Folders that are not LoRA, hold
-    no safetensors file or whose values are mistyped (refused elsewhere, naming the field) are left alone."""
-    from agentlab.core.models.modelfiles import safetensors_header
-
-    rank, patterns = config.get("r"), config.get("rank_pattern") or {}
-    if config.get("peft_type") != "LORA" or type(rank) is not int or not isinstance(patterns, dict):
-        return
-    file = Path(folder) / _ADAPTER_SAFETENSORS
-    if not file.is_file():
-        return
-    try:
-        header = safetensors_header(file)
-    except AgentlabError:
-        return  # damaged: check_weights and PEFT name it
-    for key, meta in sorted(header.items()):
-        found = re.fullmatch(r"(?:base_model\.model\.)?(.+)\.lora_A(?:\.[^.]+)?\.weight", key)
-        shape = meta.get("shape") if isinstance(meta, dict) else None
-        if found is None or not isinstance(shape, list) or len(shape) != 2:
-            continue
-        module, want, field = found.group(1), rank, "r"
-        for pattern, value in patterns.items():  # as PEFT matches them: the pattern ends the module's name
-            try:
-                if re.match(rf"(.*\.)?({pattern})$", module):
-                    want, field = value, f"rank_pattern[{json.dumps(pattern)}]"
-                    break
-            except re.error:
-                return
-        if type(want) is int and shape[0] != want:
-            raise InputError(f"{Path(folder) / _ADAPTER_CONFIG}: {field} is {want}, but the adapter's weights have "
-                             f"rank {shape[0]} ({module}.lora_A is {shape[0]}x{shape[1]} in {file.name})",
-                             hint=f"set {field} to {shape[0]} in that file (as PEFT wrote it), or train the adapter "
-                             "again")
-
-
-def warn_other_base(folder: str | Path, config: Mapping[str, Any], ref: str | Path) -> bool:
-    """Log one warning (and return True) when the adapter's ``base_model_name_or_path`` names another model than
-    ``ref``, the model it is put on: a LoRA for another model whose layers have the same sizes loads without an error
-    and changes the model meaninglessly. No warning when the adapter names no base, the same name (a built-in by its
-    name or its hub id), the same file or folder, or a copy or conversion of it (same architecture, layers, width and
-    heads: :func:`~agentlab.core.models.modelfiles.model_shape`); none either when its base is not found here (nothing
-    to compare)."""
-    from agentlab.core.models.builtin import canonical_base
-    from agentlab.core.models.modelfiles import model_shape
-
-    trained = config.get("base_model_name_or_path")
-    if not isinstance(trained, str) or not trained.strip() or canonical_base(trained) == canonical_base(str(ref)):
-        return False
-    try:
-        theirs, ours = resolve_model(trained).path, resolve_model(str(ref)).path
-    except AgentlabError:
-        return False
-    if theirs.resolve() == ours.resolve():
-        return False
-    shape = model_shape(theirs)
-    if shape is None or shape == model_shape(ours):
-        return False
-    log.warning("%s: the adapter was trained on %s, not on %s; it loads (its layers have the same sizes), but what it "
-                "does there is undefined: use it on the model it was trained on", folder, trained, ref)
-    return True
 
 
 def adapter_error(folder: str | Path, name: str, exc: BaseException, model: str) -> AgentlabError:

@@ -42,9 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import InputError, missing_package
 from agentlab.core.files import check_replace, ordinary_modes
-from agentlab.core.models.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_lora
+from agentlab.core.models.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, check_lora_rank, read_lora
 from agentlab.core.models.builtin import canonical_base
-from agentlab.core.models.load import check_lora_rank
 
 if TYPE_CHECKING:
     import torch

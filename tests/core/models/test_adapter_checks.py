@@ -133,18 +133,18 @@ def test_blend_names_the_parent_without_a_base(good: Path, tmp_path: Path) -> No
 def test_an_adapter_on_another_model_of_the_same_sizes_warns(models: dict[str, Path], good: Path, tmp_path: Path,
                                                              caplog: pytest.LogCaptureFixture) -> None:
     """An adapter trained on tiny-a loaded on tiny-q (a Qwen2 of the same sizes) without a word."""
-    with caplog.at_level(logging.WARNING, logger="agentlab.core.models.load"):
+    with caplog.at_level(logging.WARNING, logger="agentlab.core.models.adapters"):
         load_causal_lm(models["q"], device="cpu", adapters={"x": good})
-    said = [r.getMessage() for r in caplog.records if r.name == "agentlab.core.models.load"]
+    said = [r.getMessage() for r in caplog.records if r.name == "agentlab.core.models.adapters"]
     assert len(said) == 1 and f"trained on {models['a']}, not on {models['q']}" in said[0], said
     caplog.clear()
     nobase = _copy(good, tmp_path / "nobase")
     _edit_config(nobase, base_model_name_or_path=None)
-    with caplog.at_level(logging.WARNING, logger="agentlab.core.models.load"):
+    with caplog.at_level(logging.WARNING, logger="agentlab.core.models.adapters"):
         load_causal_lm(models["a"], device="cpu", adapters={"x": good})  # its own base
         load_causal_lm(models["a"], device="cpu", adapters={"x": nobase})  # names none
         load_causal_lm(str(models["a"]) + "/", device="cpu", adapters={"x": good})  # the same folder, spelt another way
-    assert not [r for r in caplog.records if r.name == "agentlab.core.models.load"]
+    assert not [r for r in caplog.records if r.name == "agentlab.core.models.adapters"]
 
 
 def test_export_on_another_base_warns(models: dict[str, Path], good: Path, tmp_path: Path,
@@ -155,7 +155,7 @@ def test_export_on_another_base_warns(models: dict[str, Path], good: Path, tmp_p
         raise AgentlabError("stop here")
 
     monkeypatch.setattr(export, "merge_adapter", merge)
-    with caplog.at_level(logging.WARNING, logger="agentlab.core.models.load"), pytest.raises(AgentlabError):
+    with caplog.at_level(logging.WARNING, logger="agentlab.core.models.adapters"), pytest.raises(AgentlabError):
         export_gguf(good, tmp_path / "x.gguf", base_model=str(models["q"]))
     assert any("not on" in r.getMessage() for r in caplog.records), caplog.records
 
