@@ -48,6 +48,7 @@ from agentlab.nas.code_change import (
     read_under,
     start_folder,
     unified_diff,
+    unusable,
 )
 from agentlab.nas.report import one_line
 
@@ -203,7 +204,8 @@ class CodeSearch:
 
     def read(self, rel: str, domain: TrialDomain) -> str | None:
         """An editable file's text in the current version (None: not an editable file)."""
-        if rel not in self.files():
+        base = self.start if self.start.is_dir() else self.project  # as ``files``, for the one file asked
+        if not self.rules.is_editable(rel) or unusable(base / rel) is not None:
             return None
         try:
             _, read = self.current(domain)

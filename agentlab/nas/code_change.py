@@ -137,12 +137,26 @@ class CodeRules:
     def editable_files(self, root: Path) -> list[str]:
         """The files under ``root`` the agent may change: the editable ones an edit can be made to (``left_out``
         holds the others)."""
-        return [rel for rel in _files(root) if self.is_editable(rel) and unusable(root / rel) is None]
+        return self.sort(root)[0]
 
     def left_out(self, root: Path) -> dict[str, str]:
         """The files under ``root`` the editable patterns match that no edit can be made to, and why
         (``unusable``): the agent is not offered them."""
-        return {rel: why for rel in _files(root) if self.is_editable(rel) and (why := unusable(root / rel))}
+        return self.sort(root)[1]
+
+    def sort(self, root: Path) -> tuple[list[str], dict[str, str]]:
+        """The editable files under ``root`` in one pass (each read once): those an edit can be made to, and the
+        others with why (``unusable``)."""
+        usable: list[str] = []
+        left: dict[str, str] = {}
+        for rel in _files(root):
+            if self.is_editable(rel):
+                why = unusable(root / rel)
+                if why is None:
+                    usable.append(rel)
+                else:
+                    left[rel] = why
+        return usable, left
 
     def named(self, rel: str) -> bool:
         """Whether an editable pattern names ``rel`` by its own path (no wildcard, no folder)."""
@@ -167,14 +181,14 @@ class CodeRules:
             raise UsageError(f"objective.editable and objective.protected both name {', '.join(both[:5])}"
                              + (f" (and {len(both) - 5} more)" if len(both) > 5 else ""),
                              hint="a file is either editable or protected: take it out of one of the two lists")
-        left = self.left_out(root)
+        usable, left = self.sort(root)
         for rel, why in left.items():
             if self.named(rel):
                 fix = "copy the file into the project in the link's place" if why.startswith("a link") else \
                     "save it as UTF-8 text"
                 raise UsageError(f"objective.editable: {rel} is {why}, so no edit can be made to it",
                                  hint=f"{fix}, or take it out of objective.editable")
-        if not self.editable_files(root):
+        if not usable:
             raise UsageError(f"objective.editable: {self.editable} match no file the agent may change in "
                              f"{root.resolve()} (protected files, links and files that are not UTF-8 text excluded)",
                              hint="give glob patterns relative to objective.cwd, e.g. [train.py, 'model/*.py']")
