@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from agentlab.core.files import counted
 from agentlab.core.runs import save_figure
 
 
@@ -21,11 +22,6 @@ def _num(x: float | None, signed: bool = False) -> str:
     if x is None:
         return "-"
     return f"{x:+.3f}" if signed else f"{x:.3f}"
-
-
-def _questions(n: int, kind: str = "") -> str:
-    """``1 test question``, ``90 test questions`` (task.test_questions: 1 said "1 questions")."""
-    return f"{n} {kind}question{'' if n == 1 else 's'}"
 
 
 def _seed_best(results: dict[str, Any]) -> bool:
@@ -126,7 +122,7 @@ def headline(results: dict[str, Any]) -> list[str]:
     others = [r for r in rows[1:] if "best_minus" in r]
     beaten = sum(r["best_minus"]["mean"] > 0 for r in others)
     lines = ["## Headline: the best evolved against every seed and baseline (test split)", "",
-             f"{_questions(final['questions'], 'test ')} that neither selection nor the final pick saw. The best "
+             f"{counted(final['questions'], 'test question')} that neither selection nor the final pick saw. The best "
              f"evolved ({best['id']}, search `{results.get('search', 'ga')}`) is ahead of {beaten} of {len(others)}; "
              "difference: the best's accuracy minus the other's, in points, with its paired 95% interval "
              "(significant when it excludes 0).", "",
@@ -199,7 +195,8 @@ def render_report(results: dict[str, Any], plot: str | None) -> str:
     final = results["final"]
     lines += ["", "## Every adapter scored on the test split", ""]
     if final["rows"]:
-        lines += [f"{_questions(final['questions'])} that selection never saw (accuracy, 95% Wilson interval).", "",
+        lines += [f"{counted(final['questions'], 'question')} that selection never saw (accuracy, 95% Wilson "
+                  "interval).", "",
                   "| adapter | relation | gen | fitness-split task | test accuracy | 95% CI |",
                   "|---|---|---|---|---|---|"]
         for r in final["rows"]:
@@ -307,8 +304,8 @@ def console_lines(results: dict[str, Any]) -> list[str]:
     if others:
         label = "best other baseline" if rec["relation"].startswith("baseline") else "best baseline"
         shown.append((label, max(others, key=_on_test)))
-    lines.append(f"test split, {_questions(results['final']['questions'])} no selection saw (greedy accuracy; every "
-                 "adapter in report.md):")
+    lines.append(f"test split, {counted(results['final']['questions'], 'question')} no selection saw (greedy "
+                 "accuracy; every adapter in report.md):")
     lines += [f"  {label}: {r['id']} ({'best evolved' if r['relation'] == 'best' else r['relation']}) "
               f"{_accuracy(r, ' (95% CI ')}), validation {_num(r.get('validation'))}" for label, r in shown]
     ahead = [(label, r) for label, r in shown[1:] if r["accuracy"] > mine["accuracy"]]

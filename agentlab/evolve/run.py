@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from agentlab.core.config import absolute_path, absolute_paths
 from agentlab.core.debate.task import Question, answer_kind, as_questions, load_task, make_task, write_task
 from agentlab.core.errors import AgentlabError, ConfigError, InputError, RunDirError, UsageError, shell_word
-from agentlab.core.files import cannot_write
+from agentlab.core.files import cannot_write, counted
 from agentlab.core.harness import load_tasks, task_manager
 from agentlab.core.models.adapters import (
     adapter_fingerprint,
@@ -131,7 +131,7 @@ def split_task(cfg: EvolveConfig) -> tuple[list[Question], list[Question], list[
             questions = load_task(mixed_file(split))
             if len(questions) < n:
                 raise UsageError(f"task: the shipped mixed task's {split} split has "
-                                 f"{_count(len(questions), 'question')}; "
+                                 f"{counted(len(questions), 'question')}; "
                                  f"task.{split}_questions asks for {n}",
                                  hint=f"lower task.{split}_questions to at most {len(questions)}")
             out.append(questions[:n])
@@ -142,7 +142,7 @@ def split_task(cfg: EvolveConfig) -> tuple[list[Question], list[Question], list[
     else:
         questions = load_task(t.file)
         if len(questions) < need:
-            raise UsageError(f"{t.file}: {_count(len(questions), 'question')}; the splits need {need} "
+            raise UsageError(f"{t.file}: {counted(len(questions), 'question')}; the splits need {need} "
                              f"({t.fitness_questions} fitness + {t.validation_questions} validation + "
                              f"{t.test_questions} test)",
                              hint="lower task.fitness_questions / validation_questions / test_questions, or give a "
@@ -153,11 +153,6 @@ def split_task(cfg: EvolveConfig) -> tuple[list[Question], list[Question], list[
     return questions[:a], questions[a:b], questions[b:need]
 
 
-def _count(n: int, noun: str) -> str:
-    """``1 question``, ``2 questions`` (a one-line task file was "1 questions")."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
 def check_harness(cfg: EvolveConfig) -> None:
     """The lm-eval task exists, its data is on disk and it has items for both splits."""
     t = cfg.task
@@ -165,7 +160,7 @@ def check_harness(cfg: EvolveConfig) -> None:
     need = t.fitness_questions + t.test_questions
     for name, task in loaded["tasks"].items():
         if len(task.eval_docs) < need:
-            raise UsageError(f"task.harness {name}: {_count(len(task.eval_docs), 'item')}; the splits need {need} "
+            raise UsageError(f"task.harness {name}: {counted(len(task.eval_docs), 'item')}; the splits need {need} "
                              f"({t.fitness_questions} fitness + {t.test_questions} test)",
                              hint="lower task.fitness_questions / task.test_questions, or give a longer task")
 
