@@ -106,8 +106,8 @@ class CodeSearch:
     def files_line(self) -> str:
         """The editable files for the console, with those the patterns match that no edit can be made to (a link,
         not UTF-8 text: ``CodeRules.left_out``), left out and said so."""
-        left = self.rules.left_out(self.project)
-        out = ", ".join(self.files())
+        usable, left = self.rules.sort(self.project)  # one pass over the project (each file read once)
+        out = ", ".join(self.files() if self.start.is_dir() else usable)
         if left:
             out += " (left out: " + "; ".join(f"{rel}, {why}" for rel, why in list(left.items())[:5]) + \
                 (f"; and {len(left) - 5} more" if len(left) > 5 else "") + ")"
