@@ -10,9 +10,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import json
 import logging
 import os
 import re
+import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,11 +183,76 @@ def _line_map(text: str, file: Path | None = None) -> dict[Path_, int]:
                 lines[path + (index,)] = item.start_mark.line + 1
                 walk(item, (*path, index), parents)
 
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    root = compose_yaml(text, where)
     if root is not None:
         lines[()] = root.start_mark.line + 1
         walk(root, (), frozenset())
     return lines
+
+
+# How many values the aliases (*name) of one YAML file may add as it is read. An anchor's value is one object
+# wherever it is aliased, but everything after the read (the line map, ${VAR}, --set, validation) walks each use: a
+# few nested anchors stand for billions of values (a "billion laughs" file), minutes of work before any error. A
+# config that reuses its anchors adds hundreds.
+MAX_ALIAS_VALUES = 100_000
+
+
+def compose_yaml(text: str, where: str) -> yaml.Node | None:
+    """The node graph of the YAML document ``text`` (PyYAML's ``compose``; ``yaml.YAMLError`` as it raises it), or
+    None for an empty one; ``ConfigError`` naming ``where`` (a file) and the line where the values its aliases add
+    pass ``MAX_ALIAS_VALUES``. Counted on the graph, each node once, so the check costs what the file's size does."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is not None:
+            _check_alias_growth(root, where)
+    except RecursionError:
+        raise _too_deep(where) from None
+    return root
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """``text`` read as ``yaml.safe_load`` reads it, from one composition checked by ``compose_yaml`` (``where``:
+    the file, for its error)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        _check_alias_growth(root, where)
+        return loader.construct_document(root)
+    except RecursionError:  # PyYAML reads nesting by recursion: [[[[... a few hundred deep
+        raise _too_deep(where) from None
+    finally:
+        loader.dispose()
+
+
+def _too_deep(where: str) -> ConfigError:
+    return ConfigError(f"{where}: nested too deeply to read (lists or mappings hundreds of levels inside each other)",
+                       hint="a config nests a few levels; check the file is the one you meant")
+
+
+def _check_alias_growth(root: yaml.Node, where: str) -> None:
+    sizes: dict[int, int] = {}  # a node's values with every alias in it written out
+    distinct = 0  # the nodes met so far, each once
+
+    def size(node: yaml.Node) -> int:
+        nonlocal distinct
+        if id(node) in sizes:
+            return sizes[id(node)]
+        sizes[id(node)] = 0  # being counted: an alias inside its own anchor is `_line_map`'s error
+        distinct += 1
+        children = [part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode) else \
+            node.value if isinstance(node, yaml.SequenceNode) else []
+        total = 1 + sum(size(child) for child in children)
+        if total - distinct > MAX_ALIAS_VALUES:  # the aliases under this node alone add that many
+            raise ConfigError(f"{where}:{node.start_mark.line + 1}: the aliases (*name) here expand to more than "
+                              f"{MAX_ALIAS_VALUES:,} values (anchors nested in anchors: a 'billion laughs' file), "
+                              "not read",
+                              hint="write the values out, or alias a value fewer times; a config needs no more")
+        sizes[id(node)] = total
+        return total
+
+    size(root)
 
 
 class _Source:
@@ -270,7 +337,7 @@ def _read_yaml(path: Path, schema: str | None = None, optional: bool = True) -> 
         raise missing_config(path, optional)
     text = read_text(path, "config file")
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text, str(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -678,8 +745,23 @@ def format_validation_error(exc: ValidationError, data: Any, source: _Source, mo
             shown = err["input"]
             if isinstance(shown, (str, int, float, bool)) and len(repr(shown)) < 60:
                 msg += f" (got {shown!r})"
+            elif ((said := source.overridden.get(tuple(loc), "")).startswith("--set ") and not said.endswith("=...")
+                  and err["type"] not in ("model_type", "dict_type")):  # a section's error says what it holds
+                msg += _read_as(said, shown, err["type"] == "string_type")  # `--set name=a: b`: a mapping
         messages.append(f"{source.where(loc, by_value=err['type'] != 'extra_forbidden')}: {_dotted(loc)}: {msg}")
     return "\n".join(sorted(messages, key=lambda m: _line_of(m, source.path)))  # in the file's order, then --set
+
+
+def _read_as(label: str, value: Any, text: bool) -> str:
+    """What YAML made of a ``--set`` value the field refuses (``--set name=a: b`` is the mapping {a: b}), as an
+    error's note; ``text``: the field takes text, which quoting the value gives (``--set 'name="a: b"'``)."""
+    kind = {dict: "the mapping ", list: "the list ", type(None): ""}.get(type(value), f"the {type(value).__name__} ")
+    shown = yaml.dump(_redact(value, [], secret_values()), Dumper=_DUMPER, default_flow_style=True, width=1_000_000,
+                      allow_unicode=True).removesuffix("\n").removesuffix("\n...").strip()
+    shown = shown if len(shown) <= 60 else shown[:59] + "…"
+    key, _, raw = label.removeprefix("--set ").partition("=")
+    quote = f": to give it as text, quote it: --set {shlex.quote(f'{key}={json.dumps(raw.strip())}')}" if text else ""
+    return f" (got {kind}{shown}; --set reads its value as YAML{quote})"
 
 
 def _line_of(message: str, path: Path | None) -> float:

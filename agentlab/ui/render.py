@@ -97,12 +97,17 @@ def _detail(row: runs.RunRow) -> None:
         for name in ("config.yaml", "models.yaml", "llm.yaml"):
             _text_file(row.path / name, "yaml")
     with tabs["Events"]:
-        events = runs.event_rows(row.path)
-        unread = runs.unreadable_lines(row.path / "events.jsonl")
-        st.caption(f"the last {len(events)} events of events.jsonl" + (
-            f"; {unread} line{'s' if unread != 1 else ''} of it could not be read (not a JSON object: torn by a "
-            "crash, or edited) and are left out" if unread else ""))
-        st.dataframe(events, hide_index=True)
+        events_tab(row.path)
+
+
+def events_tab(path: Path) -> None:
+    """The last events of the run folder's events.jsonl, and how many of its lines could not be read: one read of
+    the file a render."""
+    events, unread = runs.event_table(path)
+    st.caption(f"the last {len(events)} events of events.jsonl" + (
+        f"; {unread} line{'s' if unread != 1 else ''} of it could not be read (not a JSON object: torn by a "
+        "crash, or edited) and are left out" if unread else ""))
+    st.dataframe(events, hide_index=True)
 
 
 def _approval(row: runs.RunRow) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -354,27 +355,42 @@ def unreadable_lines(path: Path) -> int:
     """How many whole lines of a JSONL file are no JSON object (``read_jsonl`` skips them): a line torn by a crash
     that a later append ran into, an edit. A last line without its newline is not counted: a live run may be
     writing it."""
+    return _scan_jsonl(path, 1)[1]
+
+
+def _scan_jsonl(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], int]:
+    """One read of a JSONL file a live run may be appending to: its last ``limit`` JSON objects (all with None; the
+    objects ``read_jsonl`` gives) and the count of its ``unreadable_lines``."""
+    records: deque[dict[str, Any]] = deque(maxlen=limit or None)
     bad = 0
     if not path.is_file():
-        return bad
+        return [], bad
     with contextlib.suppress(OSError), open(path, encoding="utf-8", errors="replace") as handle:
         for line in handle:
-            if not line.endswith("\n") or not line.strip():
-                continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 record = None
-            bad += not isinstance(record, dict)
-    return bad
+            if isinstance(record, dict):
+                records.append(record)
+            elif line.endswith("\n") and line.strip():
+                bad += 1
+    return list(records), bad
 
 
 def event_rows(path: Path, limit: int = 500) -> list[dict[str, Any]]:
     """The last events of events.jsonl as table rows: time, kind, and the rest as compact JSON."""
+    return event_table(path, limit)[0]
+
+
+def event_table(path: Path, limit: int = 500) -> tuple[list[dict[str, Any]], int]:
+    """The Events tab from one read of the run folder's events.jsonl: ``event_rows`` and its ``unreadable_lines``
+    (the file is read once a render, however long it has grown)."""
+    events, bad = _scan_jsonl(path / "events.jsonl", limit)
     rows = []
-    for e in read_jsonl(path / "events.jsonl", limit):
+    for e in events:
         ts = e.get("ts")
         when = datetime.fromtimestamp(ts).strftime("%H:%M:%S") if isinstance(ts, (int, float)) else ""
         rest = {k: v for k, v in e.items() if k not in ("ts", "kind")}
         rows.append({"time": when, "kind": str(e.get("kind", "")), "data": json.dumps(rest, default=str)[:2000]})
-    return rows
+    return rows, bad

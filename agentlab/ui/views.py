@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from agentlab.core.config import load_yaml
 from agentlab.core.errors import AgentlabError
 from agentlab.core.runs import read_events
 from agentlab.pipeline.sessions import read_record
@@ -32,10 +33,12 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 def run_config(path: Path) -> dict[str, Any]:
-    """config.yaml of the run as a dict ({} when missing or not YAML)."""
+    """config.yaml of the run as a dict ({} when missing or not YAML, or when its aliases would expand it past
+    what a config holds: ``load_yaml``'s check, before any view walks it)."""
+    file = path / "config.yaml"
     try:
-        return _dict(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return _dict(load_yaml(file.read_text(encoding="utf-8"), str(file)))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AgentlabError):
         return {}
 
 

@@ -571,3 +571,77 @@ def test_a_set_is_named_without_its_value_exactly_where_redact_would_hide_it() -
     with pytest.raises(UsageError) as used:
         override_list("api_key=sk-abc-123")
     assert "'api_key=...'" in used.value.message and "sk-abc" not in used.value.message
+
+
+def _laughs(levels: int) -> str:
+    """A "billion laughs" config: each anchor a list of nine aliases of the one before, 9**levels values in all."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_billion_laughs_config_is_refused_at_once_naming_the_file(tmp_path: Path) -> None:
+    """Nested anchors took ~25 s (9**6 values; one level more, minutes) to walk before the error; now refused from
+    the node graph, each node counted once, with the file and the line where the aliases pass the limit."""
+    from agentlab.core.config import MAX_ALIAS_VALUES, config_where
+
+    for levels in (6, 9):  # 9**9 (387 million values): read only if none is walked
+        path = write(tmp_path, _laughs(levels))
+        with pytest.raises(ConfigError) as info:
+            load_config(path, Cfg)
+        assert info.value.message == (f"{path}:6: the aliases (*name) here expand to more than "
+                                      f"{MAX_ALIAS_VALUES:,} values (anchors nested in anchors: a 'billion laughs' "
+                                      "file), not read")
+        assert "\n" not in info.value.message and info.value.hint
+        assert config_where(path, [], ("a8",)) is None  # its own reader of lines refuses it too
+
+
+def test_a_config_nested_too_deeply_is_a_config_error_not_a_crash(tmp_path: Path) -> None:
+    """PyYAML reads nesting by recursion: `[[[[...` 3,000 deep was a RecursionError ("internal error")."""
+    path = write(tmp_path, "name: " + "[" * 3000 + "]" * 3000 + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, Cfg)
+    assert info.value.message.startswith(f"{path}: nested too deeply to read")
+
+
+def test_aliases_and_values_a_config_really_has_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The limit counts what aliases add, not the file's own values: a long list without aliases, and anchors
+    reused as configs reuse them, still load."""
+    import agentlab.core.config as config
+
+    monkeypatch.setattr(config, "MAX_ALIAS_VALUES", 50)
+    tags = ", ".join(f"t{i}" for i in range(200))
+    assert len(load_config(write(tmp_path, f"train:\n  tags: [{tags}]\n"), Cfg).train.tags) == 200
+    path = write(tmp_path, "x: &t [a, b, c]\ntrain:\n  tags: *t\n")
+    monkeypatch.setattr(config, "MAX_ALIAS_VALUES", 3)
+    with pytest.raises(ConfigError, match=r"cfg.yaml:1: the aliases .* more than 3 values"):  # the list and its 3
+        load_config(path, Cfg)
+    monkeypatch.setattr(config, "MAX_ALIAS_VALUES", 4)
+    with pytest.raises(ConfigError, match="x: unknown key"):  # read: the file's own mistake is what is named
+        load_config(path, Cfg)
+
+
+def test_a_set_value_yaml_reads_as_a_mapping_or_list_is_shown_as_read(tmp_path: Path) -> None:
+    """`--set name=a: b` said "name: Input should be a valid string" without what it got (YAML's {a: b})."""
+    with pytest.raises(ConfigError) as info:
+        load_config(None, Cfg, ["name=a: b"])
+    assert info.value.message == ("--set name=a: b: name: Input should be a valid string (got the mapping {a: b}; "
+                                  "--set reads its value as YAML: to give it as text, quote it: --set 'name=\"a: b\"')")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "name: a\n"), Cfg, ["model.d_model=[1, 2]"])
+    assert info.value.message.startswith("--set model.d_model=[1, 2]: model.d_model: Input should be a valid "
+                                         "integer (got the list [1, 2]; --set reads its value as YAML)")
+    assert "quote" not in info.value.message  # text would not do either: no quoting offered
+    with pytest.raises(ConfigError) as info:
+        load_config(None, Cfg, ["name=null"])
+    assert "(got null; --set reads its value as YAML: to give it as text, quote it: --set 'name=\"null\"')" \
+        in info.value.message
+
+
+def test_a_set_value_shown_as_read_hides_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value the error would name `--set name=...` (a secret in it) is not shown as read either."""
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "sk-abc-123456")
+    for value in ("{a: x, password: hunter22}", "[sk-abc-123456]"):
+        with pytest.raises(ConfigError) as info:
+            load_config(None, Cfg, [f"name={value}"])
+        assert info.value.message == "--set name=...: name: Input should be a valid string"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ui_helpers import all_runs, own_nas_run, run_folder, running_nas, step_record
@@ -428,3 +429,46 @@ def test_a_failed_jobs_error_is_said_once(tmp_path: Path) -> None:
     process.wait()
     job = Job(["pipeline", "rerun"], tmp_path, log, process)
     assert job.error() == "c.yaml:2: name: bad\nc.yaml:3: rounds: bad\nhint: fix the field(s) above"
+
+
+def test_a_run_config_of_nested_aliases_is_refused_before_a_view_walks_it(root: Path) -> None:
+    """A config.yaml of nested anchors ("billion laughs") was read as a dict of shared lists, which the debate view
+    then printed whole (`topic: *a8`: 9**9 values); it is read as a config that is not YAML: empty."""
+    import time
+
+    laughs = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    laughs += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    path = run_folder(root, "debate", "20260102-110000-laughs", config="\n".join(laughs) + "\ntopic: *a8\n")
+    started = time.monotonic()
+    empty = views.run_config(path) == {}  # not in the assert: a failure's message would print it whole
+    assert empty and time.monotonic() - started < 2
+    fine = run_folder(root, "debate", "20260102-120000-fine", config="q: &q What is 3 times 4?\ntopic: *q\n")
+    assert views.run_config(fine)["topic"] == "What is 3 times 4?"
+
+
+def test_the_events_tab_reads_events_jsonl_once(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Events tab read the file for its rows and again for the count of unreadable lines: twice a render."""
+    import builtins
+
+    from agentlab.ui import render
+
+    path = all_runs(root)["nas"]
+    events = path / "events.jsonl"
+    events.write_text(events.read_text() + "[1, 2]\n" + '{"kind": "ep')
+    opened: list[str] = []
+    real_open = builtins.open
+
+    def counting_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(file).endswith("events.jsonl"):
+            opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    shown: dict[str, Any] = {}
+    st = render.st
+    monkeypatch.setattr(st, "caption", lambda text, *a, **k: shown.setdefault("caption", text))
+    monkeypatch.setattr(st, "dataframe", lambda rows, *a, **k: shown.setdefault("rows", rows))
+    render.events_tab(path)
+    assert opened == [str(events)]
+    assert [e["kind"] for e in shown["rows"]] == ["epoch", "trial", "trial"]
+    assert shown["caption"].startswith("the last 3 events of events.jsonl; 1 line of it could not be read")
