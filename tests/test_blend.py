@@ -169,6 +169,21 @@ def test_bad_inputs_are_input_errors(tiny_model: dict[str, Path], parents: list[
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp folders left
 
 
+def test_a_child_that_is_not_finite_is_its_own_kind_of_input_error(parents: list[Path], tmp_path: Path) -> None:
+    """`evolve run` told it from the blend's other refusals by its text ("not finite"): now by its type, with the
+    factor, the dtype and the folder not written as fields; the message and hint stay `evolve blend`'s."""
+    from agentlab.core.train.blend import NotFiniteChild
+
+    with pytest.raises(NotFiniteChild) as caught:
+        blend_adapters(parents[:2], [1e300, 1e300], tmp_path / "child")
+    exc = caught.value
+    assert isinstance(exc, InputError) and exc.exit_code == 2
+    assert exc.dtype == "float32" and exc.tensor.endswith(".weight") and exc.child == tmp_path / "child"
+    assert exc.message == f"the child's {exc.tensor} is not finite in float32: nothing written to {tmp_path / 'child'}"
+    assert exc.hint == "give smaller weights (or a smaller --mut-std, --scale)"
+    assert not (tmp_path / "child").exists()
+
+
 def test_cli_blend_writes_a_child_peft_loads(tiny_model: dict[str, Path], parents: list[Path], tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     from peft import PeftModel

@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 from agentlab.core.config import absolute_path, absolute_paths
 from agentlab.core.debate.task import Question, answer_kind, as_questions, load_task, make_task, write_task
-from agentlab.core.errors import AgentlabError, ConfigError, InputError, RunDirError, UsageError, shell_word
+from agentlab.core.errors import (
+    AgentlabError,
+    ConfigError,
+    InputError,
+    RunDirError,
+    UsageError,
+    shell_word,
+    storage_error,
+)
 from agentlab.core.files import cannot_write, counted
 from agentlab.core.harness import load_tasks, task_manager
 from agentlab.core.models.adapters import (
@@ -34,11 +42,19 @@ from agentlab.core.models.adapters import (
 from agentlab.core.models.modelref import resolve_model
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, flat_settings, read_events, said_setting
+from agentlab.core.search.engine import url_where
 from agentlab.core.search.loop import Hooks, TrialAborted
 from agentlab.core.search.planners import NoProposal, PlanContext, Proposal
 from agentlab.core.search.study import check_storage, missing_study
 from agentlab.core.skills import mixed_file
-from agentlab.core.train.blend import blend_adapters, check_compatible, delta_distance, read_parent, ties_merge
+from agentlab.core.train.blend import (
+    NotFiniteChild,
+    blend_adapters,
+    check_compatible,
+    delta_distance,
+    read_parent,
+    ties_merge,
+)
 from agentlab.core.vote import wilson_interval
 from agentlab.evolve.config import EvolveConfig
 from agentlab.evolve.population import FORMER, Population, check_owner, open_population
@@ -256,16 +272,65 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
         announce: Callable[[str], None] | None = None, providers: dict[str, Provider] | None = None) -> dict[str, Any]:
     progress = progress or NullProgress()
     say = announce or log.info
-    start = time.perf_counter()
-    if not run_dir.info.get("resumed"):
+    new = not run_dir.info.get("resumed")
+    # a store file (journal or SQLite) this run makes: removed with the run folder (``_unmade``)
+    made_file = new and cfg.store is not None and missing_study(cfg.store, Path.cwd()) is not None
+    pop = open_population(cfg.store, run_dir.path, create=True)
+    if new:
         # bad input found once the folder is made (exit 2, before the first event: a child's blend not finite) takes
-        # these with it, and the folder it made; they are the run's alone when its population is in the folder
+        # these with it, and the folder it made; they are the run's alone when its population is in the folder, or
+        # in a store where this run made it (``_unmade`` removes it there)
         run_dir.scratch(TASK_FILE)
         if cfg.store is None:
             run_dir.scratch("population.db")
+        if cfg.store is None or pop.created:
             run_dir.scratch("adapters")
             run_dir.scratch("workers")
-    pop = open_population(cfg.store, run_dir.path, create=True)
+    try:
+        return _run(cfg, run_dir, pop, fitness=fitness, test=test, validation=validation, progress=progress,
+                    say=say, providers=providers)
+    except AgentlabError as exc:
+        if new and exc.exit_code == 2 and not _recorded(run_dir) and storage_error(exc, str(run_dir.path)) is None:
+            _unmade(cfg, pop, run_dir, exc, made_file)
+        raise
+
+
+def _recorded(run_dir: RunDir) -> bool:
+    """Whether the run recorded anything (an event, results, an LLM call): ``RunDir`` keeps a new run that bad input
+    (exit 2, not a full disk) stops only then; before, it removes the folder it made (``RunDir._undo``)."""
+    return bool(getattr(run_dir, "_worked", True))
+
+
+def _unmade(cfg: EvolveConfig, pop: Population, run_dir: RunDir, exc: AgentlabError, made_file: bool) -> None:
+    """A new run that bad input stopped before its first event leaves nothing: ``RunDir`` removes its folder (the
+    console named it when it was made) and this removes the population it made in a store outside it (``store``:
+    the store's file when the run made it, else the run's study in it; what the store held before stays), so the next
+    run given that store, its input fixed, is not refused as another run's. ``exc`` says so: it is what the user
+    reads last."""
+    removed = f"; nothing was recorded: the run folder {run_dir.path} was removed"
+    if cfg.store is not None and pop.created:
+        try:
+            pop.store.storage.delete_study(pop.store.study_id)
+            if made_file:
+                file = Path(url_where(cfg.store) or cfg.store)
+                for path in (file, file.with_name(file.name + ".claims.lock")):
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                removed += f", and the store {cfg.store} it made"
+            else:
+                removed += f", and the population it made in the store {cfg.store}"
+        except Exception as err:  # the store cannot be written now: the run's own error is the one to say
+            log.warning("store %s: could not remove the population of the removed run: %s", cfg.store, err)
+            removed += f" (the population it made in the store {cfg.store} is left: remove it before giving the " \
+                "store to a new run)"
+    exc.message += removed
+    exc.args = (exc.message,)
+
+
+def _run(cfg: EvolveConfig, run_dir: RunDir, pop: Population, *, fitness: list[Question], test: list[Question],
+         validation: list[Question] | None, progress: Progress, say: Callable[[str], None],
+         providers: dict[str, Provider] | None) -> dict[str, Any]:
+    start = time.perf_counter()
     here, resumed = str(absolute_path(run_dir.path)), bool(run_dir.info.get("resumed"))
     if not resumed:  # two runs started together on one new store: prepare's check_store saw it empty in both
         check_owner(pop, cfg.store, here)
@@ -286,10 +351,14 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
         pop.set_attr("config", population_config(cfg))
     settings = _settings(cfg, pop, fitness, validation or [], test, run_dir)
     n = len(settings.questions)
+    breeder = Breeder(cfg, pop, run_dir, say)
     if pop.attr("reference") is None and settings.coop:
         bar = progress.task("the seeds' own debate (reference)", total=len(settings.seeds) * n + n)
         pop.set_attr("reference", reference(settings, providers=providers, tick=bar.advance))
-        run_dir.event("reference", **{k: v for k, v in pop.attr("reference").items() if k not in ("round0", "debate")})
+        # recorded once gen_0 is bred: a child that is not finite there stops the run as bad input before its first
+        # event, with the cooperation part as without it (the folder removed; it was kept, failed, holding this)
+        breeder.pending.append(("reference", {k: v for k, v in pop.attr("reference").items()
+                                               if k not in ("round0", "debate")}))
     elif pop.attr("reference") is None:
         pop.set_attr("reference", reference(settings))  # no cooperation part: no debate, nothing asked
     ref = pop.attr("reference")
@@ -297,7 +366,6 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
     if bred_generations(cfg) < cfg.generations:
         say(f"search {cfg.search} makes {budget(cfg, cfg.search, len(cfg.seeds), baseline=False)} child(ren): "
             f"{bred_generations(cfg)} generation(s) after gen_0, not the {cfg.generations} asked")
-    breeder = Breeder(cfg, pop, run_dir, say)
     scored = breeder.scored
 
     def on_event(kind: str, **data: Any) -> None:
@@ -331,6 +399,7 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
                                                    on_queued=start_workers, says_recovered=True)).run()
         except TrialAborted as exc:  # the scoring failed, not an individual (worker.Scorer): its batch is queued again
             raise exc.__cause__ or exc from None
+        breeder.record_pending()  # nothing was bred this session (a store holding every generation already)
         try:  # generations of elites alone, after the budget was spent: stored, nothing to score
             unscored = breeder.propose_group()  # never empty
         except NoProposal:
@@ -433,6 +502,14 @@ class Breeder:
         self.announced: set[int] = set()
         self.seen = {event.get("id") for event in run_dir.events("scored")}
         self.logged = {event.get("generation") for event in run_dir.events("generation")}
+        # events held until the first group is bred (the reference debate's): bad input found breeding it (a child
+        # that is not finite, exit 2) finds the run with nothing recorded, and its folder goes (``RunDir``)
+        self.pending: list[tuple[str, dict[str, Any]]] = []
+
+    def record_pending(self) -> None:
+        while self.pending:
+            kind, data = self.pending.pop(0)
+            self.run_dir.event(kind, **data)
 
     def propose_group(self, ctx: PlanContext | None = None) -> list[Proposal]:
         self.scored()
@@ -445,7 +522,9 @@ class Breeder:
             else:
                 breed_baselines(self.cfg, self.pop, self.run_dir, new)  # only those not in the store yet
                 if not new:
+                    self.record_pending()
                     raise NoProposal("every generation and baseline is scored")
+        self.record_pending()
         return [Proposal({}, {}, str(ind["origin"]), f"{ind['id']}: " + (
             f"generation {ind['generation']}" if ind.get("baseline") is None else f"baseline {ind['baseline']}"),
             extra={"individual": ind}) for ind in new]
@@ -580,14 +659,13 @@ def _make_child(cfg: EvolveConfig, generation: int | str, child: str, spec: dict
             mutation: dict[str, Any] = ({"mut": cfg.mut, "mut_std": cfg.mut_std, "seed": spec["noise_seed"]}
                                         if ga else {})
             result = blend_adapters(paths, spec["weights"], folder, rank=rank, force=True, **mutation)
-    except InputError as exc:
-        if "not finite" not in exc.message:
-            raise
-        # the blend's hint named `evolve blend`'s flags (--mut-std, --scale): here the config's field decides
+    except NotFiniteChild as exc:
+        # the blend's hint named `evolve blend`'s flags (--mut-std, --scale): here the config's field decides; the
+        # folder it names is not said, as a new run that stops here before its first event is removed (``run``)
         field = ("mut_std or alpha_range" if ga else "scale_range" if spec["method"] in ("ties", "task_arithmetic")
                  else "weight_range")
-        raise InputError(f"child {child}: {exc.message}", hint=f"give a smaller {field} and start a new run (a "
-                         "resume makes the same child)") from None
+        raise InputError(f"child {child}: the child's {exc.tensor} is not finite in {exc.dtype}",
+                         hint=f"give a smaller {field} and start a new run (a resume makes the same child)") from None
     record = {"id": child, "generation": generation, "origin": spec["method"], "path": str(folder),
               "parents": [p["id"] for p in parents], "weights": spec["weights"], "rank": rank,
               "discarded_energy": result.discarded_energy}

@@ -642,23 +642,75 @@ def test_blend_refuses_an_empty_child(in_tmp: Path, seeds: dict[str, Path], caps
     assert list(in_tmp.iterdir()) == []
 
 
-@pytest.mark.parametrize("search", ["random", "task_arithmetic"])
+@pytest.mark.parametrize("search,coop,store", [("random", 0.0, None), ("task_arithmetic", 0.0, None),
+                                              ("random", 0.5, None), ("random", 0.5, "journal"),
+                                              ("random", 0.0, "sqlite-held")],
+                         ids=["random", "task_arithmetic", "coop", "coop-new-store", "store-held-before"])
 def test_children_that_are_not_finite_stop_a_new_run_and_leave_no_folder(
-        search: str, in_tmp: Path, tiny_model: dict[str, Path], seeds: dict[str, Path], capsys: Any) -> None:
+        search: str, coop: float, store: str | None, in_tmp: Path, tiny_model: dict[str, Path],
+        seeds: dict[str, Path], capsys: Any) -> None:
     """A finite range whose children overflow float32 stops the run at the first child (exit 2): the folder was left
     holding population.db and task.jsonl alone, which neither --resume (no run.json) nor --out (not empty) took, and
-    the hint named `evolve blend`'s --mut-std and --scale."""
+    the hint named `evolve blend`'s --mut-std and --scale. With the cooperation part (coop > 0) the seeds' debate was
+    recorded first, and the failed folder stayed; the console named a folder that was then removed, with nothing
+    said of it; a --store kept the population of the removed run (a new run given it, the range fixed, was refused
+    as another run's). The population it made goes with the folder; what the store held before stays."""
+    import optuna
+
     field = "weight_range" if search == "random" else "scale_range"
-    config = write_config(in_tmp, tiny_model, seeds, search=search, generations=0, fitness={"coop": 0.0},
+    config = write_config(in_tmp, tiny_model, seeds, search=search, generations=0, fitness={"coop": coop},
                           **{field: [1e300, 2e300]})
     run = in_tmp / "RUN"
-    assert main(["evolve", "run", "-c", str(config), "--out", str(run)]) == 2
+    args, url = ["evolve", "run", "-c", str(config), "--out", str(run)], None
+    if store == "journal":
+        url = str(in_tmp / "pop.journal")
+    elif store == "sqlite-held":  # the user's database, holding a study of its own
+        url = f"sqlite:///{in_tmp / 'pop.db'}"
+        optuna.create_study(study_name="mine", storage=url)
+    if url is not None:
+        args += ["--store", url]
+    assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
+    assert f"run folder: {run}" in err  # said when it was made ...
     err = err[next(i for i, line in enumerate(err) if line.startswith("error: ")):]
     assert err[0].startswith("error: child g0c0: the child's ") and "is not finite in float32" in err[0], err
+    removed = f"; nothing was recorded: the run folder {run} was removed"  # ... and that it is gone
+    if store == "journal":
+        removed += f", and the store {url} it made"
+    elif store == "sqlite-held":
+        removed += f", and the population it made in the store {url}"
+    assert err[0].endswith(removed) and "nothing written to" not in err[0], err
     assert err[1] == f"hint: give a smaller {field} and start a new run (a resume makes the same child)", err
     assert len(err) == 2 and "Traceback" not in " ".join(err)
     assert not run.exists() and not (in_tmp / "runs").exists()
+    if store == "journal":
+        assert sorted(p.name for p in in_tmp.iterdir()) == ["evolve.yaml"]
+    elif store == "sqlite-held":
+        assert optuna.get_all_study_names(url) == ["mine"]
+    if store is not None or coop:
+        return
     (in_tmp / "mine").mkdir()  # an empty --out folder the user made stays, empty again
     assert main(["evolve", "run", "-c", str(config), "--out", str(in_tmp / "mine")]) == 2
     assert list((in_tmp / "mine").iterdir()) == []
+
+
+def test_only_a_child_that_is_not_finite_is_said_with_the_config_field(
+        in_tmp: Path, tiny_model: dict[str, Path], seeds: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The blend's other bad input keeps its own words: a message that happened to hold "not finite" was taken for a
+    child that overflows (its text matched) and said as "give a smaller weight_range"."""
+    import importlib
+
+    from agentlab.core.errors import InputError
+
+    evolve_run = importlib.import_module("agentlab.evolve.run")  # the package's `run` is the function
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise InputError("parent p: lora_alpha is not finite in its adapter_config.json", hint="fix the parent")
+
+    monkeypatch.setattr(evolve_run, "blend_adapters", refuse)
+    cfg = EvolveConfig(seeds=[seeds["persona_a"], seeds["persona_b"]], search="random", population=3, elite=1)
+    spec = {"method": "random", "weights": [0.5, 0.5]}
+    with pytest.raises(InputError) as caught:
+        evolve_run._make_child(cfg, 0, "g0c0", spec, in_tmp / "child")
+    assert (caught.value.message, caught.value.hint) == ("parent p: lora_alpha is not finite in its "
+                                                         "adapter_config.json", "fix the parent")

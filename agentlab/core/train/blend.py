@@ -55,6 +55,18 @@ EXACT_TOLERANCE = 1e-9  # discarded energy (a share of the sum's) below which a 
 _A, _B = ".lora_A.weight", ".lora_B.weight"
 
 
+class NotFiniteChild(InputError):
+    """The blended child overflows its dtype (a huge weight, ``--scale`` or ``--mut-std``): nothing was written
+    (exit 2). ``tensor``: the first factor that is not finite; ``dtype``: the child's (``float32``); ``child``: the
+    folder not written. A caller with its own knobs (``evolve run``'s config fields) catches it by type and says its
+    own next step; the message and hint are `evolve blend`'s."""
+
+    def __init__(self, tensor: str, dtype: str, child: Path):
+        self.tensor, self.dtype, self.child = tensor, dtype, child
+        super().__init__(f"the child's {tensor} is not finite in {dtype}: nothing written to {child}",
+                         hint="give smaller weights (or a smaller --mut-std, --scale)")
+
+
 @dataclass
 class Parent:
     """One parent adapter as read from disk: its config and, per module key, (A, B, scaling) in float64."""
@@ -312,8 +324,7 @@ def _save_child(result: BlendResult, read: list[Parent], tensors: dict[str, torc
     tensors = {k: v.to(dtype).contiguous() for k, v in tensors.items()}
     bad = next((k for k, v in tensors.items() if not bool(torch.isfinite(v).all())), None)
     if bad is not None:  # a huge --mut-std, weight or --scale: the adapter would load and break every answer
-        raise InputError(f"the child's {bad} is not finite in {str(dtype).removeprefix('torch.')}: nothing written "
-                         f"to {result.child}", hint="give smaller weights (or a smaller --mut-std, --scale)")
+        raise NotFiniteChild(bad, str(dtype).removeprefix("torch."), result.child)
     _write_child(result.child, config, tensors, lineage, force)
     result.seconds = time.perf_counter() - start
     return result
