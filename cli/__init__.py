@@ -71,12 +71,27 @@ def _expand_bare_resume(argv: list[str]) -> list[str]:
 
 # commands that write no run folder: a file name that is not UTF-8 (a Latin-1 one) is read as Linux allows
 _READ_ONLY = ("config", "models", "ui")
+# their subcommands that write files all the same: a model folder named so failed as an internal error
+# (UnicodeEncodeError) once the model was built
+_WRITES = {"models": ("make-tiny", "export-hf")}
 
 
-def _not_utf8(args: list[str]) -> tuple[str, str] | None:
+def _checks_utf8(name: str, sub: str) -> bool:
+    """Whether the arguments of ``agentlab NAME SUB`` must be UTF-8 text (see :func:`_not_utf8`)."""
+    return name not in _READ_ONLY or sub in _WRITES.get(name, ())
+
+
+def _makes_run_folder(name: str, sub: str) -> bool:
+    """Whether ``agentlab NAME SUB`` keeps its arguments in a run folder (the table's ``no_run_folder``)."""
+    command = next((c for c in COMMANDS if c.name == name), None)
+    return name not in _READ_ONLY and not (command is not None and sub and sub in command.no_run_folder)
+
+
+def _not_utf8(args: list[str], run_folder: bool = True) -> tuple[str, str] | None:
     """A command-line argument holding a byte that is not UTF-8 (Python keeps it as a lone surrogate,
     ``$(printf 'caf\\xe9')``), as one line naming the option: run folders record their arguments (a topic, an input,
-    the --out path) as UTF-8 text, and writing one failed as an internal error after the folder was made."""
+    the --out path) as UTF-8 text, and writing one failed as an internal error after the folder was made.
+    ``run_folder``: whether the command makes one (the hint says why UTF-8 only where that is the reason)."""
     for index, arg in enumerate(args):
         bad = re.search("[\udc80-\udcff]", arg)
         if bad is None:
@@ -88,9 +103,11 @@ def _not_utf8(args: list[str]) -> tuple[str, str] | None:
             where, at = args[index - 1], bad.start()
         else:
             where, at = f"argument {index + 1}", bad.start()
+        convert = "text in another encoding converts with `iconv -f latin1 -t utf-8`"
         return (f"{where}: not UTF-8 text (byte 0x{ord(bad.group()) - 0xdc00:02x} at character {at + 1})",
-                "agentlab keeps its arguments in the run folder as UTF-8 text: give this one in UTF-8 (text in "
-                "another encoding converts with `iconv -f latin1 -t utf-8`)")
+                f"agentlab keeps its arguments in the run folder as UTF-8 text: give this one in UTF-8 ({convert})"
+                if run_folder else f"give this one in UTF-8 ({convert}; a file or folder named otherwise can be "
+                "renamed with `mv`)")
     return None
 
 
@@ -174,7 +191,7 @@ def _main(argv: list[str] | None) -> int:
             return scrub_text(text, known={})
 
     def fail(message: str, hint: str | None, code: int) -> int:
-        if debug:
+        if debug and sys.exc_info()[0] is not None:  # a refusal before the command ran has no traceback to show
             console.print_exception()
         console.print(f"[bold red]error:[/] {safe_text(scrub(message))}", soft_wrap=True)
         if hint:
@@ -186,7 +203,7 @@ def _main(argv: list[str] | None) -> int:
     name = next((a for a in args if not a.startswith("-")), "")
     # a group's subcommand comes right after its name (`train-persona export ...`)
     sub = args[args.index(name) + 1] if name and args.index(name) + 1 < len(args) else ""
-    undecodable = None if name in _READ_ONLY else _not_utf8(args)
+    undecodable = _not_utf8(args, _makes_run_folder(name, sub)) if _checks_utf8(name, sub) else None
     if undecodable is not None:
         return fail(*undecodable, 2)
     runs = sys.modules.get("agentlab.core.runs")  # not imported for --help: too slow to import here

@@ -41,7 +41,7 @@ COMMANDS: tuple[Command, ...] = (
             no_run_folder=("export",)),
     Command("debate", "debate", "agentlab.debate.config:DebateConfig", group=True),
     Command("evolve", "evolve", "agentlab.evolve.config:EvolveConfig", group=True, no_run_folder=("blend",)),
-    Command("eval", "eval", "agentlab.eval.config:EvalConfig", group=True),
+    Command("eval", "eval", "agentlab.eval.config:EvalConfig", group=True, no_run_folder=("tasks",)),
     Command("serve", "serve", "agentlab.serve.config:ServeConfig", resumable=False),
     Command("config", "config_cmd", group=True, resumable=False),
     Command("ui", "ui", resumable=False),

@@ -486,3 +486,12 @@ def _ask_terminal(action: dict[str, Any]) -> dict[str, Any]:
             return make_answer("edit", changes=parse_changes(
                 input("changes (key=value, comma-separated) to this proposal: ")))
         console.print("answer y, n or e")
+
+
+def nonempty_path(value: str | Path, what: str = "a folder path") -> Path:
+    """A path argument as typed (``parser=`` of a typer option or argument): an empty one is refused (``Path("")`` is
+    the current folder: `make-tiny ''` was refused as `.`, `list ''` listed the current folder, `eval tasks --export
+    ''` wrote into it), as `agentlab ui --runs ''` is. ``what``: what to give instead."""
+    if not str(value):
+        raise typer.BadParameter(f"empty; give {what}")
+    return Path(value)

@@ -15,6 +15,7 @@ from .common import (
     SetOpt,
     VerboseOpt,
     console,
+    nonempty_path,
     opt,
     print_json,
     safe_text,
@@ -112,11 +113,13 @@ def _summary(results: dict[str, Any], path: Path) -> None:
 
 @app.command("tasks")
 def tasks_cmd(
-    include_path: Annotated[list[Path] | None, opt("--include-path", help="Also list the tasks of this folder "
-                                                    "(repeatable).")] = None,
-    export: Annotated[Path | None, opt("--export", help="Write the bundled task YAMLs (only those: not "
-                                        "--include-path's) into this folder with absolute data paths, for lm-eval's "
-                                        "own CLI (lm_eval --include_path DIR).")] = None,
+    include_path: Annotated[list[Path] | None, typer.Option(
+        "--include-path", help="Also list the tasks of this folder (repeatable).", show_default=False,
+        parser=nonempty_path)] = None,
+    export: Annotated[Path | None, typer.Option(
+        "--export", help="Write the bundled task YAMLs (only those: not --include-path's) into this folder with "
+        "absolute data paths, for lm-eval's own CLI (lm_eval --include_path DIR).", show_default=False,
+        parser=nonempty_path, metavar="<path>")] = None,
     force: Annotated[bool, typer.Option("--force", help="With --export: write into a folder that is not "
                                         "empty.")] = False,
     json_: JsonOpt = False,

@@ -14,18 +14,18 @@ import typer
 
 from agentlab.core.files import human_size
 
-from .common import JsonOpt, VerboseOpt, console, print_json, safe_text, setup_logging
+from .common import JsonOpt, VerboseOpt, console, nonempty_path, print_json, safe_text, setup_logging
 
 app = typer.Typer(help="Local models: make tiny ones offline, list what is on disk, check a models.yaml.",
                   no_args_is_help=True)
 
 
 def _path(value: str | Path) -> Path:
-    """A folder argument as typed: an empty one is refused (``Path("")`` is the current folder: `make-tiny ''` was
-    refused as `.`, `list ''` listed the current folder), as `agentlab ui --runs ''` is."""
-    if not str(value):
-        raise typer.BadParameter("empty; give a folder path")
-    return Path(value)
+    return nonempty_path(value)
+
+
+def _file(value: str | Path) -> Path:
+    return nonempty_path(value, "the models YAML file")
 
 
 @app.command("make-tiny")
@@ -72,7 +72,8 @@ def make_tiny(
 def export_hf(
     model: Annotated[str, typer.Argument(help="The model: a built-in name (smollm2-135m), a GGUF file, a "
                                               "transformers folder or a cached hub id.")],
-    out: Annotated[Path, typer.Option("--out", help="The transformers folder to write.", file_okay=False)],
+    out: Annotated[Path, typer.Option("--out", help="The transformers folder to write.", parser=_path,
+                                      metavar="<dir>")],
     force: Annotated[bool, typer.Option("--force", help="Replace an existing transformers folder (one with "
                                         "config.json, or an empty one); a folder of other files is refused.")] = False,
     json_: JsonOpt = False,
@@ -231,9 +232,10 @@ def _assembly_lines() -> Iterator[None]:
 @app.command("check")
 def check(
     models_file: Annotated[Path | None, typer.Argument(help="The models file (as `agentlab pipeline run --models`; "
-                                                       "default configs/models.yaml).", show_default=False)] = None,
+                                                       "default configs/models.yaml).", show_default=False,
+                                                       parser=_file)] = None,
     config: Annotated[Path | None, typer.Option("-c", "--config", help="Same as the argument.",
-                                                show_default=False)] = None,
+                                                show_default=False, parser=_file, metavar="<path>")] = None,
     llm: Annotated[Path | None, typer.Option("--llm", help="The routing config whose models `routed:` names (as "
                                              "`agentlab pipeline run --llm`; default configs/llm.yaml when present).",
                                              show_default=False, metavar="FILE|MODEL")] = None,

@@ -240,7 +240,8 @@ def test_make_tiny_refuses_an_existing_file_or_filled_folder(in_tmp: Path, capsy
     (in_tmp / "filled").mkdir()
     (in_tmp / "filled" / "config.json").write_text("{}")
     for target, extra, says in (("taken.gguf", [], "is a file"), ("taken.gguf", ["--force"], "is a file"),
-                                ("filled", [], "--force"), ("taken.gguf/sub", [], "cannot create")):
+                                ("filled", [], "--force"),
+                                ("taken.gguf/sub", [], "taken.gguf is a file, not a folder")):  # was "cannot create"
         assert main(["models", "make-tiny", target, *extra]) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and f"{target}: " in err and says in err, err
@@ -674,3 +675,164 @@ def test_check_notes_an_n_ctx_above_the_training_context(tiny_model: dict[str, P
     assert "at n_ctx 512 " in by_name["hf64"]["estimate"]["describe"]  # below it too: it said 64
     assert main(["models", "check", "models.yaml"]) == 0
     assert f"long: {said}" in " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.parametrize("args, says", [
+    (["make-tiny", "m\udce9m"], "argument 3: not UTF-8 text (byte 0xe9 at character 2)"),
+    (["export-hf", "smollm2-135m", "--out", "o\udce9"], "--out: not UTF-8 text (byte 0xe9 at character 2)"),
+])
+def test_a_model_folder_named_with_a_byte_that_is_not_utf8_is_refused(args: list[str], says: str, in_tmp: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    """`make-tiny "$(printf 'm\\xe9m')"` built the model, then ended in "internal error: UnicodeEncodeError ...
+    surrogates not allowed", exit 1: `models` reads such names (list, check), but these two write them."""
+    assert main(["models", *args]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"error: {says}" in err and "internal error" not in err, err
+    assert "run folder" not in err  # models makes none: the hint does not say it keeps its arguments in one
+    assert not list(in_tmp.iterdir())
+    assert main(["models", "list", "n\udce9e"]) == 2  # read-only: the name is read (not found), not refused as text
+    assert "not UTF-8 text" not in capsys.readouterr().err
+
+
+def test_a_refusal_before_the_command_runs_is_one_line_under_agentlab_debug(in_tmp: Path, capsys: pytest.CaptureFixture,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """With AGENTLAB_DEBUG=1 the not-UTF-8 refusal (no exception being handled) crashed in rich's print_exception
+    ("Value for 'trace' required")."""
+    monkeypatch.setenv("AGENTLAB_DEBUG", "1")
+    assert main(["models", "make-tiny", "m\udce9m"]) == 2
+    err = capsys.readouterr().err
+    assert "error: argument 3: not UTF-8 text" in err and "Traceback" not in err and "trace" not in err, err
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc, a folder where no file can be made")
+def test_export_hf_where_nothing_can_be_written_is_refused_before_the_model_is_read(
+        in_tmp: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`export-hf models/tiny-a/model.gguf --out /proc/x` converted the model, then failed naming its hidden
+    temporary folder (`/proc/.x.aj3vo0u9`), exit 1."""
+    from agentlab.core.models import export
+
+    def resolved(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was resolved before --out was checked")
+
+    monkeypatch.setattr(export, "resolve_model", resolved)
+    assert main(["models", "export-hf", "smollm2-135m", "--out", "/proc/x"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "error: --out /proc/x: cannot write in /proc (" in err and "nothing was written" in err, err
+    assert "/proc/." not in err
+    (in_tmp / "afile.txt").write_text("mine")
+    assert main(["models", "export-hf", "smollm2-135m", "--out", "afile.txt/sub"]) == 2
+    assert "error: --out afile.txt/sub: afile.txt is a file, not a folder" in capsys.readouterr().err
+    assert main(["models", "export-hf", "smollm2-135m", "--out", "afile.txt"]) == 2
+    assert "error: --out afile.txt: is a file, not a transformers model folder" in capsys.readouterr().err
+    assert (in_tmp / "afile.txt").read_text() == "mine"
+
+
+def test_make_tiny_under_a_file_says_the_file_is_in_the_way(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """`make-tiny afile.txt/sub` said "afile.txt/sub: cannot create the folder (File exists)"."""
+    (in_tmp / "afile.txt").write_text("mine")
+    for out in ("afile.txt/sub", "afile.txt/sub/deeper"):
+        assert main(["models", "make-tiny", out]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"error: {out}: afile.txt is a file, not a folder; nothing was written" in err, err
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["afile.txt"]
+
+
+def test_export_hf_of_an_empty_name_says_it_is_empty(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """It said "not found; tried a transformers model folder (CWD has no config.json)" and ended its hint with
+    "or a .gguf file:  has no config.json"; `--out ''` was taken for the current folder."""
+    assert main(["models", "export-hf", "", "--out", "e1"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "error: the model name is empty" in err and "has no config.json" not in err, err
+    assert main(["models", "export-hf", "smollm2-135m", "--out", ""]) == 2
+    assert "Invalid value for '--out': empty; give a folder path" in capsys.readouterr().err
+    assert not list(in_tmp.iterdir())
+
+
+def test_check_refuses_an_empty_models_file_name(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """`models check ''` said ".: is a folder, not a models file"."""
+    for args, name in (([""], "'models_file'"), (["-c", ""], "'-c' / '--config'")):
+        assert main(["models", "check", *args]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"Invalid value for {name}: empty; give the models YAML file" in err, err
+        assert "is a folder" not in err
+
+
+def test_a_gguf_of_no_layers_is_unreadable_in_list_and_check(tiny_model: dict[str, Path], in_tmp: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    """A GGUF with block_count 0 (make_tiny_model(layers=0) wrote one) was listed as a model: loading it aborts
+    llama.cpp, the whole process (SIGABRT)."""
+    import gguf
+    import numpy as np
+
+    (in_tmp / "models").mkdir()
+    writer = gguf.GGUFWriter(str(in_tmp / "models" / "empty.gguf"), "llama")
+    writer.add_block_count(0)
+    writer.add_embedding_length(8)
+    writer.add_tensor("token_embd.weight", np.ones((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    shutil.copyfile(tiny_model["gguf"], in_tmp / "models" / "good.gguf")
+    assert main(["models", "list", "--json"]) == 0
+    listed = {m["path"]: m for m in json.loads(capsys.readouterr().out) if m["format"] != "builtin"}
+    assert listed["models/good.gguf"]["format"] == "gguf"
+    assert listed["models/empty.gguf"]["format"] == "unreadable"
+    assert listed["models/empty.gguf"]["error"].startswith(
+        "models/empty.gguf: not a loadable GGUF model (llama.block_count is 0, not a positive whole number)")
+    (in_tmp / "m.yaml").write_text("models_directory: models\nmodels:\n  e: {file: empty.gguf}\n")
+    assert main(["models", "check", "m.yaml", "--json"]) == 1
+    [status] = json.loads(capsys.readouterr().out)["models"]
+    assert status["unreadable"] and "llama.block_count is 0" in status["note"]
+
+
+def _two_folders(root: Path) -> tuple[Path, Path]:
+    """An old model folder `m` and a finished new one beside it, as make-tiny --force and export-hf --force have."""
+    for name in ("m", ".m.new"):
+        (root / name).mkdir()
+        (root / name / "config.json").write_text(name)
+    return root / ".m.new", root / "m"
+
+
+def test_ctrl_c_while_a_model_folder_is_replaced_leaves_a_model_at_out(in_tmp: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """--force moved the old model aside, then renamed the new one into place: a Ctrl-C between the two renames
+    deleted the new model and left the old one only as the hidden `.m.old`, nothing at `m`. The interrupt now comes
+    once the new model is in place."""
+    import signal
+
+    from agentlab.core.models.export import rename_into_place
+
+    new, out = _two_folders(in_tmp)
+    real = Path.rename
+
+    def rename(self: Path, target: Any) -> Any:
+        moved = real(self, target)
+        if self == out:  # the old model is aside: Ctrl-C now
+            os.kill(os.getpid(), signal.SIGINT)
+        return moved
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        rename_into_place(new, out)
+    assert (out / "config.json").read_text() == ".m.new"
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["m"]  # nothing aside or half-renamed left
+
+
+def test_a_model_folder_that_cannot_be_renamed_into_place_puts_the_old_one_back(
+        in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentlab.core.models.export import rename_into_place
+
+    new, out = _two_folders(in_tmp)
+    real = Path.rename
+
+    def rename(self: Path, target: Any) -> Any:
+        if self == new:
+            raise OSError(28, "No space left on device")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(OSError):
+        rename_into_place(new, out)
+    assert (out / "config.json").read_text() == "m"
+    assert sorted(p.name for p in in_tmp.iterdir()) == [".m.new", "m"]  # make-tiny's caller deletes .m.new

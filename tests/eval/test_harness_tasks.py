@@ -344,3 +344,61 @@ def test_an_unguarded_template_field_on_no_line_is_still_refused(in_tmp: Path, t
     with pytest.raises(InputError) as caught:
         load_tasks(task_manager([folder], names=["my_sums"]), ["my_sums"])
     assert caught.value.message.endswith("sums.jsonl: no line has the field 'hint' its YAML's doc_to_text reads")
+
+
+def test_exported_copies_say_what_they_are(in_tmp: Path) -> None:
+    """The copies kept the bundled files' header: "edit that (the generator), not this", data_files "relative to this
+    file" (they are absolute in the copy) and "use the copies `eval tasks --export DIR` writes" (this is one)."""
+    export_tasks(in_tmp / "exported")
+    yamls = sorted((in_tmp / "exported").glob("*.yaml"))
+    assert len(yamls) == len(list(BUNDLED.glob("agentlab_*.yaml"))) > 0
+    for path in yamls:
+        text = path.read_text()
+        assert text.startswith("# A copy of a bundled agentlab task, written by `agentlab eval tasks --export`"), path
+        assert "absolute paths into the agentlab" in text
+        assert "edit that, not this" not in text and "relative to this file" not in text, path
+        body = (BUNDLED / path.name).read_text().split("\n", 3)[3]  # the bundled file past its 3 header lines
+        assert text.split("\n", 3)[3].split("dataset_kwargs")[0] == body.split("dataset_kwargs")[0]
+    assert "edit that, not this" in (BUNDLED / yamls[0].name).read_text()  # the bundled files keep theirs
+
+
+def test_tasks_refuses_an_empty_folder_name(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """`eval tasks --export '' --force` wrote into the current folder; `--include-path ''` indexed all of it."""
+    from agentlab.cli import main
+
+    (in_tmp / "mine.txt").write_text("mine")
+    for args in (["--export", "", "--force"], ["--include-path", ""], ["--include-path", ".", "--include-path", ""]):
+        assert main(["eval", "tasks", *args]) == 2, args
+        err = " ".join(capsys.readouterr().err.split())
+        assert "error: Invalid value for '--" in err and "': empty; give a folder path" in err, err
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["mine.txt"]
+
+
+def test_ctrl_c_during_tasks_says_run_it_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`eval tasks` makes no run folder: "interrupted before a run folder was made: nothing to resume" was beside the
+    point; and a --include-path that is not UTF-8 was refused with "agentlab keeps its arguments in the run
+    folder"."""
+    import agentlab.cli as cli
+    from agentlab.cli import main
+    from agentlab.cli.commands import continue_with
+    from agentlab.cli.common import console
+
+    printed: list[str] = []
+    monkeypatch.setattr(console, "print", lambda *args, **kwargs: printed.append(" ".join(map(str, args))))
+    real = cli.app
+
+    def interrupted(**kwargs: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "app", interrupted)
+    assert main(["eval", "tasks"]) == 130
+    assert "\n".join(printed).strip() == "[yellow]interrupted[/]; run the command again"
+    assert continue_with("eval") == "continue with --resume"  # the evaluation itself keeps its advice
+    monkeypatch.setattr(cli, "app", real)
+    printed.clear()
+    assert main(["eval", "tasks", "--include-path", "n\udce9e"]) == 2
+    said = " ".join(" ".join(printed).split())
+    assert "--include-path: not UTF-8 text (byte 0xe9 at character 2)" in said and "run folder" not in said, said
+    printed.clear()
+    assert main(["eval", "--include-path", "n\udce9e"]) == 2  # the evaluation keeps its arguments in its run folder
+    assert "keeps its arguments in the run folder" in " ".join(" ".join(printed).split())

@@ -493,6 +493,8 @@ def export_tasks(out: str | Path, *, force: bool = False) -> list[Path]:
     relative data paths against the working directory."""
     import yaml
 
+    from agentlab.core.harness.taskdata import exported
+
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--export {out}: is a file, not a folder", hint="give a new or empty folder")
@@ -508,7 +510,7 @@ def export_tasks(out: str | Path, *, force: bool = False) -> list[Path]:
         text = path.read_text(encoding="utf-8")
         for file in sorted({f for f in data_files(yaml.safe_load(text.replace("!function", "")) or {})}):
             text = text.replace(f"test: {file}\n", f"test: {BUNDLED / file}\n")
-        (out / path.name).write_text(text, encoding="utf-8")
+        (out / path.name).write_text(exported(text), encoding="utf-8")  # with a header true of the copy
         written.append(out / path.name)
     shutil.copyfile(BUNDLED / "style_checks.py", out / "style_checks.py")
     written.append(out / "style_checks.py")

@@ -242,6 +242,11 @@ def _gguf_info(path: str, size: int, mtime_ns: int) -> GGUFInfo:
         return header.fields.get(key, default)
 
     arch = field("general.architecture", "llama")
+    for key in (f"{arch}.block_count", f"{arch}.embedding_length"):  # a model of 0 layers (make_tiny_model once
+        value = field(key)  # wrote one) aborts llama.cpp's loader, the whole process: unreadable, as an HF folder is
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise AgentlabError(f"{path}: not a loadable GGUF model ({key} is {value!r}, not a positive whole "
+                                "number)", hint="re-export it from a model with at least one layer")
     n_embd = int(field(f"{arch}.embedding_length", 0))
     n_head = field(f"{arch}.attention.head_count", 1)
     n_head = max(n_head) if isinstance(n_head, list) else int(n_head or 1)  # per-layer lists in some archs

@@ -60,7 +60,10 @@ def resolve_model(ref: str, *, base: str | Path = ".", formats: Collection[Forma
                   hub: bool = True, user: str = "this") -> ModelRef:
     """Resolve ``ref`` (see the module docstring). ``formats``: what the caller can load (``user`` names the caller
     in the error, e.g. "the llama_cpp provider"). Raises ``ModelNotFound`` (listing what was tried) or, for a
-    built-in name whose package is absent, ``MissingPackage`` naming the extra."""
+    built-in name whose package is absent, ``MissingPackage`` naming the extra. An empty ``ref`` is refused as such
+    (read as a path it was the current folder: "... or a .gguf file:  has no config.json")."""
+    if not ref:
+        raise ModelNotFound("the model name is empty", hint=_hint(ref, formats))
     found, tried = _find(ref, base, hub)
     if found is None:
         hint = _hint(ref, formats)

@@ -9,6 +9,7 @@ torch, transformers and tokenizers are imported inside the functions, so importi
 
 from __future__ import annotations
 
+import inspect
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -16,8 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import AgentlabError, InputError
-from agentlab.core.files import cannot_write, ordinary_modes, replace_problem
+from agentlab.core.files import ordinary_modes, replace_problem
 from agentlab.core.models.convert import quiet_transformers
+from agentlab.core.models.export import rename_into_place, unwritable
 from agentlab.core.models.gguf_export import export_gguf, quantize_gguf
 
 if TYPE_CHECKING:
@@ -93,11 +95,13 @@ def make_tiny_model(
     is far from uniform and logits are O(1), so a wrong RoPE layout or a missing norm changes the output visibly.
     Returns ``out_dir`` as a Path.
     """
+    if arch not in ARCHS:
+        raise AgentlabError(f"unknown tiny-model arch '{arch}'", hint=f"use one of: {', '.join(ARCHS)}")
+    check_sizes(hidden_size=hidden_size, layers=layers, heads=heads, kv_heads=kv_heads, intermediate=intermediate,
+                max_position_embeddings=max_position_embeddings)
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-    if arch not in ARCHS:
-        raise AgentlabError(f"unknown tiny-model arch '{arch}'", hint=f"use one of: {', '.join(ARCHS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(out, vocab_size)
@@ -129,6 +133,35 @@ def make_tiny_model(
     return out
 
 
+def check_sizes(*, hidden_size: int, layers: int, heads: int, kv_heads: int, intermediate: int,
+                max_position_embeddings: int) -> None:
+    """Refuse (``InputError``, before anything is written) sizes whose model llama.cpp cannot load: it aborted the
+    process (SIGABRT) on a model of 0 layers, of 3 key/value heads for 4 heads, or with an intermediate size of 0, and
+    a hidden size of 0 failed here with ZeroDivisionError. Each size is a whole number of at least 1; ``heads`` is a
+    multiple of ``kv_heads`` (each key/value head serves a group of heads) and ``hidden_size`` of ``heads``, with an
+    even size per head (RoPE turns pairs of dimensions)."""
+    sizes = {"hidden_size": hidden_size, "layers": layers, "heads": heads, "kv_heads": kv_heads,
+             "intermediate": intermediate, "max_position_embeddings": max_position_embeddings}
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"tiny model {name}={value!r}: not a whole number of at least 1; give {name} >= 1")
+    if heads % kv_heads:
+        raise InputError(f"tiny model heads={heads}, kv_heads={kv_heads}: heads must be a multiple of kv_heads (each "
+                         f"key/value head serves a group of heads); give kv_heads dividing {heads}, e.g. 1")
+    if hidden_size % heads:
+        raise InputError(f"tiny model hidden_size={hidden_size}, heads={heads}: hidden_size must be a multiple of "
+                         f"heads (each head gets hidden_size / heads dimensions); give e.g. hidden_size={16 * heads}")
+    if hidden_size // heads % 2:
+        raise InputError(f"tiny model hidden_size={hidden_size}, heads={heads}: the size per head "
+                         f"({hidden_size // heads}) is odd, and RoPE turns pairs of dimensions; give e.g. "
+                         f"hidden_size={2 * hidden_size}")
+
+
+# make_tiny_model's sizes that check_sizes checks, with their defaults
+_SIZES = {name: param.default for name, param in inspect.signature(make_tiny_model).parameters.items()
+          if name in inspect.signature(check_sizes).parameters}
+
+
 def _randomize(model: Any, seed: int) -> None:
     """Overwrite every parameter from a private generator, so the result does not depend on HF's init code."""
     import torch
@@ -153,7 +186,8 @@ def prepare_out_dir(out_dir: str | Path, overwrite: bool = False) -> Path:
     """Check that a new model may go to ``out_dir``, and create the folder it will be written beside; refused
     (``InputError``, one line, nothing written or deleted): a file; the current folder or one that holds it; a folder
     that holds files but no ``config.json`` (not a model folder: ``overwrite`` would delete those files); a model
-    folder without ``overwrite``; a place where no file can be made (``/proc``, a read-only disk). Returns
+    folder without ``overwrite``; a place where no file can be made (``/proc``, a read-only disk, a path through a
+    file: ``afile.txt/sub``). Returns
     ``out_dir`` as a Path; the folder itself is not created (:func:`make_tiny` renames the finished model into
     place)."""
     out = Path(out_dir)
@@ -166,14 +200,13 @@ def prepare_out_dir(out_dir: str | Path, overwrite: bool = False) -> Path:
                              "deleted (give a new folder path)")
         if not overwrite and any(out.iterdir()):
             raise InputError(f"{out}: the folder already holds a model; pass --force to replace it with the new one")
+    problem = unwritable(_target(out).parent if out.is_symlink() else out.parent)
+    if problem is not None:  # else mkdtemp failed naming its hidden folder (/proc/.x.3twgaz62.partial), exit 1
+        raise InputError(f"{out}: {problem}; nothing was written (give a folder path you can write to)")
     try:
         _target(out).parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{out}: cannot create the folder ({exc.strerror or exc})") from None
-    unwritable = cannot_write(_target(out).parent)  # tried, not asked: root passes os.access on /proc
-    if unwritable is not None:  # else mkdtemp failed naming its hidden folder (/proc/.x.3twgaz62.partial), exit 1
-        raise InputError(f"{out}: cannot write in {unwritable[0]} ({unwritable[1]}); nothing was written (give a "
-                         "folder path you can write to)")
     return out
 
 
@@ -202,6 +235,7 @@ def make_tiny(out_dir: str | Path, seed: int = 0, arch: str = "llama", dtype: st
     no half-made model at ``out_dir``, and an old model there stays until the new one replaces it. A killed build
     may leave the temporary folder behind, to delete by hand."""
     check_seed(seed)
+    check_sizes(**{**_SIZES, **{k: v for k, v in sizes.items() if k in _SIZES}})  # before the folder is touched
     out = prepare_out_dir(out_dir, overwrite)
     final = _target(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
@@ -213,7 +247,7 @@ def make_tiny(out_dir: str | Path, seed: int = 0, arch: str = "llama", dtype: st
         if quantize:
             quantize_gguf(tmp / "model.gguf", tmp / f"model.{quantize}.gguf", kind=quantize)
         ordinary_modes(tmp)  # mkdtemp and safetensors make theirs private; the model folder is an ordinary one
-        _rename_into_place(tmp, final)
+        rename_into_place(tmp, final)  # an old model at final is deleted only once the new one is in its place
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -221,19 +255,6 @@ def make_tiny(out_dir: str | Path, seed: int = 0, arch: str = "llama", dtype: st
     if quantize:
         paths[quantize] = out / f"model.{quantize}.gguf"
     return paths
-
-
-def _rename_into_place(tmp: Path, out: Path) -> None:
-    """``tmp`` renamed to ``out``; an existing ``out`` (a folder :func:`prepare_out_dir` let through) is moved aside
-    first and deleted only once ``tmp`` is in its place."""
-    if not out.exists():
-        tmp.rename(out)
-        return
-    old = out.parent / f".{out.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def make_tiny_adapter(base: str | Path, out: str | Path, *, r: int = 4, alpha: int = 8, rslora: bool = False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -224,3 +225,26 @@ def test_tied_embeddings_and_digit_splitting_tokenizer(built: Built, tmp_path: P
             assert llm.tokenize(text.encode(), add_bos=False, special=False) == tied.tokenizer.encode(
                 text, add_special_tokens=False), text
         assert llm.metadata["tokenizer.ggml.pre"] == "smollm"
+
+
+@pytest.mark.parametrize("sizes, says", [
+    ({"layers": 0}, "tiny model layers=0: not a whole number of at least 1"),
+    ({"intermediate": 0}, "tiny model intermediate=0: not a whole number of at least 1"),
+    ({"hidden_size": 0}, "tiny model hidden_size=0: not a whole number of at least 1"),
+    ({"max_position_embeddings": -1}, "tiny model max_position_embeddings=-1: not a whole number"),
+    ({"kv_heads": 3}, "tiny model heads=4, kv_heads=3: heads must be a multiple of kv_heads"),
+    ({"hidden_size": 66}, "tiny model hidden_size=66, heads=4: hidden_size must be a multiple of heads"),
+    ({"hidden_size": 12}, "tiny model hidden_size=12, heads=4: the size per head (3) is odd"),
+])
+def test_sizes_llama_cpp_cannot_load_are_refused_before_anything_is_written(sizes: dict[str, int], says: str,
+                                                                            tmp_path: Path) -> None:
+    """layers=0, kv_heads=3 with 4 heads or intermediate=0 wrote a model whose load aborted llama.cpp (SIGABRT, the
+    whole process); hidden_size=0 ended in ZeroDivisionError."""
+    from agentlab.core.errors import InputError
+
+    with pytest.raises(InputError) as caught:
+        tiny.make_tiny(tmp_path / "m", **sizes)
+    assert caught.value.message.startswith(says), caught.value.message
+    with pytest.raises(InputError, match="^" + re.escape(says)):
+        tiny.make_tiny_model(tmp_path / "hf", **sizes)
+    assert not list(tmp_path.iterdir())
