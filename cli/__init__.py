@@ -69,6 +69,17 @@ def _expand_bare_resume(argv: list[str]) -> list[str]:
     return out
 
 
+def _resume_value(args: list[str]) -> str | None:
+    """The folder of ``--resume DIR`` / ``--resume=DIR`` in ``args`` ("" for a bare --resume: the latest run), None
+    without --resume."""
+    for index, arg in enumerate(args):
+        if arg == "--resume":
+            return args[index + 1] if index + 1 < len(args) else ""
+        if arg.startswith("--resume="):
+            return arg.removeprefix("--resume=")
+    return None
+
+
 # commands that write no run folder: a file name that is not UTF-8 (a Latin-1 one) is read as Linux allows
 _READ_ONLY = ("config", "models", "ui")
 # their subcommands that write files all the same: a model folder named so failed as an internal error
@@ -223,6 +234,11 @@ def _main(argv: list[str] | None) -> int:
 
         folder = opened_run()
         if folder is None or opened_count() == before:
+            resuming = _resume_value(args)
+            if resuming is not None:  # stopped before the run was opened (imports, checks): it is as it was
+                again = f" {escape(safe_text(shell_word(resuming)))}" if resuming else ""
+                return ("[yellow]interrupted[/] before the run was resumed (left as it was); continue with "
+                        f"--resume{again}")
             return "[yellow]interrupted[/] before a run folder was made: nothing to resume; run the command again"
         return f"[yellow]interrupted[/]; continue with --resume {escape(safe_text(shell_word(folder)))}"
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)

@@ -213,6 +213,29 @@ def test_ctrl_c_says_how_to_continue(command: str, advice: str | None, monkeypat
     assert (advice in out) if advice else out.strip() == "[yellow]interrupted[/]"
 
 
+@pytest.mark.parametrize("args, advice", [
+    (["compress", "--resume", "runs/my run"], "continue with --resume 'runs/my run'"),
+    (["compress", "--resume=runs/r2"], "continue with --resume runs/r2"),
+    (["nas", "--resume", "-v"], "continue with --resume"),  # bare: the latest run
+])
+def test_ctrl_c_before_a_resume_opened_its_run_names_it(args: list[str], advice: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in the first seconds of `compress --resume runs/r2` (imports, checks) said "interrupted before a run
+    folder was made: nothing to resume", of a run that was there, untouched, and resumable."""
+    import agentlab.cli as cli
+    from agentlab.cli.common import console
+
+    printed: list[str] = []
+    monkeypatch.setattr(console, "print", lambda *args, **kwargs: printed.append(" ".join(map(str, args))))
+
+    def interrupted(**kwargs: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "app", interrupted)
+    assert main(args) == 130
+    assert printed[-1] == f"[yellow]interrupted[/] before the run was resumed (left as it was); {advice}"
+
+
 def test_ctrl_c_names_the_run_folder_to_resume(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Once the run folder exists, Ctrl-C names it (a bare --resume picks the latest run, maybe another one)."""
     import agentlab.cli as cli
