@@ -75,6 +75,8 @@ def resolve_model(ref: str, *, base: str | Path = ".", formats: Collection[Forma
         elif "hf" in formats and _as_path(ref, base).is_dir():  # a folder here: the model meant, not a hub id
             hint = (f"point at a save_pretrained folder (config.json and the weights) or a .gguf file: {ref} has no "
                     "config.json")
+        elif _as_path(ref, base).is_file():  # `bad/empty.yaml`: a file here, not a hub id to download
+            hint = f"point at a .gguf file or a save_pretrained folder (config.json and the weights): {ref} is neither"
         raise ModelNotFound(f"model '{ref}' not found; tried {'; '.join(tried)}", hint=hint)
     if found.format not in formats:
         wanted = " or ".join(_FORMAT_NAMES[f] for f in formats)
