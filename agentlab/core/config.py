@@ -569,6 +569,16 @@ def interpolate_env(data: Any, source: _Source, dotenv: dict[str, str], path: Pa
 # --------------------------------------------------------------------------- validation errors
 
 
+def close_key(typed: str, known: Sequence[str]) -> str | None:
+    """The known key an unknown ``typed`` one was likely meant to be, for a "did you mean", else None: one with the
+    same letters first (`lgo` for `log`: difflib rates `low` as close and takes the list's order), else difflib's."""
+    same = [k for k in known if sorted(k) == sorted(typed)]
+    if same:
+        return same[0]
+    close = difflib.get_close_matches(typed, list(known), n=1)
+    return close[0] if close else None
+
+
 def _dotted(loc: Path_) -> str:
     out = ""
     for part in loc:
@@ -732,10 +742,8 @@ def format_validation_error(exc: ValidationError, data: Any, source: _Source, mo
                     msg = f"unknown {key} {given!r}" + (f" (one of: {tags})" if tags else "")
         if err["type"] == "extra_forbidden":
             known = _field_names(model, raw_loc)
-            typed = str(loc[-1]) if loc else ""
-            # two letters swapped (`lgo` for `log`) first: difflib rates `low` as close and takes the list's order
-            close = [k for k in known if sorted(k) == sorted(typed)][:1] or (
-                difflib.get_close_matches(typed, known, n=1) if loc else [])
+            near = close_key(str(loc[-1]), known) if loc else None
+            close = [near] if near is not None else []
             msg = "unknown key" + (f" (did you mean '{close[0]}'?)" if close else "")
             if known and not close:
                 msg += f"; known keys: {', '.join(known)}"
@@ -760,7 +768,8 @@ def _read_as(label: str, value: Any, text: bool) -> str:
                       allow_unicode=True).removesuffix("\n").removesuffix("\n...").strip()
     shown = shown if len(shown) <= 60 else shown[:59] + "…"
     key, _, raw = label.removeprefix("--set ").partition("=")
-    quote = f": to give it as text, quote it: --set {shlex.quote(f'{key}={json.dumps(raw.strip())}')}" if text else ""
+    quoted = json.dumps(raw.strip(), ensure_ascii=False)  # `café: b` as "café: b", not "caf\u00e9: b"
+    quote = f": to give it as text, quote it: --set {shlex.quote(f'{key}={quoted}')}" if text else ""
     return f" (got {kind}{shown}; --set reads its value as YAML{quote})"
 
 

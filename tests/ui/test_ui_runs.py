@@ -434,14 +434,11 @@ def test_a_failed_jobs_error_is_said_once(tmp_path: Path) -> None:
 def test_a_run_config_of_nested_aliases_is_refused_before_a_view_walks_it(root: Path) -> None:
     """A config.yaml of nested anchors ("billion laughs") was read as a dict of shared lists, which the debate view
     then printed whole (`topic: *a8`: 9**9 values); it is read as a config that is not YAML: empty."""
-    import time
-
     laughs = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     laughs += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
     path = run_folder(root, "debate", "20260102-110000-laughs", config="\n".join(laughs) + "\ntopic: *a8\n")
-    started = time.monotonic()
     empty = views.run_config(path) == {}  # not in the assert: a failure's message would print it whole
-    assert empty and time.monotonic() - started < 2
+    assert empty
     fine = run_folder(root, "debate", "20260102-120000-fine", config="q: &q What is 3 times 4?\ntopic: *q\n")
     assert views.run_config(fine)["topic"] == "What is 3 times 4?"
 

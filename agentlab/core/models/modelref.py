@@ -76,7 +76,7 @@ def resolve_model(ref: str, *, base: str | Path = ".", formats: Collection[Forma
             hint = (f"point at a save_pretrained folder (config.json and the weights) or a .gguf file: {ref} has no "
                     "config.json")
         elif _as_path(ref, base).is_file():  # `bad/empty.yaml`: a file here, not a hub id to download
-            hint = f"point at a .gguf file or a save_pretrained folder (config.json and the weights): {ref} is neither"
+            hint = f"{ref} is a file but no model: " + _hint(ref, formats, download=False)
         raise ModelNotFound(f"model '{ref}' not found; tried {'; '.join(tried)}", hint=hint)
     if found.format not in formats:
         wanted = " or ".join(_FORMAT_NAMES[f] for f in formats)
@@ -139,12 +139,14 @@ def _path_like(ref: str) -> bool:
             or ref.replace("\\", "/").count("/") > 1)
 
 
-def _hint(ref: str, formats: Collection[Format]) -> str:
+def _hint(ref: str, formats: Collection[Format], download: bool = True) -> str:
+    """What to give instead of ``ref``, for the formats the caller loads; ``download``: whether ``ref`` may be a hub
+    id to fetch (not a file that is there)."""
     hint = f"use a built-in model ({', '.join(BUILTIN_MODELS)})"
     if "gguf" in formats:
         hint += ", a .gguf file"
     if "hf" in formats:
         hint += ", a save_pretrained folder"
-        if _HUB_ID.match(ref) and not _path_like(ref):  # models/x.gguf is a file, never a hub id
+        if download and _HUB_ID.match(ref) and not _path_like(ref):  # models/x.gguf is a file, never a hub id
             hint += f", or fetch the hub model once with `hf download {ref}`"
     return hint + "; make a tiny test model with `agentlab models make-tiny DIR`"

@@ -111,7 +111,7 @@ def test_unknown_reference_lists_what_was_tried(in_tmp: Path, monkeypatch: pytes
     (in_tmp / "someorg" / "notes.yaml").write_text("a: 1")  # a file here, named like a hub id: none to download
     with pytest.raises(ModelNotFound) as err:
         resolve_model("someorg/notes.yaml", base=in_tmp)
-    assert "hf download" not in (err.value.hint or "") and "someorg/notes.yaml is neither" in err.value.hint
+    assert "hf download" not in (err.value.hint or "") and "someorg/notes.yaml is a file but no model" in err.value.hint
     with pytest.raises(ModelNotFound) as err:
         resolve_model("smollm2-13m", base=in_tmp)
     assert "hub id" not in err.value.message  # not an org/name: no hub lookup claimed
