@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -43,7 +43,8 @@ RoundsOpt = Annotated[int | None, opt("--rounds", help="Debate rounds after the 
                                        "debating rule measured; with --rule vote `debate` refuses it (`debate eval` "
                                        "scores every rule over the N rounds). 0: a dry run: every "
                                        "agent and the judge (`debate eval`: with --decision judge) answer one short "
-                                       "question, OK/FAIL each, nothing written.")]
+                                       "question, OK/FAIL each, nothing written. At most 50: each round's prompt "
+                                       "holds every earlier round.")]
 BaseModelOpt = Annotated[str | None, opt("--base-model", help="Base model of the adapter agents: smollm2-135m "
                                           "(default, built in), a transformers folder, a GGUF file, a cached hub id.")]
 AdaptersOpt = Annotated[list[Path] | None, opt(
@@ -207,9 +208,10 @@ def eval_cmd(
 ) -> None:
     """Score the debate on a task: each agent alone, the majority of round 0, self-consistency at equal compute
     (agents x (rounds+1) samples at temperature 0.7), the debate after each round and every decision rule under
-    every visibility (eval.visibilities), as accuracy with a 95% Wilson interval and tokens per question;
-    unparseable answers count as wrong; the configured rule's row is marked default. Writes questions.jsonl,
-    results.json and report.md under runs/debate-eval/; --resume skips the questions already scored."""
+    every visibility (eval.visibilities, and --visibility when not among them), as accuracy with a 95% Wilson
+    interval and tokens per question; unparseable answers count as wrong; the configured rule's row is marked
+    default. Writes questions.jsonl, results.json and report.md under runs/debate-eval/; --resume skips the
+    questions already scored."""
     from agentlab.debate.config import DebateConfig
     from agentlab.debate.evaluate import check_eval_resume, prepare_eval, run_eval
 
@@ -243,8 +245,9 @@ def _eval_summary(results: dict[str, Any], path: Path) -> None:
 def make_task_cmd(
     out: Annotated[Path, typer.Option("--out", help="The JSONL file to write.", dir_okay=False)],
     n: Annotated[int, typer.Option("--n", min=1, help="Number of questions.")] = 100,
-    difficulty: Annotated[str, typer.Option("--difficulty", help="easy: a+b (0-20); medium: a+b*c (0-10); hard: "
-                                            "Du et al.'s a+b*c+d-e*f (0-30).")] = "medium",
+    difficulty: Annotated[Literal["easy", "medium", "hard"], typer.Option(
+        "--difficulty", help="easy: a+b (0-20); medium: a+b*c (0-10); hard: Du et al.'s a+b*c+d-e*f (0-30).")
+    ] = "medium",
     seed: Annotated[int, typer.Option("--seed", help="Same seed, same questions.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
     json_: JsonOpt = False,

@@ -50,12 +50,17 @@ class EvalSettings(StrictModel):
     visibilities: list[Visibility] = Field(default_factory=lambda: list(VISIBILITIES),  # type: ignore[arg-type]
                                            min_length=1, description="the debate is run once per visibility "
                                            "(round 0, shared, is asked once) and every rule is scored on each: "
-                                           "full, answer, answer_confidence")
+                                           "full, answer, answer_confidence; the configured `visibility` is "
+                                           "debated too when this list leaves it out (the default row is its)")
 
 
 # The rule that debates with the best mean accuracy in docs/benchmarks/debate_rules.md (keep_round0 [full]).
 DEBATING_RULE: Rule = "keep_round0"
 DEFAULT_ROUNDS = 3
+# Every round's prompt holds the earlier rounds (each agent's own replies and the others' answers: about 300 tokens a
+# round for three agents at max_tokens 96 under full visibility): a 2k context (llama.cpp's default n_ctx) fills after
+# about 6 rounds, an 8k one after about 25, and 50 outgrow a 16k one. Du et al. debate 2-4 rounds.
+MAX_ROUNDS = 50
 DEFAULT_BASE = "smollm2-135m"
 
 
@@ -79,7 +84,9 @@ class DebateConfig(StrictModel):
                                     "_b, _c under the current directory, those that exist")
     llm: RoutingRef | None = Field(None, description="routing config for model agents, or a built-in model's name "
                                    "(--llm; default configs/llm.yaml when an agent names a model)")
-    rounds: int | None = Field(None, ge=0, description="debate rounds after the independent answers of round 0; "
+    rounds: int | None = Field(None, ge=0, le=MAX_ROUNDS,
+                               description=f"debate rounds after the independent answers of round 0, at most "
+                               f"{MAX_ROUNDS} (each round's prompt holds every earlier round); "
                                "empty: the rule's own (vote: none, every other rule: 3; `debate eval`: 3); 0: a dry "
                                "run that checks every agent answers and writes nothing; N > 0 with no rule given: the "
                                "best debating rule measured, keep_round0 (docs/benchmarks/debate_rules.md); N > 0 "

@@ -3,7 +3,8 @@
 For every question: each agent alone (its round-0 answer), the majority of the round-0 answers, self-consistency at
 equal compute (the majority of agents x (rounds + 1) independent samples at ``eval.sc_temperature``, cycling over
 the agents), the debate's vote after each round and every decision rule (``core/debate/rules.py``), under each
-visibility of ``eval.visibilities`` (round 0 is asked once and shared; each visibility debates on from it). Rule
+visibility of ``eval.visibilities`` and the configured ``visibility`` when that list leaves it out (round 0 is asked
+once and shared; each visibility debates on from it). Rule
 tokens count only the rounds the rule needs (``on_disagreement`` on a unanimous round 0: round 0 alone).
 Accuracy with its 95% Wilson interval and tokens (prompt + completion) per question; an unparseable answer is
 wrong. ``eval.concurrency`` questions run at once, so an in-process backend batches their requests.
@@ -259,6 +260,9 @@ def run_eval(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel, task: list[Que
     todo = [q for q in task if q.id not in records]
     if records:
         announce(f"resuming: {len(records)} of {len(task)} questions already scored")
+    if cfg.visibility not in cfg.eval.visibilities:
+        announce(f"visibility {cfg.visibility} debated too: the configured visibility (its row is the default) is "
+                 f"not in eval.visibilities ({', '.join(dict.fromkeys(cfg.eval.visibilities))})")
     bar = progress.task("questions", total=len(task))
     bar.update(completed=len(task) - len(todo))
     start, before = time.perf_counter(), earlier_seconds(run_dir, "question", "question_failed")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from agentlab.core.config import close_key
 from agentlab.core.debate.protocol import STANCES, Kind
 from agentlab.core.errors import InputError, UsageError
 from agentlab.core.files import iter_jsonl
@@ -22,6 +23,10 @@ from agentlab.core.runs import atomic_write_text
 from agentlab.core.vote import normalise
 
 Difficulty = Literal["easy", "medium", "hard"]
+FIELDS = ("question", "answer")
+# read and ignored: the multiple-choice fields of an lm-eval task (agentlab/core/harness/bundled/*.jsonl), whose
+# question and answer a debate asks open-ended
+IGNORED = ("choices", "gold")
 _SHAPES: dict[str, tuple[str, int]] = {"easy": ("{0}+{1}", 20), "medium": ("{0}+{1}*{2}", 10),
                                        "hard": ("{0}+{1}*{2}+{3}-{4}*{5}", 30)}
 
@@ -67,6 +72,14 @@ def load_task(path: Path, limit: int | None = None) -> list[Question]:
         if not isinstance(record, dict):
             raise InputError(f"{where}: expected an object {{\"question\": ..., \"answer\": ...}}, got "
                              f"{type(record).__name__}", hint="one JSON object per line")
+        unknown = [key for key in record if key not in (*FIELDS, *IGNORED)]
+        if unknown:
+            near = close_key(str(unknown[0]), [*FIELDS, *IGNORED])
+            raise InputError(f"{where}: unknown key {json.dumps(unknown[0])}"
+                             + (f" (did you mean {json.dumps(near)}?)" if near else "")
+                             + (f"; {len(unknown) - 1} more unknown" if len(unknown) > 1 else ""),
+                             hint="each line holds \"question\" and \"answer\" only (an lm-eval task's "
+                             "\"choices\" and \"gold\" are ignored); rename or remove the key")
         question, answer = record.get("question"), record.get("answer")
         if not isinstance(question, str) or not question.strip():
             raise InputError(f"{where}: \"question\" must be non-empty text", hint="one JSON object per line")
