@@ -801,7 +801,7 @@ def test_ctrl_c_while_a_model_folder_is_replaced_leaves_a_model_at_out(in_tmp: P
     once the new model is in place."""
     import signal
 
-    from agentlab.core.models.export import rename_into_place
+    from agentlab.core.files import rename_into_place
 
     new, out = _two_folders(in_tmp)
     real = Path.rename
@@ -821,7 +821,7 @@ def test_ctrl_c_while_a_model_folder_is_replaced_leaves_a_model_at_out(in_tmp: P
 
 def test_a_model_folder_that_cannot_be_renamed_into_place_puts_the_old_one_back(
         in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from agentlab.core.models.export import rename_into_place
+    from agentlab.core.files import rename_into_place
 
     new, out = _two_folders(in_tmp)
     real = Path.rename

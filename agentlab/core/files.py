@@ -9,16 +9,21 @@ the line where it applies, what is wrong, and what to do next. Never a traceback
 from __future__ import annotations
 
 import codecs
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
+import signal
 import stat
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.errors import InputError
+from agentlab.core.errors import AgentlabError, InputError
 
 _BINARY_HINT = "is it the file you meant? (it looks like binary data, not text)"
 
@@ -140,10 +145,11 @@ def file_sha256(path: str | Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def nearest_existing(path: str | Path) -> Path:
+def nearest_existing(path: str | Path, *, as_given: bool = False) -> Path:
     """The nearest of ``path`` (made absolute) and its parents that exists: where a write to a path whose folders
-    are not made yet would create them, checked before anything is made."""
-    where = Path(path).absolute()
+    are not made yet would create them, checked before anything is made. ``as_given``: spelled as ``path`` is (a
+    relative path stays relative, ``.`` at the last), to name it in a message as the user wrote it."""
+    where = Path(path) if as_given else Path(path).absolute()
     while not where.exists() and where != where.parent:
         where = where.parent
     return where
@@ -152,7 +158,10 @@ def nearest_existing(path: str | Path) -> Path:
 def cannot_write(folder: Path) -> tuple[Path, str] | None:
     """Where and why a file cannot be made in ``folder`` (or in the folders a write would make there), None when it
     can: the nearest folder that exists is tried with a temporary file, removed at once (a path under ``/proc`` or a
-    read-only disk passes a permission check as root)."""
+    read-only disk passes a permission check as root). The why is the system's (``Read-only file system``,
+    ``Permission denied``), but ``not a folder`` for a file in the way and ``no new file can be made there`` where
+    the system said "No such file or directory" of a folder that is there (``/proc``, ``/sys``), which read as if
+    that folder were missing."""
     where = nearest_existing(folder)
     try:
         if not where.is_dir():
@@ -160,8 +169,106 @@ def cannot_write(folder: Path) -> tuple[Path, str] | None:
         with tempfile.TemporaryFile(dir=where):
             pass
     except OSError as exc:
+        if exc.errno == errno.ENOENT and where.is_dir():
+            return where, "no new file can be made there"
         return where, str(exc.strerror or exc)
     return None
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why a model folder cannot be written in ``folder`` (None: it can), to refuse it before anything is resolved,
+    converted or made: a file in the way (``afile.txt/sub``: "afile.txt is a file, not a folder"), ``/proc``, a
+    read-only disk ("cannot write in /proc (no new file can be made there)"; tried, not asked: root passes
+    ``os.access`` on /proc), the folder spelled as given. Without it a build failed at the end naming its hidden
+    temporary folder (``/proc/.x.aj3vo0u9``), exit 1."""
+    problem = cannot_write(folder)
+    if problem is None:
+        return None
+    where, why = problem
+    shown = nearest_existing(folder, as_given=True)
+    if where.exists() and not where.is_dir():
+        return f"{shown} is a file, not a folder"
+    return f"cannot write in {shown} ({why})"
+
+
+def rename_into_place(tmp: Path, out: Path) -> None:
+    """The finished folder ``tmp`` renamed to ``out``. An existing folder ``out`` is moved aside first (into a hidden
+    folder beside it, made with a unique name: never one of the user's) and deleted once ``tmp`` is in its place: the
+    two renames run with Ctrl-C and SIGTERM held back (delivered right after), and a second rename that fails puts
+    the old folder back, so ``out`` is never left without one of the two (an interrupt between them deleted the new
+    model and left the old one only as ``.OUT.old``). Should putting it back fail as well, the error
+    (``AgentlabError``, exit 1) names the hidden folder the old one is in."""
+    if not out.exists():
+        tmp.rename(out)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    old = aside / out.name
+    try:
+        with deferred_interrupts():
+            out.rename(old)
+            try:
+                tmp.rename(out)
+            except BaseException as exc:
+                try:
+                    old.rename(out)
+                except OSError as back:
+                    raise AgentlabError(
+                        f"{out}: the new folder could not be renamed into place ({_why(exc)}), nor the old one put "
+                        f"back ({_why(back)}); the old one is in {old}",
+                        hint=f"move it back yourself: mv '{old}' '{out}'") from exc
+                raise
+    finally:
+        if out.exists():  # the new folder, or the old one put back: nothing aside is needed any more
+            shutil.rmtree(aside, ignore_errors=True)
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc.strerror or exc) if isinstance(exc, OSError) else type(exc).__name__
+
+
+@contextlib.contextmanager
+def deferred_interrupts(on_first: Callable[[int], None] | None = None) -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, then deliver them (even when the block raised).
+
+    A KeyboardInterrupt raised inside a database commit (Optuna's SQLite storage) leaves the session half-committed:
+    the next write fails with ``StorageInternalError`` instead of recording the interruption, and the user sees an
+    internal error where ``interrupted; continue with --resume`` belongs. Storage writes run inside this block, so the
+    signal lands between writes. Off the main thread (where handlers cannot be set) it does nothing, nor for a signal
+    the process ignores.
+
+    ``on_first``: called, in the handler, with the first signal held, so the block can wind down on its own (training
+    ends its step with a checkpoint: ``core.train.callbacks.StopOnSignal``); a second signal then goes at once to the
+    handler there was before (the user insists).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {sig: handler for sig in (signal.SIGINT, signal.SIGTERM)
+                if (handler := signal.getsignal(sig)) is not signal.SIG_IGN}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+
+    def hold(signum: int, frame: object) -> None:
+        if caught and on_first is not None:  # the second: delivered now, not again when the block ends
+            caught.clear()
+            restore()
+            signal.raise_signal(signum)  # the restored handler runs now: KeyboardInterrupt, or the default
+            return
+        caught.append(signum)
+        if on_first is not None:
+            on_first(signum)
+
+    for sig in previous:
+        signal.signal(sig, hold)
+    try:
+        yield
+    finally:
+        restore()
+        if caught:
+            signal.raise_signal(caught[0])  # the restored handler runs now: KeyboardInterrupt, or the default
 
 
 def human_size(n: float | None) -> str:

@@ -21,7 +21,6 @@ import logging
 import os
 import platform
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -130,51 +129,6 @@ def caused_by_interrupt(exc: BaseException | None) -> bool:
         seen.add(id(exc))
         exc = exc.__context__
     return False
-
-
-@contextlib.contextmanager
-def deferred_interrupts(on_first: Callable[[int], None] | None = None) -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block ends, then deliver them (even when the block raised).
-
-    A KeyboardInterrupt raised inside a database commit (Optuna's SQLite storage) leaves the session half-committed:
-    the next write fails with ``StorageInternalError`` instead of recording the interruption, and the user sees an
-    internal error where ``interrupted; continue with --resume`` belongs. Storage writes run inside this block, so the
-    signal lands between writes. Off the main thread (where handlers cannot be set) it does nothing, nor for a signal
-    the process ignores.
-
-    ``on_first``: called, in the handler, with the first signal held, so the block can wind down on its own (training
-    ends its step with a checkpoint: ``core.train.callbacks.StopOnSignal``); a second signal then goes at once to the
-    handler there was before (the user insists).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous = {sig: handler for sig in (signal.SIGINT, signal.SIGTERM)
-                if (handler := signal.getsignal(sig)) is not signal.SIG_IGN}
-
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
-
-    def hold(signum: int, frame: Any) -> None:
-        if caught and on_first is not None:  # the second: delivered now, not again when the block ends
-            caught.clear()
-            restore()
-            signal.raise_signal(signum)  # the restored handler runs now: KeyboardInterrupt, or the default
-            return
-        caught.append(signum)
-        if on_first is not None:
-            on_first(signum)
-
-    for sig in previous:
-        signal.signal(sig, hold)
-    try:
-        yield
-    finally:
-        restore()
-        if caught:
-            signal.raise_signal(caught[0])  # the restored handler runs now: KeyboardInterrupt, or the default
 
 
 # --------------------------------------------------------------------------- atomic file writes

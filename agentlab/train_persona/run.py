@@ -35,7 +35,7 @@ from typing import Any
 
 from agentlab.core.config import absolute_paths
 from agentlab.core.errors import AgentlabError, UsageError
-from agentlab.core.files import cannot_write, check_replace, counted, ordinary_modes, replace_problem
+from agentlab.core.files import cannot_write, check_replace, counted, ordinary_modes, rename_into_place, replace_problem
 from agentlab.core.gpu import gpu_usage, peak_rss_bytes
 from agentlab.core.harness import ScoreModelsSettings, load_tasks, score_models, task_manager
 from agentlab.core.harness.evaluate import save_row
@@ -447,10 +447,4 @@ def _save_adapter(trainer: Any, cfg: TrainPersonaConfig, out: Path, results: dic
                              hint="move it into place yourself, or train again with --force")
         if not own:
             _replaceable(out, tmp)
-        old = out.parent / f".{out.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
+    rename_into_place(tmp, out)  # an old adapter is deleted only once the new one is in its place

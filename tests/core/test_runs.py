@@ -333,7 +333,7 @@ def test_deferred_interrupts_hold_ctrl_c_and_sigterm_until_the_block_ends() -> N
     import os
     import signal
 
-    from agentlab.core.runs import deferred_interrupts
+    from agentlab.core.files import deferred_interrupts
 
     def to_interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt

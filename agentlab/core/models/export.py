@@ -3,17 +3,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
-import signal
 import tempfile
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 from agentlab.core.errors import AgentlabError, InputError
-from agentlab.core.files import cannot_write, check_replace, ordinary_modes
+from agentlab.core.files import check_replace, ordinary_modes, rename_into_place, unwritable
 from agentlab.core.models.builtin import BUILTIN_MODELS, builtin_for_upstream
 from agentlab.core.models.convert import MARKER
 from agentlab.core.models.load import hf_model_folder
@@ -87,68 +83,3 @@ def export_hf(ref: str | Path, out: str | Path, *, force: bool = False) -> Path:
         raise
     log.info("exported %s to the transformers folder %s", ref, out)
     return out
-
-
-def unwritable(folder: Path) -> str | None:
-    """Why a model folder cannot be written in ``folder`` (None: it can), to refuse it before anything is resolved,
-    converted or made: a file in the way (``afile.txt/sub``: "afile.txt is a file, not a folder"), ``/proc``, a
-    read-only disk ("cannot write in /proc (...)"; tried, not asked: root passes ``os.access`` on /proc). Without it a
-    build failed at the end naming its hidden temporary folder (``/proc/.x.aj3vo0u9``), exit 1."""
-    problem = cannot_write(folder)
-    if problem is None:
-        return None
-    where, why = problem
-    shown = next((p for p in (folder, *folder.parents) if p.exists()), where)  # spelled as given
-    if where.exists() and not where.is_dir():
-        return f"{shown} is a file, not a folder"
-    return f"cannot write in {shown} ({why})"
-
-
-def rename_into_place(tmp: Path, out: Path) -> None:
-    """The finished folder ``tmp`` renamed to ``out``. An existing folder ``out`` is moved aside first (into a hidden
-    folder beside it) and deleted once ``tmp`` is in its place: the two renames run with Ctrl-C and SIGTERM held back
-    (delivered right after), and a second rename that fails puts the old folder back, so ``out`` is never left
-    without a model (an interrupt between them deleted the new model and left the old one only as ``.OUT.old``)."""
-    if not out.exists():
-        tmp.rename(out)
-        return
-    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-    old = aside / out.name
-    try:
-        with _signals_held():
-            out.rename(old)
-            try:
-                tmp.rename(out)
-            except BaseException:
-                old.rename(out)
-                raise
-    finally:
-        if out.exists():  # the new folder, or the old one put back: nothing aside is needed any more
-            shutil.rmtree(aside, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """A Ctrl-C or SIGTERM that comes in the block is held back and sent again as it ends, to the handler there was
-    (a KeyboardInterrupt then, under agentlab's CLI). Handlers are Python's, run in the main thread whichever thread
-    the system gave the signal to (blocking it there, ``pthread_sigmask``, missed those taken by torch's threads);
-    elsewhere, or for a handler not set from Python, the block runs as it is."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-
-    def hold(signum: int, frame: object) -> None:
-        caught.append(signum)
-
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    held = {s: h for s, h in before.items() if h is not None}
-    for s in held:
-        signal.signal(s, hold)
-    try:
-        yield
-    finally:
-        for s, h in held.items():
-            signal.signal(s, h)
-        if caught:
-            signal.raise_signal(caught[0])

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.runs import deferred_interrupts
+from agentlab.core.files import deferred_interrupts
 from agentlab.core.search import records as R
 
 _STORES: weakref.WeakKeyDictionary[Any, TrialStore] = weakref.WeakKeyDictionary()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from agentlab.core.errors import AgentlabError, storage_error
-from agentlab.core.runs import deferred_interrupts
+from agentlab.core.files import deferred_interrupts
 from agentlab.core.search import records as R
 from agentlab.core.search.engine import store_of
 from agentlab.core.search.evaluator import Decision

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -41,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import InputError, missing_package
-from agentlab.core.files import check_replace, ordinary_modes
+from agentlab.core.files import check_replace, ordinary_modes, rename_into_place
 from agentlab.core.models.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, check_lora_rank, read_lora
 from agentlab.core.models.builtin import canonical_base
 
@@ -413,22 +412,16 @@ def _write_child(child: Path, config: dict[str, Any], tensors: dict[str, torch.T
     except OSError as exc:
         raise InputError(f"{child.parent}: cannot create the folder ({exc.strerror or exc})") from None
     tmp = Path(tempfile.mkdtemp(dir=child.parent, prefix=f".{child.name}.", suffix=".tmp"))
-    old: Path | None = None
     try:
         (tmp / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         save_file(tensors, str(tmp / ADAPTER_WEIGHTS[0]), metadata={"format": "pt"})
         (tmp / LINEAGE).write_text(json.dumps(lineage, indent=2) + "\n")
         ordinary_modes(tmp)  # mkdtemp and safetensors make theirs private; the adapter folder is an ordinary one
         _check_child(child, [], force)  # it may have appeared while we worked
-        if child.exists():
-            old = Path(tempfile.mkdtemp(dir=child.parent, prefix=f".{child.name}.", suffix=".old"))
-            os.replace(child, old / child.name)
-        os.replace(tmp, child)
+        rename_into_place(tmp, child)  # an old child is deleted only once the new one is in its place
     finally:
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(tmp)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:

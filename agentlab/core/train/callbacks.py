@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from agentlab.core.files import deferred_interrupts
 from agentlab.core.models.device import quiet_imports
 from agentlab.core.progress import NullProgress, Progress, ProgressTask
-from agentlab.core.runs import deferred_interrupts
 
 quiet_imports()  # transformers' trainer imports bitsandbytes
 
@@ -121,7 +121,7 @@ class StopOnSignal(TrainerCallback):
     step instead of training again every step since the last scheduled checkpoint. A second signal stops at once,
     as without this callback (the handler there was before runs: KeyboardInterrupt for Ctrl-C).
 
-    Train inside :meth:`handling`: the signals are held (``runs.deferred_interrupts``) while the block runs and, once
+    Train inside :meth:`handling`: the signals are held (``files.deferred_interrupts``) while the block runs and, once
     training stopped for one, delivered at the block's end (after an error too) to the handlers there were before
     (the CLI's ends the run ``interrupted``, exit 130). It changes nothing off the main thread, for a signal the
     process ignores, and with several processes (``accelerate launch``, ``torchrun``): each would stop at another

@@ -9,7 +9,6 @@ torch, transformers and tokenizers are imported inside the functions, so importi
 
 from __future__ import annotations
 
-import inspect
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -17,9 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.errors import AgentlabError, InputError
-from agentlab.core.files import ordinary_modes, replace_problem
+from agentlab.core.files import ordinary_modes, rename_into_place, replace_problem, unwritable
 from agentlab.core.models.convert import quiet_transformers
-from agentlab.core.models.export import rename_into_place, unwritable
 from agentlab.core.models.gguf_export import export_gguf, quantize_gguf
 
 if TYPE_CHECKING:
@@ -133,13 +131,13 @@ def make_tiny_model(
     return out
 
 
-def check_sizes(*, hidden_size: int, layers: int, heads: int, kv_heads: int, intermediate: int,
-                max_position_embeddings: int) -> None:
+def check_sizes(*, hidden_size: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2, intermediate: int = 128,
+                max_position_embeddings: int = 512) -> None:
     """Refuse (``InputError``, before anything is written) sizes whose model llama.cpp cannot load: it aborted the
     process (SIGABRT) on a model of 0 layers, of 3 key/value heads for 4 heads, or with an intermediate size of 0, and
     a hidden size of 0 failed here with ZeroDivisionError. Each size is a whole number of at least 1; ``heads`` is a
     multiple of ``kv_heads`` (each key/value head serves a group of heads) and ``hidden_size`` of ``heads``, with an
-    even size per head (RoPE turns pairs of dimensions)."""
+    even size per head (RoPE turns pairs of dimensions). The defaults are :func:`make_tiny_model`'s."""
     sizes = {"hidden_size": hidden_size, "layers": layers, "heads": heads, "kv_heads": kv_heads,
              "intermediate": intermediate, "max_position_embeddings": max_position_embeddings}
     for name, value in sizes.items():
@@ -157,9 +155,8 @@ def check_sizes(*, hidden_size: int, layers: int, heads: int, kv_heads: int, int
                          f"hidden_size={2 * hidden_size}")
 
 
-# make_tiny_model's sizes that check_sizes checks, with their defaults
-_SIZES = {name: param.default for name, param in inspect.signature(make_tiny_model).parameters.items()
-          if name in inspect.signature(check_sizes).parameters}
+# make_tiny_model's sizes that check_sizes checks
+_SIZES = ("hidden_size", "layers", "heads", "kv_heads", "intermediate", "max_position_embeddings")
 
 
 def _randomize(model: Any, seed: int) -> None:
@@ -235,7 +232,7 @@ def make_tiny(out_dir: str | Path, seed: int = 0, arch: str = "llama", dtype: st
     no half-made model at ``out_dir``, and an old model there stays until the new one replaces it. A killed build
     may leave the temporary folder behind, to delete by hand."""
     check_seed(seed)
-    check_sizes(**{**_SIZES, **{k: v for k, v in sizes.items() if k in _SIZES}})  # before the folder is touched
+    check_sizes(**{k: v for k, v in sizes.items() if k in _SIZES})  # before the folder is touched
     out = prepare_out_dir(out_dir, overwrite)
     final = _target(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
