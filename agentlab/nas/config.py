@@ -9,13 +9,13 @@ family trained under its own budget (``train.per_family``).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
-from agentlab.core.config import RunName, StrictModel
+from agentlab.core.config import Flag, RunName, StrictModel, set_label
 from agentlab.core.errors import ConfigError
 from agentlab.core.search.kinds import NasPlanner, describe
 from agentlab.core.search.settings import LLMPlannerSettings, StorageURL, WarmStartSpec
@@ -143,7 +143,8 @@ class TrainConfig(StrictModel):
     per_family: dict[Family, dict[str, Any]] = Field(
         default_factory=dict, description="training settings that replace this section's for the trials of one "
         "model family: its budget, e.g. {patchtst: {epochs: 10, max_train_batches: 100, learning_rate: 1.0e-4}}; a "
-        "key the search changes in a trial still takes the search's value")
+        "key the search changes in a trial still takes the search's value, and a train key given with --set on the "
+        "command line (--set train.epochs=1) holds for every family")
 
     @model_validator(mode="after")
     def _per_family(self) -> TrainConfig:
@@ -556,6 +557,44 @@ def apply_changes(config: NASConfig, changes: dict[str, Any], *, trial: bool = T
             node = node[part]
         node[last] = value
     return NASConfig.model_validate(data, context=None if trial else {"saved": True})
+
+
+def sets_over_per_family(config: NASConfig, sets: Sequence[str | Flag]) -> str | None:
+    """A ``train`` key given on the command line (``--set train.epochs=1``) holds for every family: it is taken out
+    of each ``train.per_family`` entry that sets it too (the config file's budgets), unless the command line gave
+    that entry's key as well (``--set train.per_family.duet.epochs=3``: the more specific one wins). Changes
+    ``config`` in place, after checking the result as a whole (``ConfigError`` naming the ``--set``); returns the
+    line that says which per-family settings the command line replaced (None: none)."""
+    if config.objective is not None or not config.train.per_family:
+        return None
+    given = [(item.key if isinstance(item, Flag) else str(item).partition("=")[0].strip(), item) for item in sets]
+    per_family = {family: dict(overrides) for family, overrides in config.train.per_family.items()}
+    replaced: list[str] = []
+    labels: list[str] = []
+    for key, item in given:
+        section, _, field = key.partition(".")
+        if section != "train" or field == "per_family" or field not in TrainConfig.model_fields:
+            continue
+        for family, overrides in per_family.items():
+            own = (f"train.per_family.{family}.{field}", f"train.per_family.{family}", "train.per_family")
+            if field in overrides and not any(k in own for k, _ in given):
+                replaced.append(f"train.per_family.{family}.{field} ({overrides.pop(field)!r})")
+                label = str(item) if isinstance(item, Flag) else set_label(str(item))
+                labels += [label] if label not in labels else []
+    if not replaced:
+        return None
+    data = config.model_dump(mode="json")
+    data["train"]["per_family"] = per_family
+    try:
+        NASConfig.model_validate(data)
+    except ValidationError as exc:
+        said = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{', '.join(labels)}: holds for every family, replacing {', '.join(replaced)}, and then "
+                          f"{said}", hint="change the --set, or give the family its own value with --set "
+                          "train.per_family.FAMILY.KEY=VALUE") from None
+    config.train.per_family = per_family
+    return (f"{', '.join(labels)}: holds for every family, so it replaces the config's {', '.join(replaced)}; to "
+            "keep a family's own value, give it too: --set train.per_family.FAMILY.KEY=VALUE")
 
 
 def check_warm_start(cfg: NASConfig, space: Any,

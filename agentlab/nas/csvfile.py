@@ -7,13 +7,16 @@ increasing, every other cell a finite number. The file is read whole through :fu
 
 Empty, NaN and infinite cells are rejected with their line, not filled: one NaN turns the scaler's statistics and then
 every loss into NaN, and how to fill a gap (interpolate, carry forward, drop the rows) is a decision about the data
-that belongs to its owner.
+that belongs to its owner. Missing rows (a gap in timestamps that otherwise have one step: an hourly file with a day
+cut out) are one warning with the first gap and the count (``gap_line``): the windows take consecutive rows as
+consecutive steps, so a window across a gap is wrong, but the rest of the file may still be worth searching on.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import re
 from collections.abc import Iterator
@@ -40,6 +43,10 @@ _FORMAT = "a header line naming the columns, one of them 'date', then one row pe
           "date,HUFL,HULL,...,OT)"
 _YAML_KEY = re.compile(r"^\s*(---|[\w.-]+:(\s|$))")
 _FLOAT32_MAX = float(np.finfo(np.float32).max)  # values are stored as float32: anything larger becomes inf
+_DAY = 86400
+log = logging.getLogger(__name__)
+_gaps_said: set[tuple[str, str]] = set()  # (file, sha256) whose gap was warned of: a search loads a file again
+# once data.freq is resolved, and predict after the search
 
 
 def load_csv(path: str | Path, features: str = "M", target: str = "OT", freq: str = "auto") -> SeriesData:
@@ -67,15 +74,65 @@ def load_csv(path: str | Path, features: str = "M", target: str = "OT", freq: st
         date_col = header.index("date")
         names = [h for i, h in enumerate(header) if i != date_col]
         target = resolve_target(names, target, features, f"{path}:{line}")
-        dates, rows = _read_rows(reader, path, len(header), date_col, names)
+        dates, rows, lines = _read_rows(reader, path, len(header), date_col, names)
     except csv.Error as exc:  # e.g. a field over the csv module's size limit: a one-line blob, not a table
         raise DataError(f"{path}:{reader.line_num}: not readable as CSV ({exc})",
                         hint=f"is it the file you meant? a CSV needs {_FORMAT}") from None
     if not rows:
         raise DataError(f"{path}: a header but no data rows", hint="add one row per time step below the header")
-    series = SeriesData(np.array(dates, dtype="datetime64[s]"), np.array(rows, dtype=np.float32), names, target,
-                        path.stem, freq, source=str(path), sha256=_sha256(path))
+    stamps = np.array(dates, dtype="datetime64[s]")
+    sha256 = _sha256(path)
+    gap = gap_line(stamps, lines, path)
+    if gap is not None and (str(path.resolve()), sha256) not in _gaps_said:
+        _gaps_said.add((str(path.resolve()), sha256))
+        log.warning("%s", gap)
+    series = SeriesData(stamps, np.array(rows, dtype=np.float32), names, target, path.stem, freq, source=str(path),
+                        sha256=sha256)
     return series.select(features)
+
+
+def gap_line(stamps: np.ndarray, lines: list[int], path: Path | str) -> str | None:
+    """The warning for rows missing from timestamps that have a frequency (at least half the steps between rows
+    are the median step, and it is under four weeks: months vary in length), naming the first gap (the line of the
+    row after it) and how many there are; None without gaps or frequency. A gap is a step of at least twice the
+    median; a daily file without a Saturday or Sunday in it counts business days (a weekend is no gap). ``lines``:
+    each row's line in the file. One vectorised pass over the timestamps, none over the file."""
+    if len(stamps) < 3:
+        return None
+    seconds = np.asarray(stamps, dtype="datetime64[s]").astype(np.int64)
+    steps = np.diff(seconds)
+    step = int(np.median(steps))
+    if step <= 0 or step >= 28 * _DAY or np.count_nonzero(steps == step) * 2 < len(steps):
+        return None
+    at = np.flatnonzero(steps >= 2 * step)
+    if not len(at):
+        return None
+    missing = np.rint(steps[at] / step).astype(np.int64) - 1
+    days = np.asarray(stamps, dtype="datetime64[D]")
+    if step == _DAY and not np.any(np.isin((days.astype(np.int64) + 3) % 7, (5, 6))):  # Monday 0: no weekend day
+        missing = np.busday_count(days[at] + 1, days[at + 1])  # the weekdays between the two rows
+        at, missing = at[missing > 0], missing[missing > 0]
+        if not len(at):
+            return None
+        unit = "business day"
+    else:
+        unit = _step_words(step)
+    first, count = int(at[0]), int(missing[0])
+    before, after = (str(np.datetime64(int(seconds[i]), "s")).replace("T", " ") for i in (first, first + 1))
+    more = f" (the first of {len(at)} gaps, {int(missing.sum())} missing steps in all)" if len(at) > 1 else ""
+    return (f"{path}:{lines[first + 1]}: {count} missing {unit} step{'' if count == 1 else 's'} between {before} "
+            f"and this row's {after}{more}; the windows take consecutive rows as consecutive steps, so those across "
+            "a gap are wrong: fill the missing rows (e.g. interpolate) or cut the file at the gap")
+
+
+def _step_words(seconds: int) -> str:
+    """A step as a unit: ``hourly``, ``15-minute``, ``daily``, ``2-hour``, ``30-second``."""
+    for size, name, adverb in ((7 * _DAY, "week", "weekly"), (_DAY, "day", "daily"), (3600, "hour", "hourly"),
+                               (60, "minute", None), (1, "second", None)):
+        if seconds % size == 0:
+            n = seconds // size
+            return adverb if n == 1 and adverb else f"{n}-{name}"
+    return f"{seconds}-second"  # unreachable: every step is a whole number of seconds
 
 
 def _sha256(path: Path) -> str:
@@ -130,8 +187,9 @@ def _no_date_hint(header: list[str]) -> str:
 
 
 def _read_rows(reader: Iterator[list[str]], path: Path, width: int, date_col: int,
-               names: list[str]) -> tuple[list[datetime], list[list[float]]]:
-    """Dates and values of the data rows; the first bad row raises with its line number. Blank lines are skipped."""
+               names: list[str]) -> tuple[list[datetime], list[list[float]], list[int]]:
+    """Dates, values and lines of the data rows; the first bad row raises with its line number. Blank lines are
+    skipped."""
     texts: list[tuple[int, str]] = []
     rows: list[list[float]] = []
     bad: DataError | None = None  # a row's bad value: said after the dates of the rows before it are read
@@ -158,7 +216,7 @@ def _read_rows(reader: Iterator[list[str]], path: Path, width: int, date_col: in
     dates = _read_dates(texts[:-1] if bad is not None else texts, path)
     if bad is not None:
         raise bad
-    return dates, rows
+    return dates, rows, [line for line, _ in texts]
 
 
 def _read_dates(texts: list[tuple[int, str]], path: Path) -> list[datetime]:

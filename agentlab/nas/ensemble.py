@@ -213,16 +213,21 @@ class EnsembleBuilder:
 
     # ---------------------------------------------------------------- the pool
 
-    def _skip(self, run_id: str, why: str) -> None:
+    def _skip(self, run_id: str, why: str, *, warn: bool = False) -> None:
+        """One log line per trial and reason (the ensemble is built again after every trial); ``warn``: a warning,
+        for a finished trial whose forecasts are missing or unreadable (the user lost something), not for one of
+        another horizon (a searched data.pred_len: expected)."""
         if run_id + why not in self._skipped:
             self._skipped.add(run_id + why)
-            log.info("ensemble: %s skipped (%s)", run_id, why)
+            log.log(logging.WARNING if warn else logging.INFO, "ensemble: %s skipped (%s)", run_id, why)
 
-    def members(self, records: list[TrialRecord], run_dirs: dict[int, str]) -> list[Member]:
+    def members(self, records: list[TrialRecord], run_dirs: dict[int, str],
+                missed: list[str] | None = None) -> list[Member]:
         """The finished trials (complete, finite validation MSE) whose predictions can be read: from this run's
         folder, else from the run folder of the worker that ran it (``run_dirs``); a trial without them is skipped
-        with one log line."""
+        with one warning line, and its run id appended to ``missed``."""
         out = []
+        missed = missed if missed is not None else []
         for r in records:
             if r.state != "complete" or not r.finite:
                 continue
@@ -231,7 +236,9 @@ class EnsembleBuilder:
                 folders.append(Path(run_dirs[r.number]) / "trials" / r.run_id)
             folder = next((f for f in folders if (f / PREDICTIONS).is_file()), None)
             if folder is None:
-                self._skip(r.run_id, f"no {PREDICTIONS} in {' or '.join(str(f) for f in dict.fromkeys(folders))}")
+                self._skip(r.run_id, f"no {PREDICTIONS} in {' or '.join(str(f) for f in dict.fromkeys(folders))}",
+                           warn=True)
+                missed.append(r.run_id)
                 continue
             try:
                 info = json.loads((folder / PREDICTIONS).read_text(encoding="utf-8"))
@@ -239,7 +246,8 @@ class EnsembleBuilder:
                 stamp = (str(folder.resolve()), (folder / PRED_VAL).stat().st_mtime_ns)
                 (folder / PRED_TEST).stat()
             except (OSError, ValueError, KeyError, TypeError) as exc:
-                self._skip(r.run_id, f"unreadable predictions in {folder}: {exc}")
+                self._skip(r.run_id, f"unreadable predictions in {folder}: {exc}", warn=True)
+                missed.append(r.run_id)
                 continue
             out.append(Member(r, folder, folder.parent.parent, key, stamp, r.run_id))
         return out
@@ -313,7 +321,8 @@ class EnsembleBuilder:
         """results.json's ``ensemble`` block, or None when no finished trial has predictions. Members are the trials
         that forecast the same windows as the finished trial with the lowest validation MSE, and the naive
         ``references`` (family -> folder) of a family no trial ran; then the rolling-origin guard (module doc)."""
-        pool = self.members(records, run_dirs or {})
+        missed: list[str] = []  # finished trials whose forecast files are missing or unreadable
+        pool = self.members(records, run_dirs or {}, missed)
         if not pool:
             return None
         for m in pool:
@@ -356,7 +365,7 @@ class EnsembleBuilder:
             "val_mse": scores["val"][0], "val_mae": scores["val"][1],
             "test_mse": scores["test"][0], "test_mae": scores["test"][1],
             "best_single": {"run_id": best.name, "val_mse": float(gram[0, 0])},
-            "rounds": self.rounds, "pool": len(pool), "skipped": len(others), "targets": lead,
+            "rounds": self.rounds, "pool": len(pool), "skipped": len(others) + len(missed), "targets": lead,
             "naive": [f for f in NAIVE_FAMILIES if any(m.family == f for m in pool)],  # the naive forecasts in it
             "selection": selection,
             "note": "greedy selection with replacement (Caruana et al. 2004) on validation MSE, "

@@ -134,6 +134,9 @@ def _finished_results(run: Path) -> dict[str, Any]:
     if isinstance(results, dict) and best is None and results.get("states") and status in (COMPLETED, FAILED):
         raise InputError(f"{run}: the search finished without a successful trial ({results.get('stop_reason')})",
                          hint="its report.md says why each trial failed; fix that and start a new search")
+    if results is None and status in (COMPLETED, FAILED):  # finished, and its summary deleted or never written
+        raise InputError(f"{run}: results.json is missing (the search {status})",
+                         hint=f"agentlab nas --resume {shell_word(run)} rebuilds it from the run's study")
     if not isinstance(best, dict) or not isinstance(best.get("run_id"), str):
         raise InputError(f"{run}: the search has not finished (no best trial in results.json; status {status})",
                          hint=f"finish it first: agentlab nas --resume {shell_word(run)}")

@@ -67,6 +67,7 @@ from agentlab.core.search.space import SearchSpace
 from agentlab.core.search.study import (
     Direction,
     await_labels,
+    check_journal_folder,
     check_storage,
     missing_study,
     open_study,
@@ -86,6 +87,7 @@ from agentlab.nas.config import (
     apply_changes,
     check_warm_start,
     get_dotted,
+    sets_over_per_family,
     space_values,
 )
 from agentlab.nas.ensemble import ORIGINS, PREDICTIONS, REFERENCES, EnsembleBuilder, save_predictions
@@ -391,12 +393,18 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
     resumed run's own copy: ``LLMConfig.named``) and ``data``. ``scripted``: a scripted chooser
     stands in for the planner model (no model needed). ``resume``: the run folder a resume continues (its
     objective.config must be the file the search started from). ``sets``: the ``--set`` strings and options given,
-    which an error about a key names when they set it (else the config file's line: ``config_where``).
+    which an error about a key names when they set it (else the config file's line: ``config_where``); a ``train``
+    key among them holds for every family, over ``train.per_family`` (``sets_over_per_family``: one warning line).
     """
+    replaced = sets_over_per_family(cfg, sets)
+    if replaced is not None:
+        log.warning("%s", replaced)
     if resume is not None:
         require_budget(resume, cfg.search.max_iterations, cfg.search.storage, cfg.search.study_name)
     elif cfg.search.storage is not None:
         check_storage(cfg.search.storage)
+        if "://" not in cfg.search.storage:  # before the run folder exists, as an sqlite:/// URL's is (check_storage)
+            check_journal_folder(cfg.search.storage)
     given = resume / "config.yaml" if resume is not None else config_file
     if cfg.objective is not None:
         if resume is not None:  # the file edited since the start: the trials go on with its copy as it started

@@ -134,6 +134,29 @@ def _write_trial(run: Path, number: int, pred: np.ndarray, target: np.ndarray) -
     return folder
 
 
+def test_a_trial_whose_forecast_file_is_gone_is_a_warning_and_counted_as_skipped(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """pred_val.npy deleted beside its predictions.json: the trial was left out with an info line nobody sees, and
+    ensemble.json said "skipped": 0."""
+    rng = np.random.default_rng(4)
+    run = tmp_path / "run"
+    target = rng.normal(size=(40, 6, 2)).astype(np.float32)
+    for i in range(3):
+        _write_trial(run, i, target + rng.normal(scale=0.5 + 0.1 * i, size=target.shape).astype(np.float32), target)
+    (run / "trials" / "run_0001" / PRED_VAL).unlink()
+    records = [_record(i, 0.25 + 0.01 * i) for i in range(3)]
+    builder = EnsembleBuilder(run)
+    with caplog.at_level(logging.WARNING, logger="agentlab.nas.ensemble"):
+        block = builder.build(records)
+        again = builder.build(records)  # built after every trial: the warning once
+    assert block is not None and block == again
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith("ensemble: run_0001 skipped (unreadable predictions in ")
+    assert PRED_VAL in warnings[0]
+    assert block["skipped"] == 1 and block["pool"] == 2
+    assert "run_0001" not in {m["run_id"] for m in block["members"]}
+
+
 def test_the_builder_reads_the_files_skips_missing_and_foreign_ones_and_chooses_on_validation(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     rng = np.random.default_rng(3)
@@ -153,9 +176,12 @@ def test_the_builder_reads_the_files_skips_missing_and_foreign_ones_and_chooses_
     with caplog.at_level(logging.INFO, logger="agentlab.nas.ensemble"):
         block = builder.build(records, family=lambda r: "linear")
     assert block is not None
+    said = {r.getMessage().split(" (")[0]: r.levelno for r in caplog.records}
     assert "run_0003 skipped (no predictions.json" in caplog.text
     assert "run_0004 skipped (forecasts other windows" in caplog.text
-    assert block["pool"] == 3 and block["skipped"] == 1
+    # lost files are a warning; another horizon (a searched data.pred_len) is expected: info. Both are counted
+    assert said["ensemble: run_0003 skipped"] == logging.WARNING and said["ensemble: run_0004 skipped"] == logging.INFO
+    assert block["pool"] == 3 and block["skipped"] == 2
     members = {m["run_id"]: m for m in block["members"]}
     assert set(members) <= {"run_0000", "run_0001", "run_0002"} and len(members) >= 2
     assert sum(m["weight"] for m in members.values()) == pytest.approx(1.0)

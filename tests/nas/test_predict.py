@@ -221,7 +221,8 @@ def test_columns_in_another_order_are_read_by_name(finished: tuple[Path, Path, n
     assert read_forecast(in_tmp / "a.csv") == read_forecast(in_tmp / "b.csv")  # the run's column order, its values
 
 
-@pytest.mark.parametrize("case", ["missing", "a-file", "not-nas", "unfinished", "killed", "no-checkpoint", "damaged"])
+@pytest.mark.parametrize("case", ["missing", "a-file", "not-nas", "results-gone", "killed", "no-checkpoint",
+                                  "damaged"])
 def test_bad_run_folder_is_one_error_line(finished: tuple[Path, Path, np.ndarray], in_tmp: Path,
                                           capsys: pytest.CaptureFixture, case: str) -> None:
     run, data, _ = finished
@@ -234,15 +235,15 @@ def test_bad_run_folder_is_one_error_line(finished: tuple[Path, Path, np.ndarray
         folder.mkdir()
         (folder / "run.json").write_text(json.dumps({"command": "debate", "status": "completed"}))
         needle = "not a nas run"
-    elif case in ("unfinished", "killed", "no-checkpoint", "damaged"):
+    elif case in ("results-gone", "killed", "no-checkpoint", "damaged"):
         shutil.copytree(run, folder)
         if case == "damaged":  # it was "internal error: SafetensorError: ... header too large", exit 1
             for checkpoint in folder.glob("trials/*/best_model.safetensors"):
                 checkpoint.write_text("garbage\n")
             needle = "not a readable checkpoint"
-        elif case == "unfinished":
-            (folder / "results.json").unlink()
-            needle = "not finished"
+        elif case == "results-gone":  # a finished run: it said "the search has not finished (no best trial in
+            (folder / "results.json").unlink()  # results.json; status completed)"
+            needle = "results.json is missing (the search completed)"
         elif case == "killed":  # kill -9: run.json still says running, its owner is gone (it said "status running")
             (folder / "results.json").unlink()
             info = json.loads((folder / "run.json").read_text())
@@ -257,6 +258,11 @@ def test_bad_run_folder_is_one_error_line(finished: tuple[Path, Path, np.ndarray
     code = main(["nas", "predict", str(folder), "--data", str(data), "--out", str(in_tmp / "f.csv"), *model])
     captured = capsys.readouterr()
     _one_error(code, captured.out + captured.err, needle)
+    if case == "results-gone":  # the next step, and it works: a resume rebuilds results.json, and predict runs
+        assert f"hint: agentlab nas --resume {folder} rebuilds it" in captured.err
+        assert main(["nas", "--resume", str(folder)]) == 0
+        assert (folder / "results.json").is_file()
+        assert main(["nas", "predict", str(folder), "--data", str(data), "--out", str(in_tmp / "f.csv")]) == 0
 
 
 @pytest.mark.parametrize("channels", [1, 7, 20])

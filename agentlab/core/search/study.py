@@ -209,6 +209,16 @@ def _busy_sqlite(storage: str, exc: BaseException) -> bool:
     return storage.startswith("sqlite:///") and ("readonly database" in said or "database is locked" in said)
 
 
+def check_journal_folder(storage: str, what: str = "search.storage") -> None:
+    """``ConfigError`` when the folder of the journal file ``storage`` (a path, no ``://``) does not exist, as for an
+    ``sqlite:///`` URL's: Optuna makes the file, not its folder, and a typo in the folder would otherwise start a
+    new study in a new folder beside the one the other workers use."""
+    folder = Path(storage).parent
+    if not folder.exists():
+        raise ConfigError(f"{what}: cannot open the journal file {storage!r}: its folder {folder} does not exist",
+                          hint="create the folder first, or give another path")
+
+
 def open_storage(storage: str | None, run_path: Path, *, what: str = "search.storage", default: str = "study.db",
                  create: bool = True) -> Any:
     """SQLite ``default`` in the run folder when ``storage`` is None; ``*.log``/``*.jsonl``-like paths (no ``://``)
@@ -223,8 +233,8 @@ def open_storage(storage: str | None, run_path: Path, *, what: str = "search.sto
         from optuna.storages.journal import JournalFileBackend
 
         check_journal(storage, what)
+        check_journal_folder(storage, what)
         try:
-            Path(storage).parent.mkdir(parents=True, exist_ok=True)
             return JournalStorage(JournalFileBackend(str(storage)))
         except (OSError, ValueError, KeyError, TypeError) as exc:  # a file that is no journal
             raise ConfigError(f"{what}: cannot use {storage!r} as an Optuna journal file: {type(exc).__name__}: "
