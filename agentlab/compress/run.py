@@ -49,6 +49,7 @@ from agentlab.core.runs import (
     RunDir,
     atomic_write_json,
     atomic_write_text,
+    read_events,
     resume_target,
     run_in_folder,
     runs_root,
@@ -397,6 +398,9 @@ class Search:
             hooks=Hooks(on_event=lambda kind, **data: self.run_dir.event(kind, **data) if kind == "recovered" else None,
                         on_trial=self._on_trial, run_dir=self.where,
                         domain=lambda records: self._domain(records).context()))
+        # the loop changes the study from its first step (a trial a stop left is queued again, a new one added): a
+        # resume stopped from here on did work, and run.json keeps its record (not undone as one that did nothing)
+        self.run_dir.mark_worked()
         try:
             outcome = loop.run()
         except TrialAborted as exc:  # the base model could not be measured: its trial is queued again
@@ -787,15 +791,20 @@ def check_resume(cfg: CompressConfig, folder: Path) -> None:
     try:
         records = [json.loads(line) for line in (folder / STATE).read_text(encoding="utf-8").splitlines()
                    if line.strip()]
-        done = sum(1 for r in records if r.get("experiment") is not None)  # the base model is free
+        done: int | None = sum(1 for r in records if r.get("experiment") is not None)  # the base model is free
     except (OSError, ValueError, AttributeError):
-        return
-    file = missing_study(cfg.search.storage, folder)
-    if records and file is not None:
-        raise RunDirError(f"{file}: the study of {folder} is missing (it holds its base model and {done} finished "
-                          f"experiment(s), {STATE})",
+        records, done = [], None
+    measured = sum(1 for _ in read_events(folder, "experiment"))  # a kill before experiments.jsonl was written
+    # a study file of 0 bytes is as gone as a missing one: opening it made a new study in it (and the refusal that
+    # followed left the folder changed); refused before anything opens it
+    file = missing_study(cfg.search.storage, folder, empty=True)
+    if (records or measured) and file is not None:
+        held = (f"its base model and {done} finished experiment(s), {STATE}" if records else
+                f"the {measured} measurement(s) the run finished, events.jsonl")
+        gone = "empty (0 bytes)" if Path(file).exists() else "missing"
+        raise RunDirError(f"{file}: the study of {folder} is {gone} (it holds {held})",
                           hint="restore the file, or start a new run (the workspace reuses what was measured)")
-    if cfg.search.max_iterations < done:
+    if done is not None and cfg.search.max_iterations < done:
         raise UsageError(f"--max-iterations {cfg.search.max_iterations} is below the {done} experiments {folder} "
                          "already finished (search.max_iterations is the total, not the experiments to add)",
                          hint=f"give a total of at least {done} (above it to search on), or leave it out to finish "

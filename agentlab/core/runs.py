@@ -157,14 +157,24 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+# the files durable_append wrote last, by path: (device, inode, size) as it left them, its last line whole
+_appended: dict[str, tuple[int, int, int]] = {}
+
+
 def durable_append(path: str | Path, text: str, *, sync: bool = True) -> None:
     """Append ``text`` (whole JSONL lines) and fsync: what a run's state file gains survives a kill or a power cut;
     a reader drops at most a torn last line. A write the disk refuses (full) is cut back off, so no torn line is
-    left behind, and the error raised."""
+    left behind, and the error raised. A file that ends mid-line (a kill tore its last line) gets a newline first,
+    so the next line is whole (it was glued onto the torn one, and a reader dropped both); its last byte is read
+    only when the file is not as this process left it (the first append, or someone else wrote it), not on every
+    append."""
     data = memoryview(text.encode("utf-8"))
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        size = os.fstat(fd).st_size
+        stat = os.fstat(fd)
+        size, key = stat.st_size, str(path)
+        if size and _appended.get(key) != (stat.st_dev, stat.st_ino, size) and _last_byte(path) not in (b"\n", None):
+            data = memoryview(b"\n" + bytes(data))
         try:
             while data:
                 data = data[os.write(fd, data):]
@@ -174,8 +184,21 @@ def durable_append(path: str | Path, text: str, *, sync: bool = True) -> None:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, size)
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        if text.endswith("\n"):
+            end = os.fstat(fd).st_size
+            _appended[key] = (stat.st_dev, stat.st_ino, end)
     finally:
         os.close(fd)
+
+
+def _last_byte(path: str | Path) -> bytes | None:
+    """The last byte of the file ``path`` (None: empty or unreadable, a write-only file say)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1) or None
+    except OSError:
+        return None
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -377,6 +400,16 @@ def run_info(path: str | Path, command: str | None = None) -> dict[str, Any]:
 def did_work(path: str | Path) -> bool:
     """Whether the run wrote anything besides its config and run.json (a run that never started did not)."""
     return any(p.name not in _STUB_FILES for p in Path(path).iterdir())
+
+
+def _stale_running(data: bytes) -> dict[str, Any] | None:
+    """run.json's content ``data`` when it says ``running`` (read by the process that holds the run's lock now: its
+    owner died), else None."""
+    try:
+        info = json.loads(data)
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) and info.get("status") == RUNNING else None
 
 
 def _still_running(path: str | Path, info: dict[str, Any]) -> RunDirError:
@@ -595,13 +628,17 @@ class RunDir:
             self.finish(FAILED, error=f"{exc_type.__name__}: {self.scrub(str(exc))}")
 
     def _undo(self, exc: BaseException | None) -> bool:
-        """Leave no trace of a run that failed before writing anything: a resumed run's files as they were; a new
-        run removed when bad input stopped it (exit code 2). True when undone."""
+        """Leave no trace of a run that failed before writing anything: a resumed run's files as they were (a
+        run.json that said ``running``, its owner dead, says ``interrupted``); a new run removed when bad input
+        stopped it (exit code 2). True when undone."""
         if self._before is not None:
             for name, data in self._before.items():
                 if data is None:
                     with contextlib.suppress(FileNotFoundError):
                         self.file(name).unlink()
+                elif name == "run.json" and (info := _stale_running(data)) is not None:
+                    info["status"] = INTERRUPTED  # its owner died (we held its lock): said so, not a dead pid
+                    self._write_run_json(info)
                 else:
                     atomic_write_bytes(self.file(name), data)
             self.release()
@@ -620,6 +657,12 @@ class RunDir:
                     self.path.rmdir()
             return True
         return False
+
+    def mark_worked(self) -> None:
+        """The command is about to change the run's state outside its own files (a resume re-queues the trial a
+        stop left running, or adds one, in the study): from now on a failure or Ctrl-C is recorded in run.json
+        (``resumed``, the status), not undone as a resume that did nothing."""
+        self._worked = True
 
     def scratch(self, *parts: str) -> Path:
         """``file(*parts)``, marked as the command's own (a file or folder it makes before its first event: evolve's

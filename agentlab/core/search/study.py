@@ -267,12 +267,15 @@ def attach_opened(study: Any, backend: Any, storage: str | None, opened: Any) ->
     return attach(study, backend, url=opened if isinstance(opened, str) else storage)
 
 
-def missing_study(storage: str | None, run_path: Path, default: str = "study.db") -> str | None:
+def missing_study(storage: str | None, run_path: Path, default: str = "study.db", *,
+                  empty: bool = False) -> str | None:
     """The file a run's study was kept in (``run_path / default``, an SQLite URL's file, a journal file) when it is
-    gone, else None (there, or on a server): a resume would open a new, empty study and run every trial again."""
+    gone, else None (there, or on a server): a resume would open a new, empty study and run every trial again.
+    ``empty`` (a resume's check): a file of 0 bytes is gone too; opening it would make a new study in it."""
     file = url_where(storage or f"sqlite:///{run_path / default}") or ""
     path = Path(file.partition("?")[0])
-    return None if "://" in file or path.is_file() else str(path)
+    gone = not path.is_file() or (empty and not path.stat().st_size)
+    return str(path) if gone and "://" not in file else None
 
 
 def unfinished_trials(storage: str | None, run_path: Path, name: str,
@@ -285,9 +288,11 @@ def unfinished_trials(storage: str | None, run_path: Path, name: str,
     if missing_study(storage, run_path, default) is not None:  # nothing to read: opening it would create it
         return {}
     quiet()
-    try:
-        study = optuna.load_study(study_name=name, storage=storage_object(open_storage(storage, run_path,
-                                                                                       default=default)))
+    try:  # opened read-only: an empty file (0 bytes, or no Optuna tables) is left as it is, not made a study
+        backend = read_only_storage(storage or f"sqlite:///{(run_path / default).resolve()}")
+        if backend is None:
+            return {}
+        study = optuna.load_study(study_name=name, storage=backend)
         states = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
         return {t.number: t.user_attrs.get(A_PLAN, {}).get("run_dir")
                 for t in study.get_trials(deepcopy=False, states=states)}
