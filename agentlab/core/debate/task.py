@@ -13,7 +13,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from agentlab.core.config import close_key
 from agentlab.core.debate.protocol import STANCES, Kind
@@ -24,9 +24,6 @@ from agentlab.core.vote import normalise
 
 Difficulty = Literal["easy", "medium", "hard"]
 FIELDS = ("question", "answer")
-# read and ignored: the multiple-choice fields of an lm-eval task (agentlab/core/harness/bundled/*.jsonl), whose
-# question and answer a debate asks open-ended
-IGNORED = ("choices", "gold")
 _SHAPES: dict[str, tuple[str, int]] = {"easy": ("{0}+{1}", 20), "medium": ("{0}+{1}*{2}", 10),
                                        "hard": ("{0}+{1}*{2}+{3}-{4}*{5}", 30)}
 
@@ -72,24 +69,26 @@ def load_task(path: Path, limit: int | None = None) -> list[Question]:
         if not isinstance(record, dict):
             raise InputError(f"{where}: expected an object {{\"question\": ..., \"answer\": ...}}, got "
                              f"{type(record).__name__}", hint="one JSON object per line")
-        unknown = [key for key in record if key not in (*FIELDS, *IGNORED)]
-        if unknown:
-            near = close_key(str(unknown[0]), [*FIELDS, *IGNORED])
-            raise InputError(f"{where}: unknown key {json.dumps(unknown[0])}"
-                             + (f" (did you mean {json.dumps(near)}?)" if near else "")
-                             + (f"; {len(unknown) - 1} more unknown" if len(unknown) > 1 else ""),
-                             hint="each line holds \"question\" and \"answer\" only (an lm-eval task's "
-                             "\"choices\" and \"gold\" are ignored); rename or remove the key")
         question, answer = record.get("question"), record.get("answer")
         if not isinstance(question, str) or not question.strip():
-            raise InputError(f"{where}: \"question\" must be non-empty text", hint="one JSON object per line")
+            raise InputError(f"{where}: \"question\" must be non-empty text{_misspelt(record, 'question')}",
+                             hint="one JSON object per line")
         if isinstance(answer, bool) or not isinstance(answer, (str, int, float)) or not str(answer).strip():
-            raise InputError(f"{where}: \"answer\" must be a number or non-empty text",
+            raise InputError(f"{where}: \"answer\" must be a number or non-empty text{_misspelt(record, 'answer')}",
                              hint="give the gold answer, e.g. \"answer\": \"56\"")
         questions.append(Question(len(questions), line, question.strip(), str(answer).strip()))
     if not questions:
         raise InputError(f"{path}: no questions", hint="one {\"question\": ..., \"answer\": ...} per line")
     return questions[:limit] if limit else questions
+
+
+def _misspelt(record: dict[str, Any], field: str) -> str:
+    """``field`` missing from a task line: the other key it was likely meant as, for the error (`"answr": 2`). Other
+    keys (an id, a source, evolve's "skill", an lm-eval task's "choices") are the line's own and read as they are."""
+    if field in record:
+        return ""
+    near = close_key(field, [str(key) for key in record if key not in FIELDS])
+    return f" (there is {json.dumps(near)}: did you mean {json.dumps(field)}?)" if near else ""
 
 
 def is_correct(predicted: str | None, gold: str) -> bool:
