@@ -178,6 +178,11 @@ class _Handler:
             self.keys.count_request(key, model, prompt, completion)
 
     async def read_json(self, request: Request) -> Any:
+        coding = request.headers.get("content-encoding", "").strip()
+        if coding and coding.lower() != "identity":  # gzip was read as text ("byte 0x8b at offset 1")
+            raise ApiError(415, f"Content-Encoding {json.dumps(coding[:40])} is not supported: send the request "
+                           "body uncompressed (no Content-Encoding header, or identity)",
+                           "unsupported_content_encoding", kind="bad_request")
         limit = self.cfg.max_request_bytes
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:

@@ -47,7 +47,8 @@ def parse_embeddings(body: Any) -> EmbeddingsRequest:
         raise _bad(f"'input' has {len(texts)} strings; at most {MAX_INPUTS} per request", "input")
     empty = next((i for i, t in enumerate(texts) if not t), None)
     if empty is not None:
-        raise _bad(f"'input[{empty}]' is empty: every input needs text", "input")
+        where = "'input'" if isinstance(raw, str) else f"'input[{empty}]'"  # the string sent, or the list's item
+        raise _bad(f"{where} is empty: every input needs text", "input")
     encoding = body.get("encoding_format") or "float"
     if encoding not in ("float", "base64"):
         raise _bad(f"'encoding_format' must be float or base64, got {json.dumps(encoding)[:40]}", "encoding_format")

@@ -10,6 +10,7 @@ naming it, as OpenAI answers, never ignored (``check_fields``). Errors are OpenA
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import json
 import math
@@ -127,11 +128,16 @@ _DECODER = json.JSONDecoder(parse_constant=_not_finite, parse_float=_finite)
 def load_body(body: bytes | bytearray) -> Any:
     """A request body as JSON, its values checked (``check_values``): ``ApiError`` (400) when it is not JSON, and
     one naming the field for text that is not Unicode or a number that is not finite."""
+    # UTF-8 only, as the docs say (json.loads would read UTF-16 and UTF-32 too); a UTF-8 BOM is skipped
+    start = 3 if body[:3] == codecs.BOM_UTF8 else 0
+    encoding = json.detect_encoding(body)
+    if encoding not in ("utf-8", "utf-8-sig"):
+        raise ApiError(400, _not_utf8(body, encoding), "invalid_json", kind="bad_request")
     try:
         try:  # json.loads' own steps, with a decoder built once (json.loads(hooks) builds one per call)
-            data = _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
+            data = _DECODER.decode(_utf8(body, start))
         except _NotFinite:
-            data, checked = json.loads(body), True  # NaN and Infinity read: check_values names the field
+            data, checked = json.loads(_utf8(body, start)), True  # NaN and Infinity read: check_values names them
         else:
             checked = (b"\\u" in body or b"\xed" in body) and _SURROGATE_BYTES.search(body) is not None
     except RecursionError:  # valid JSON, but nested deeper than Python's parser recurses
@@ -149,13 +155,28 @@ def load_body(body: bytes | bytearray) -> Any:
     return data
 
 
+def _utf8(body: bytes | bytearray, start: int) -> str:
+    """``body`` from ``start`` as UTF-8 text (lone surrogates kept for ``check_values`` to name); an error's offsets
+    are the body's own, counted from its first byte."""
+    try:
+        return body[start:].decode("utf-8", "surrogatepass") if start else body.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError as exc:
+        raise UnicodeDecodeError(exc.encoding, bytes(body), exc.start + start, exc.end + start, exc.reason) from None
+
+
+def _not_utf8(body: bytes | bytearray, encoding: str) -> str:
+    """Why a body whose first bytes read as UTF-16 or UTF-32 (a BOM of theirs, or NUL bytes: no JSON in UTF-8 has
+    one) is refused, at the first byte no UTF-8 JSON holds."""
+    at = 0 if body[:1] in (b"\xff", b"\xfe") else body.find(0)
+    return (f"the request body is not UTF-8 text: it reads as {encoding.upper()} (its first bytes say so: the byte "
+            f"0x{body[at]:02x} at offset {at} is in no UTF-8 JSON); send the JSON encoded as UTF-8")
+
+
 def _unreadable(body: bytes | bytearray, exc: ValueError) -> str:
     """Why ``body`` is not JSON, where: bytes that are not UTF-8 text (Latin-1, say) at their offset, or JSON's own
     error (``Expecting value: line 1 column 39 (char 38)``)."""
     if isinstance(exc, UnicodeDecodeError):
-        encoding = "UTF-8" if exc.encoding.replace("_", "-").lower() in ("utf-8", "utf8") else \
-            f"{exc.encoding} (the encoding its first bytes suggest)"
-        return (f"the request body is not {encoding} text: the byte 0x{body[exc.start]:02x} at offset {exc.start} "
+        return (f"the request body is not UTF-8 text: the byte 0x{body[exc.start]:02x} at offset {exc.start} "
                 f"starts no valid character ({exc.reason}); send the JSON encoded as UTF-8")
     if not body.strip():
         return "the request body is empty, not JSON: send a JSON object"
@@ -330,15 +351,21 @@ def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, Any, bool
     return tools, choice, parallel
 
 
+_MAX_STOP = 4  # stop sequences a request may give, as at OpenAI
+
+
 def _stop(body: dict[str, Any]) -> list[str] | None:
     stop = body.get("stop")
     if stop is None:
         return None
     if isinstance(stop, str):
         return [stop] if stop else None
-    if isinstance(stop, list) and all(isinstance(s, str) for s in stop) and len(stop) <= 16:
+    if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        if len(stop) > _MAX_STOP:  # OpenAI's limit: more were served, and the same request failed there
+            raise _bad(f"'stop' has {len(stop)} sequences; at most {_MAX_STOP} are allowed (OpenAI's limit): send "
+                       "fewer", "stop")
         return [s for s in stop if s] or None
-    raise _bad("'stop' must be a string or a list of at most 16 strings", "stop")
+    raise _bad(f"'stop' must be a string or a list of at most {_MAX_STOP} strings", "stop")
 
 
 def _response_format(body: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
@@ -392,6 +419,7 @@ def parse_chat(body: Any, *, max_tokens_limit: int, max_messages: int) -> ChatRe
     include_usage = (options or {}).get("include_usage")
     if include_usage is not None and not isinstance(include_usage, bool):
         raise _bad("'stream_options.include_usage' must be true or false", "stream_options.include_usage")
+    _stream_options_need_stream(body)
     max_tokens = None
     for key in ("max_tokens", "max_completion_tokens"):  # both checked; max_completion_tokens wins
         given = _integer(body, key)
@@ -413,6 +441,13 @@ def parse_chat(body: Any, *, max_tokens_limit: int, max_messages: int) -> ChatRe
         raise _bad("'response_format' with 'tools' is not served: ask for one or the other", "response_format",
                    code="unsupported_parameter")
     return ChatRequest(model, _messages(body, max_messages), params, bool(stream), bool(include_usage), schema, name)
+
+
+def _stream_options_need_stream(body: dict[str, Any]) -> None:
+    """``stream_options`` is for a stream only: OpenAI answers it without ``stream: true`` with this 400."""
+    if body.get("stream_options") is not None and body.get("stream") is not True:
+        raise _bad("'stream_options' is only allowed when 'stream' is true: send \"stream\": true, or drop "
+                   "'stream_options'", "stream_options")
 
 
 def _prompts(body: dict[str, Any], max_prompts: int) -> list[list[int] | str]:
@@ -460,6 +495,7 @@ def parse_completion(body: Any, *, max_tokens_limit: int, max_prompts: int) -> t
     if stream:
         raise _bad("'stream' is not served on /v1/completions (use /v1/chat/completions to stream)", "stream",
                    code="unsupported_parameter")
+    _stream_options_need_stream(body)
     n = _integer(body, "n")
     if n is not None and n != 1:
         raise _bad("'n' must be 1: one choice per prompt", "n", code="unsupported_parameter")

@@ -210,10 +210,19 @@ def parse_responses(body: Any, *, max_tokens_limit: int, max_messages: int,
     store = body.get("store", True)
     if store is not None and not isinstance(store, bool):
         raise _bad("'store' must be true or false", "store")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise _bad("'stream_options' must be an object", "stream_options")
+    if options is not None and body.get("stream") is not True:  # as OpenAI answers, and chat completions here
+        raise _bad("'stream_options' is only allowed when 'stream' is true: send \"stream\": true, or drop "
+                   "'stream_options'", "stream_options")
     previous = body.get("previous_response_id")
     past: Messages = []
+    if previous is not None and not isinstance(previous, str):  # was "Previous response with id 5 not found"
+        raise _bad(f"'previous_response_id' must be a string (an earlier response's id, resp_...), got "
+                   f"{json.dumps(previous)[:40]}", "previous_response_id")
     if previous is not None:
-        found = history(previous) if isinstance(previous, str) else None
+        found = history(previous)
         if found is None:
             raise _bad(f"Previous response with id {json.dumps(previous)[:80]} not found (this gateway keeps the "
                        "last responses stored in memory, not those made with store: false)", "previous_response_id",
