@@ -505,25 +505,30 @@ class RunDir:
                               hint="choose a writable place with --out, or set AGENTLAB_RUNS") from None
         run = cls(path, command, rerun)
         run._lock_fd = _lock(path)  # a new folder: nobody else can hold it yet
-        if out is not None:
-            _note_outside(command, path, root)
         run._created = not existed
         run._stub = True
-        run._secrets = list(secrets or [])
-        if config is not None:
-            run.save_config(config)
-        run._write_run_json({
-            "command": command,
-            **_started_by(run.scrub),
-            "versions": _versions(),
-            "git_sha": _git_sha(),
-            "seed": seed,
-            "started": now_iso(),
-            "ended": None,
-            "status": RUNNING,
-            "owner": _owner(),
-            "resumed": [],
-        })
+        try:  # a Ctrl-C before run.json is written (git's sha takes a moment) leaves no half-made folder that
+            # refused the same --out next time ("folder exists and is not empty")
+            if out is not None:
+                _note_outside(command, path, root)
+            run._secrets = list(secrets or [])
+            if config is not None:
+                run.save_config(config)
+            run._write_run_json({
+                "command": command,
+                **_started_by(run.scrub),
+                "versions": _versions(),
+                "git_sha": _git_sha(),
+                "seed": seed,
+                "started": now_iso(),
+                "ended": None,
+                "status": RUNNING,
+                "owner": _owner(),
+                "resumed": [],
+            })
+        except BaseException:
+            run._remove_stub()
+            raise
         log.info("run folder: %s", path)
         _opened.append(path)
         return run
@@ -608,7 +613,8 @@ class RunDir:
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         full = storage_error(exc, where=str(self.path)) if exc is not None else None
-        if exc_type is not None and not self._worked and full is None and self._undo(exc):
+        if exc_type is not None and self.will_undo(exc):
+            self._undo(exc)
             return
         if exc_type is None and self.stopped_by:
             self.finish(INTERRUPTED, error=f"interrupted ({self.stopped_by})")
@@ -627,10 +633,32 @@ class RunDir:
         else:
             self.finish(FAILED, error=f"{exc_type.__name__}: {self.scrub(str(exc))}")
 
+    @property
+    def recorded(self) -> bool:
+        """Whether the command recorded anything in the run (an event, results, an LLM call) or said it changed the
+        run's state (``mark_worked``): a failure from now on is recorded in run.json, never undone."""
+        return self._worked
+
+    @property
+    def created(self) -> bool:
+        """Whether this object made the run folder itself: a new run that bad input stops removes it; an empty
+        ``--out`` folder the user made stays (``will_undo``: only the run's own files go)."""
+        return self._created
+
+    def will_undo(self, exc: BaseException | None) -> bool:
+        """Whether leaving the run with ``exc`` leaves no trace of it (the context manager's exit): nothing recorded
+        yet, not a full disk, and a resumed run (its run.json and config.yaml go back as they were) or a new run that
+        bad input stopped (``AgentlabError`` with exit code 2: its files go, and its folder when ``created``)."""
+        if exc is None or self._worked or storage_error(exc, where=str(self.path)) is not None:
+            return False
+        return self._before is not None or (self._stub and isinstance(exc, AgentlabError) and exc.exit_code == 2)
+
     def _undo(self, exc: BaseException | None) -> bool:
-        """Leave no trace of a run that failed before writing anything: a resumed run's files as they were (a
-        run.json that said ``running``, its owner dead, says ``interrupted``); a new run removed when bad input
-        stopped it (exit code 2). True when undone."""
+        """Leave no trace of a run that failed before writing anything (``will_undo``): a resumed run's files as they
+        were (a run.json that said ``running``, its owner dead, says ``interrupted``); a new run removed when bad
+        input stopped it (exit code 2). True when undone."""
+        if not self.will_undo(exc):
+            return False
         if self._before is not None:
             for name, data in self._before.items():
                 if data is None:
@@ -643,20 +671,25 @@ class RunDir:
                     atomic_write_bytes(self.file(name), data)
             self.release()
             return True
-        if self._stub and isinstance(exc, AgentlabError) and exc.exit_code == 2:
-            self.release()
-            for name in (*_STUB_FILES, *self._scratch):
-                path = self.file(name)
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    with contextlib.suppress(FileNotFoundError):
-                        path.unlink()
-            if self._created:  # an empty --out folder the user made stays
-                with contextlib.suppress(OSError):
-                    self.path.rmdir()
+        if self._stub:  # bad input (exit code 2): will_undo
+            self._remove_stub()
             return True
         return False
+
+    def _remove_stub(self) -> None:
+        """A new run's own files gone (run.json, config.yaml, the lock, its scratch), and its folder when it made it
+        (an empty --out folder the user made stays)."""
+        self.release()
+        for name in (*_STUB_FILES, *self._scratch):
+            path = self.file(name)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        if self._created:
+            with contextlib.suppress(OSError):
+                self.path.rmdir()
 
     def mark_worked(self) -> None:
         """The command is about to change the run's state outside its own files (a resume re-queues the trial a

@@ -27,7 +27,6 @@ from agentlab.core.errors import (
     RunDirError,
     UsageError,
     shell_word,
-    storage_error,
 )
 from agentlab.core.files import cannot_write, counted
 from agentlab.core.harness import load_tasks, task_manager
@@ -42,10 +41,9 @@ from agentlab.core.models.adapters import (
 from agentlab.core.models.modelref import resolve_model
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, flat_settings, read_events, said_setting
-from agentlab.core.search.engine import url_where
 from agentlab.core.search.loop import Hooks, TrialAborted
 from agentlab.core.search.planners import NoProposal, PlanContext, Proposal
-from agentlab.core.search.study import check_storage, missing_study
+from agentlab.core.search.study import check_storage, missing_study, store_file
 from agentlab.core.skills import mixed_file
 from agentlab.core.train.blend import (
     NotFiniteChild,
@@ -117,11 +115,11 @@ def prepare(cfg: EvolveConfig, *, resuming: bool = False) -> dict[str, Any]:
                        "and scored on", hint="evolve them on their base (--base-model {trained}), or give seeds "
                        "trained on {base_model}")
     if cfg.store is not None:
-        check_storage(cfg.store, what="store")
         unwritable = cannot_write(Path(cfg.store).parent) if "://" not in cfg.store else None
         if unwritable is not None:  # a journal file the run's open would fail to make, once its run folder was made
             raise ConfigError(f"store {cfg.store}: cannot write the journal file in {unwritable[0]} ({unwritable[1]})",
                               hint="give the store a path in a folder you can write to, or an sqlite:/// URL")
+        check_storage(cfg.store, what="store")  # a journal whose folder does not exist too (``check_journal_folder``)
         if not resuming:  # a resume's settings and seeds are checked against its own config.yaml (check_resume)
             check_store(cfg)
     fitness, validation, test = split_task(cfg)
@@ -194,12 +192,22 @@ def check_resume(cfg: EvolveConfig, folder: Path) -> None:
     individual again, and the reference debate. And its seeds are the ones it started with (``UsageError``, like a
     changed setting): what it scored and bred was made from them (``seed_fingerprints``)."""
     began = any(e.get("kind") in ("scored", "reference") for e in read_events(folder))
-    if not began:
-        return
-    if (file := missing_study(cfg.store, folder, "population.db")) is not None:
-        raise RunDirError(f"{file}: the population of {folder} is missing (it holds what the run scored)",
+    # a file of 0 bytes is as gone as a missing one: opening it would make a new, empty population in it
+    if (file := missing_study(cfg.store, folder, "population.db", empty=True)) is not None:
+        if not began:  # nothing kept yet: the resume starts the population
+            return
+        gone = "empty (0 bytes)" if Path(file).exists() else "missing"
+        raise RunDirError(f"{file}: the population of {folder} is {gone} (it holds what the run scored)",
                           hint="restore the file, or start a new run")
-    stored = open_population(cfg.store, folder, create=False).attr("seed_fingerprints") or {}
+    try:
+        pop = open_population(cfg.store, folder, create=False)
+    except AgentlabError:
+        if began:
+            raise
+        return  # a stop before the population was made: nothing kept yet
+    # checked whenever the population is there: a session killed while breeding gen_0 kept its reference debate, made
+    # from the seeds, before recording anything (``run`` records it on any other stop)
+    stored = pop.attr("seed_fingerprints") or {}
     now = seed_fingerprints([p for p in cfg.seeds if p.name in stored])
     changed = [f"{name} {stored[name][:12]} -> {new[:12]}" for name, new in now.items()
                if new is not None and new != stored[name]]
@@ -286,19 +294,25 @@ def run(cfg: EvolveConfig, run_dir: RunDir, *, fitness: list[Question], test: li
         if cfg.store is None or pop.created:
             run_dir.scratch("adapters")
             run_dir.scratch("workers")
+    pending: list[tuple[str, dict[str, Any]]] = []  # events held until gen_0 is bred (``Breeder.pending``)
     try:
         return _run(cfg, run_dir, pop, fitness=fitness, test=test, validation=validation, progress=progress,
-                    say=say, providers=providers)
-    except AgentlabError as exc:
-        if new and exc.exit_code == 2 and not _recorded(run_dir) and storage_error(exc, str(run_dir.path)) is None:
+                    say=say, providers=providers, pending=pending)
+    except BaseException as exc:
+        if new and isinstance(exc, AgentlabError) and run_dir.will_undo(exc):  # bad input: the run leaves nothing
             _unmade(cfg, pop, run_dir, exc, made_file)
+        else:  # a stop (Ctrl-C) or a failure: the run is kept, with what its store holds (the reference debate)
+            with contextlib.suppress(Exception):  # a full disk: the run's own error is the one to say
+                record_events(run_dir, pending)
         raise
 
 
-def _recorded(run_dir: RunDir) -> bool:
-    """Whether the run recorded anything (an event, results, an LLM call): ``RunDir`` keeps a new run that bad input
-    (exit 2, not a full disk) stops only then; before, it removes the folder it made (``RunDir._undo``)."""
-    return bool(getattr(run_dir, "_worked", True))
+def record_events(run_dir: RunDir, pending: list[tuple[str, dict[str, Any]]]) -> None:
+    """Record the events held back (``Breeder.pending``), in order, each once."""
+    while pending:
+        kind, data = pending[0]
+        run_dir.event(kind, **data)
+        pending.pop(0)
 
 
 def _unmade(cfg: EvolveConfig, pop: Population, run_dir: RunDir, exc: AgentlabError, made_file: bool) -> None:
@@ -307,12 +321,15 @@ def _unmade(cfg: EvolveConfig, pop: Population, run_dir: RunDir, exc: AgentlabEr
     the store's file when the run made it, else the run's study in it; what the store held before stays), so the next
     run given that store, its input fixed, is not refused as another run's. ``exc`` says so: it is what the user
     reads last."""
-    removed = f"; nothing was recorded: the run folder {run_dir.path} was removed"
+    removed = (f"; nothing was recorded: the run folder {run_dir.path} was removed" if run_dir.created else
+               f"; nothing was recorded: the run's files were removed from {run_dir.path}")
     if cfg.store is not None and pop.created:
         try:
-            pop.store.storage.delete_study(pop.store.study_id)
-            if made_file:
-                file = Path(url_where(cfg.store) or cfg.store)
+            storage = pop.store.storage
+            storage.delete_study(pop.store.study_id)
+            file = store_file(cfg.store)
+            # the file goes only when it holds nothing else: another process may have added a study meanwhile
+            if made_file and file is not None and not storage.get_all_studies():
                 for path in (file, file.with_name(file.name + ".claims.lock")):
                     with contextlib.suppress(FileNotFoundError):
                         path.unlink()
@@ -329,7 +346,7 @@ def _unmade(cfg: EvolveConfig, pop: Population, run_dir: RunDir, exc: AgentlabEr
 
 def _run(cfg: EvolveConfig, run_dir: RunDir, pop: Population, *, fitness: list[Question], test: list[Question],
          validation: list[Question] | None, progress: Progress, say: Callable[[str], None],
-         providers: dict[str, Provider] | None) -> dict[str, Any]:
+         providers: dict[str, Provider] | None, pending: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     start = time.perf_counter()
     here, resumed = str(absolute_path(run_dir.path)), bool(run_dir.info.get("resumed"))
     if not resumed:  # two runs started together on one new store: prepare's check_store saw it empty in both
@@ -351,17 +368,20 @@ def _run(cfg: EvolveConfig, run_dir: RunDir, pop: Population, *, fitness: list[Q
         pop.set_attr("config", population_config(cfg))
     settings = _settings(cfg, pop, fitness, validation or [], test, run_dir)
     n = len(settings.questions)
-    breeder = Breeder(cfg, pop, run_dir, say)
+    breeder = Breeder(cfg, pop, run_dir, say, pending)
+    debated = False
     if pop.attr("reference") is None and settings.coop:
         bar = progress.task("the seeds' own debate (reference)", total=len(settings.seeds) * n + n)
         pop.set_attr("reference", reference(settings, providers=providers, tick=bar.advance))
-        # recorded once gen_0 is bred: a child that is not finite there stops the run as bad input before its first
-        # event, with the cooperation part as without it (the folder removed; it was kept, failed, holding this)
-        breeder.pending.append(("reference", {k: v for k, v in pop.attr("reference").items()
-                                               if k not in ("round0", "debate")}))
+        debated = True
     elif pop.attr("reference") is None:
         pop.set_attr("reference", reference(settings))  # no cooperation part: no debate, nothing asked
     ref = pop.attr("reference")
+    if settings.coop and (debated or (resumed and next(run_dir.events("reference"), None) is None)):
+        # recorded once gen_0 is bred: a child that is not finite there stops the run as bad input before its first
+        # event, with the cooperation part as without it (the folder removed; it was kept, failed, holding this);
+        # any other stop records it (``run``), and a resume records one a killed session did not
+        breeder.pending.append(("reference", {k: v for k, v in ref.items() if k not in ("round0", "debate")}))
     say(fitness_line(cfg.fitness.model_dump(), settings.score, n, cfg.novelty))
     if bred_generations(cfg) < cfg.generations:
         say(f"search {cfg.search} makes {budget(cfg, cfg.search, len(cfg.seeds), baseline=False)} child(ren): "
@@ -389,6 +409,10 @@ def _run(cfg: EvolveConfig, run_dir: RunDir, pop: Population, *, fitness: list[Q
         say(f"resuming: {done} individual(s) scored before are kept, not scored again; the run scores "
             f"{total_trials(cfg)} in all")
     waiting = [t.number for t in pop.store.trials() if t.state.name == "WAITING"]
+    if resumed:
+        # the loop changes the population from its first step (claims a stop left go back to the queue, a generation
+        # is bred): a resume stopped from here on did work, and run.json keeps its record (not undone as nothing)
+        run_dir.mark_worked()
     try:  # results.json's seconds are every session's: this one's kept however it ends (its trial events keep
         # them only as the run itself scores, not as its workers do, and not after its last score)
         if waiting:  # a resumed run: the generation queued before the stop is scored by the workers too
@@ -497,19 +521,19 @@ class Breeder:
     individuals proposed. It also says what was scored: each generation's row and each individual (``scored``)
     once, even across a resume. The loop asks a planner of generations for nothing but ``propose_group``."""
 
-    def __init__(self, cfg: EvolveConfig, pop: Population, run_dir: RunDir, say: Callable[[str], None]):
+    def __init__(self, cfg: EvolveConfig, pop: Population, run_dir: RunDir, say: Callable[[str], None],
+                 pending: list[tuple[str, dict[str, Any]]] | None = None):
         self.cfg, self.pop, self.run_dir, self.say = cfg, pop, run_dir, say
         self.announced: set[int] = set()
         self.seen = {event.get("id") for event in run_dir.events("scored")}
         self.logged = {event.get("generation") for event in run_dir.events("generation")}
         # events held until the first group is bred (the reference debate's): bad input found breeding it (a child
-        # that is not finite, exit 2) finds the run with nothing recorded, and its folder goes (``RunDir``)
-        self.pending: list[tuple[str, dict[str, Any]]] = []
+        # that is not finite, exit 2) finds the run with nothing recorded, and its folder goes (``RunDir``); any
+        # other stop records them (``run``)
+        self.pending: list[tuple[str, dict[str, Any]]] = pending if pending is not None else []
 
     def record_pending(self) -> None:
-        while self.pending:
-            kind, data = self.pending.pop(0)
-            self.run_dir.event(kind, **data)
+        record_events(self.run_dir, self.pending)
 
     def propose_group(self, ctx: PlanContext | None = None) -> list[Proposal]:
         self.scored()

@@ -67,7 +67,6 @@ from agentlab.core.search.space import SearchSpace
 from agentlab.core.search.study import (
     Direction,
     await_labels,
-    check_journal_folder,
     check_storage,
     missing_study,
     open_study,
@@ -359,8 +358,10 @@ def require_budget(folder: Path, max_iterations: int, storage: str | None = None
     from agentlab.nas.report import finished_runs
 
     done = len(finished_runs(folder) or [])
-    if done and (file := missing_study(storage, folder)) is not None:
-        raise RunDirError(f"{file}: the study of {folder} is missing (it holds the {done} trial(s) the run finished)",
+    # a study file of 0 bytes is as gone as a missing one: opening it would make a new, empty study in it
+    if done and (file := missing_study(storage, folder, empty=True)) is not None:
+        gone = "empty (0 bytes)" if Path(file).exists() else "missing"
+        raise RunDirError(f"{file}: the study of {folder} is {gone} (it holds the {done} trial(s) the run finished)",
                           hint="restore the file, or start a new run")
     # the study's unfinished trials each end counted (the total is the study's): this run's, which a resume runs
     # again first (its folder is under trials/), and another worker's of a shared study
@@ -402,9 +403,7 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
     if resume is not None:
         require_budget(resume, cfg.search.max_iterations, cfg.search.storage, cfg.search.study_name)
     elif cfg.search.storage is not None:
-        check_storage(cfg.search.storage)
-        if "://" not in cfg.search.storage:  # before the run folder exists, as an sqlite:/// URL's is (check_storage)
-            check_journal_folder(cfg.search.storage)
+        check_storage(cfg.search.storage)  # a journal file in a folder that does not exist too
     given = resume / "config.yaml" if resume is not None else config_file
     if cfg.objective is not None:
         if resume is not None:  # the file edited since the start: the trials go on with its copy as it started
@@ -610,6 +609,9 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
             objective.code.plan_of = lambda number: loop.store.get(number).user_attrs.get("plan") or {}
         finished = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
         stopped = False
+        # the loop changes the study from its first step (a trial a stop left is queued again, a new one added): a
+        # resume stopped from here on did work, and run.json keeps its record (not undone as one that did nothing)
+        run_dir.mark_worked()
         try:
             outcome = loop.run()
         except KeyboardInterrupt as exc:

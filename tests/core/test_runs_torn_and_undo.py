@@ -70,3 +70,23 @@ def test_a_resume_stopped_after_it_marked_itself_as_working_is_recorded(in_tmp: 
     info = json.loads((in_tmp / "r" / "run.json").read_text())
     assert info["status"] == "interrupted" and [r["previous_status"] for r in info["resumed"]] == ["completed"]
     assert "Ctrl-C" in info["error"]
+
+
+def test_a_ctrl_c_while_a_new_run_folder_is_made_leaves_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in the moment between the folder and its run.json (git's sha is asked for) left config.yaml and
+    run.lock, and the same --out was then refused: "folder exists and is not empty"."""
+    from agentlab.core import runs
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "_git_sha", interrupted)
+    for out in (tmp_path / "new", tmp_path / "empty"):
+        if out.name == "empty":
+            out.mkdir()  # a folder the user made: it stays, empty
+        with pytest.raises(KeyboardInterrupt):
+            runs.RunDir.create("nas", {"a": 1}, out=out)
+        assert (out.is_dir() and not any(out.iterdir())) if out.name == "empty" else not out.exists()
+    monkeypatch.undo()
+    with runs.RunDir.create("nas", {"a": 1}, out=tmp_path / "new") as run:  # the same --out, at once
+        assert run.info["status"] == "running"

@@ -102,8 +102,8 @@ def check_sqlite(storage: str, what: str = "search.storage", *, create: bool = T
     import sqlite3
     from contextlib import closing
 
-    path = Path((url_where(storage) or "").partition("?")[0])
-    if not storage.startswith("sqlite:///") or not path.is_file():
+    path = store_file(storage)
+    if not storage.startswith("sqlite:///") or path is None or not path.is_file():
         return
     tables: set[str] = set()
     if path.stat().st_size:
@@ -125,9 +125,22 @@ def check_sqlite(storage: str, what: str = "search.storage", *, create: bool = T
                           hint="give the store the run made (its `store`, or sqlite:///RUN/population.db)")
 
 
+def store_file(storage: str) -> Path | None:
+    """The local file a storage setting keeps its studies in: a journal file's path, an ``sqlite:///`` URL's file
+    without its query (``?timeout=30``); None for a database server."""
+    if "://" not in storage:
+        return Path(storage)
+    if storage.startswith("sqlite:///"):
+        return Path(storage.removeprefix("sqlite:///").partition("?")[0])
+    return None
+
+
 def check_storage(storage: str, what: str = "search.storage") -> None:
     """A bad ``storage`` as one line before any run folder exists, nothing created or written
-    (``read_only_storage``): a dry run left a new SQLite file with Optuna's tables behind."""
+    (``read_only_storage``): a dry run left a new SQLite file with Optuna's tables behind. A journal file whose
+    folder does not exist is refused too (``check_journal_folder``), as an ``sqlite:///`` URL's is."""
+    if "://" not in storage:
+        check_journal_folder(storage, what)
     read_only_storage(storage, what)
 
 
@@ -148,7 +161,7 @@ def read_only_storage(storage: str, what: str = "search.storage") -> Any:
         return JournalStorage(JournalFileBackend(storage)) if file.is_file() and file.stat().st_size else None
     url = storage
     if storage.startswith("sqlite:///"):
-        path = Path((url_where(storage) or "").partition("?")[0])
+        path = store_file(storage) or Path()
         check_sqlite(storage, what)  # an existing file that is no Optuna database: refused, read-only
         if not path.parent.is_dir():  # as the run's open would fail: SQLite makes the file, not its folder
             raise ConfigError(f"{what}: cannot open {storage!r}: its folder {path.parent} does not exist",
@@ -272,10 +285,11 @@ def missing_study(storage: str | None, run_path: Path, default: str = "study.db"
     """The file a run's study was kept in (``run_path / default``, an SQLite URL's file, a journal file) when it is
     gone, else None (there, or on a server): a resume would open a new, empty study and run every trial again.
     ``empty`` (a resume's check): a file of 0 bytes is gone too; opening it would make a new study in it."""
-    file = url_where(storage or f"sqlite:///{run_path / default}") or ""
-    path = Path(file.partition("?")[0])
+    path = store_file(storage or f"sqlite:///{run_path / default}")
+    if path is None:
+        return None
     gone = not path.is_file() or (empty and not path.stat().st_size)
-    return str(path) if gone and "://" not in file else None
+    return str(path) if gone else None
 
 
 def unfinished_trials(storage: str | None, run_path: Path, name: str,
