@@ -185,7 +185,7 @@ def durable_append(path: str | Path, text: str, *, sync: bool = True) -> None:
                 os.ftruncate(fd, size)
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
         if text.endswith("\n"):
-            end = os.fstat(fd).st_size
+            end = os.lseek(fd, 0, os.SEEK_CUR)  # our write's end: another writer's bytes since are not vouched for
             _appended[key] = (stat.st_dev, stat.st_ino, end)
     finally:
         os.close(fd)
@@ -504,7 +504,10 @@ class RunDir:
             raise RunDirError(f"{path}: cannot create the run folder: {exc.strerror or exc}",
                               hint="choose a writable place with --out, or set AGENTLAB_RUNS") from None
         run = cls(path, command, rerun)
-        run._lock_fd = _lock(path)  # a new folder: nobody else can hold it yet
+        run._lock_fd = _lock(path)
+        if run._lock_fd is None:  # two starts given the same --out, both past check_out_folder: the other has it
+            raise RunDirError(f"--out {path}: another process is starting a run in this folder",
+                              hint="give each run its own --out")
         run._created = not existed
         run._stub = True
         try:  # a Ctrl-C before run.json is written (git's sha takes a moment) leaves no half-made folder that

@@ -419,7 +419,7 @@ def parse_chat(body: Any, *, max_tokens_limit: int, max_messages: int) -> ChatRe
     include_usage = (options or {}).get("include_usage")
     if include_usage is not None and not isinstance(include_usage, bool):
         raise _bad("'stream_options.include_usage' must be true or false", "stream_options.include_usage")
-    _stream_options_need_stream(body)
+    stream_options_need_stream(body)
     max_tokens = None
     for key in ("max_tokens", "max_completion_tokens"):  # both checked; max_completion_tokens wins
         given = _integer(body, key)
@@ -443,7 +443,7 @@ def parse_chat(body: Any, *, max_tokens_limit: int, max_messages: int) -> ChatRe
     return ChatRequest(model, _messages(body, max_messages), params, bool(stream), bool(include_usage), schema, name)
 
 
-def _stream_options_need_stream(body: dict[str, Any]) -> None:
+def stream_options_need_stream(body: dict[str, Any]) -> None:
     """``stream_options`` is for a stream only: OpenAI answers it without ``stream: true`` with this 400."""
     if body.get("stream_options") is not None and body.get("stream") is not True:
         raise _bad("'stream_options' is only allowed when 'stream' is true: send \"stream\": true, or drop "
@@ -495,7 +495,9 @@ def parse_completion(body: Any, *, max_tokens_limit: int, max_prompts: int) -> t
     if stream:
         raise _bad("'stream' is not served on /v1/completions (use /v1/chat/completions to stream)", "stream",
                    code="unsupported_parameter")
-    _stream_options_need_stream(body)
+    if body.get("stream_options") is not None:  # no stream here at all: "send stream: true" would be refused
+        raise _bad("'stream_options' is not served on /v1/completions (no streaming there)", "stream_options",
+                   code="unsupported_parameter")
     n = _integer(body, "n")
     if n is not None and n != 1:
         raise _bad("'n' must be 1: one choice per prompt", "n", code="unsupported_parameter")

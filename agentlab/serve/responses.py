@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentlab.core.llm.types import Message, Messages, ToolCall, Usage
-from agentlab.serve.protocol import ApiError, ChatRequest, check_fields, parse_chat
+from agentlab.serve.protocol import ApiError, ChatRequest, check_fields, parse_chat, stream_options_need_stream
 
 __all__ = ["ResponsesRequest", "ResponseStore", "parse_responses", "response_body", "ResponseEvents"]
 
@@ -213,9 +213,7 @@ def parse_responses(body: Any, *, max_tokens_limit: int, max_messages: int,
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise _bad("'stream_options' must be an object", "stream_options")
-    if options is not None and body.get("stream") is not True:  # as OpenAI answers, and chat completions here
-        raise _bad("'stream_options' is only allowed when 'stream' is true: send \"stream\": true, or drop "
-                   "'stream_options'", "stream_options")
+    stream_options_need_stream(body)  # as OpenAI answers, and chat completions here
     previous = body.get("previous_response_id")
     past: Messages = []
     if previous is not None and not isinstance(previous, str):  # was "Previous response with id 5 not found"

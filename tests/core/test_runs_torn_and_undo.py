@@ -90,3 +90,18 @@ def test_a_ctrl_c_while_a_new_run_folder_is_made_leaves_none(tmp_path: Path, mon
     monkeypatch.undo()
     with runs.RunDir.create("nas", {"a": 1}, out=tmp_path / "new") as run:  # the same --out, at once
         assert run.info["status"] == "running"
+
+
+def test_a_second_start_on_the_same_out_leaves_the_first_runs_files(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two starts given one --out, both past the emptiness check: the second ran without the lock, and a Ctrl-C or
+    bad input then removed the first run's run.json, config.yaml and lock."""
+    from agentlab.core.errors import RunDirError
+
+    out = tmp_path / "shared"
+    first = runs.RunDir.create("nas", {"a": 1}, out=out)
+    monkeypatch.setattr(runs, "check_out_folder", lambda command, given, **kwargs: Path(given))
+    with pytest.raises(RunDirError, match="another process is starting a run in this folder"):
+        runs.RunDir.create("nas", {"a": 2}, out=out)
+    assert {p.name for p in out.iterdir()} >= {"run.json", "config.yaml", "run.lock"}
+    first.release()
