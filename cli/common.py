@@ -118,7 +118,7 @@ OutOpt = Annotated[
     Path | None,
     typer.Option("--out", help="Exact run folder to create (default: a new folder <timestamp>-<name> under "
                  "runs/<command>/).",
-                 show_default=False, file_okay=False),
+                 show_default=False, file_okay=False, parser=lambda value: nonempty_path(value), metavar="<dir>"),
 ]
 AnswerOpt = Annotated[
     str | None,

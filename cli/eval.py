@@ -34,19 +34,24 @@ def _split(values: list[str] | None) -> list[str] | None:
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
+def _adapter_path(value: str) -> Path:
+    return nonempty_path(value, "a PEFT adapter folder")
+
+
 @app.callback(invoke_without_command=True)
 def eval_command(
     ctx: typer.Context,
     model: Annotated[str | None, opt("--model", help="The model: smollm2-135m (default, built in), a transformers "
                                       "folder, a GGUF file or a cached hub id; with --base-url a served name.")] = None,
-    adapter: Annotated[list[Path] | None, opt("--adapter", help="A PEFT adapter folder on the model, scored as its "
-                                               "own row beside the base (repeatable).")] = None,
+    adapter: Annotated[list[Path] | None, typer.Option(
+        "--adapter", help="A PEFT adapter folder on the model, scored as its own row beside the base (repeatable).",
+        show_default=False, parser=_adapter_path)] = None,
     tasks: Annotated[list[str] | None, opt("--tasks", help="lm-eval task, group or tag names, comma-separated or "
                                             "repeated (default agentlab_arithmetic_mc; `agentlab eval tasks` lists "
                                             "the bundled ones).")] = None,
-    include_path: Annotated[list[Path] | None, opt("--include-path", help="A folder of your own lm-eval task YAMLs "
-                                                    "(repeatable); relative data_files are read next to each "
-                                                    "YAML.")] = None,
+    include_path: Annotated[list[Path] | None, typer.Option(
+        "--include-path", help="A folder of your own lm-eval task YAMLs (repeatable); relative data_files are read "
+        "next to each YAML.", show_default=False, parser=nonempty_path)] = None,
     limit: Annotated[int | None, opt("--limit", help="Score only the first N items of each task.")] = None,
     num_fewshot: Annotated[int | None, opt("--num-fewshot", help="Few-shot examples per prompt (default: each "
                                             "task's own).")] = None,

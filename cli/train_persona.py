@@ -15,6 +15,7 @@ from .common import (
     SetOpt,
     VerboseOpt,
     console,
+    nonempty_path,
     opt,
     print_json,
     safe_text,
@@ -36,8 +37,9 @@ def train_persona(
                                       "skill_arithmetic, skill_geography, skill_units: the seed skills of "
                                       "`evolve run`."),
                      ] = None,
-    out: Annotated[Path | None, opt("--out", help="Adapter folder to write (default: the run folder's "
-                                     "adapter/). The run folder itself goes under runs/train-persona/.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Adapter folder to write (default: the run folder's "
+                                              "adapter/). The run folder itself goes under runs/train-persona/.",
+                                              show_default=False, parser=nonempty_path, metavar="<path>")] = None,
     base_model: Annotated[str | None, opt("--base-model", help="smollm2-135m (default, built in), a transformers "
                                            "folder, a GGUF file, or a cached HF hub id.")] = None,
     r: Annotated[int | None, opt("--r", help="LoRA rank (default 16).")] = None,

@@ -64,6 +64,15 @@ class EvalConfig(StrictModel):
             raise ValueError(f"{url!r} is no http:// or https:// URL (e.g. http://127.0.0.1:8000/v1)")
         return url
 
+    @field_validator("adapters", "include_path", mode="before")
+    @classmethod
+    def _no_empty_entry(cls, paths: object) -> object:
+        # Path("") is ".", the current folder: `--include-path ''` read the folder it ran in, `--adapter ''` said
+        # ".: not a PEFT adapter folder"
+        if isinstance(paths, list) and any(isinstance(p, str | Path) and not str(p).strip() for p in paths):
+            raise ValueError("an entry is empty (it would be read as the current folder); give a folder path")
+        return paths
+
     @field_validator("adapters")
     @classmethod
     def _distinct(cls, adapters: list[Path]) -> list[Path]:

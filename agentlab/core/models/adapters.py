@@ -254,8 +254,10 @@ def check_adapter_base(path: Path, config: Mapping[str, Any], base_model: str, b
 def warn_other_base(folder: str | Path, config: Mapping[str, Any], ref: str | Path) -> bool:
     """Log one warning (and return True) when the adapter's ``base_model_name_or_path`` names another model than
     ``ref``, the model it is put on (:func:`_other_base`): a LoRA for another model whose layers have the same sizes
-    loads without an error and changes the model meaninglessly. None when its base, or ``ref``, is not found here
-    (nothing to compare)."""
+    loads without an error and changes the model meaninglessly. False when its base, or ``ref``, is not found here
+    (nothing to compare), and for a model of the same architecture and sizes (a copy, an export, its GGUF, or a
+    fine-tune of it: its metadata cannot tell them apart). Called once the adapter has loaded (the warning says it
+    loads): one whose layers do not fit is refused as it loads, with no warning before the error."""
     trained = config.get("base_model_name_or_path")
     if not isinstance(trained, str) or not trained.strip():
         return False

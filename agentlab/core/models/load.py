@@ -138,10 +138,11 @@ def _with_adapters(model: Any, adapters: Mapping[str, str | Path], trainable: bo
         config = _adapter_config(folder)
         if config is not None:
             check_lora_rank(folder, config)
-            warn_other_base(folder, config, ref)
         load = (functools.partial(PeftModel.from_pretrained, model) if i == 0 else model.load_adapter)
         loaded = put_adapter(functools.partial(load, str(folder), adapter_name=name, is_trainable=trainable), folder,
                              name, "this model")
+        if config is not None:  # once it loaded: one of another size was refused, with no "it loads" before it
+            warn_other_base(folder, config, ref)
         model = loaded if i == 0 else model
     return model
 

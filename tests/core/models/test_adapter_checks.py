@@ -250,3 +250,14 @@ def test_transformers_mtime_note_is_silenced(caplog: pytest.LogCaptureFixture) -
         logger.warning("mtime may not be reliable on this filesystem, falling back to numerical ordering")
         logger.warning("another warning")
     assert [r.getMessage() for r in caplog.records] == ["another warning"]
+
+
+def test_an_adapter_of_another_size_is_refused_without_saying_it_loads(models: dict[str, Path], good: Path,
+                                                                       tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """`eval --model models/tiny --adapter adapters/smol-a`: a warning "it loads (its layers have the same sizes)",
+    then the error that the shapes differ."""
+    narrow = make_tiny_model(tmp_path / "narrow", seed=4, hidden_size=32, intermediate=64)
+    with caplog.at_level(logging.WARNING, logger="agentlab.core.models.adapters"), pytest.raises(AgentlabError):
+        load_causal_lm(narrow, device="cpu", adapters={"x": good})
+    assert not [r for r in caplog.records if r.name == "agentlab.core.models.adapters"]
