@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -794,8 +795,19 @@ def _two_folders(root: Path) -> tuple[Path, Path]:
     return root / ".m.new", root / "m"
 
 
-def test_ctrl_c_while_a_model_folder_is_replaced_leaves_a_model_at_out(in_tmp: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def sigint_raises() -> Iterator[None]:
+    """Ctrl-C raising KeyboardInterrupt, as under the CLI (pytest-xdist's workers ignore SIGINT, and a signal the
+    process ignores is not held: the test's Ctrl-C went nowhere)."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_while_a_model_folder_is_replaced_leaves_a_model_at_out(in_tmp: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                       sigint_raises: None) -> None:
     """--force moved the old model aside, then renamed the new one into place: a Ctrl-C between the two renames
     deleted the new model and left the old one only as the hidden `.m.old`, nothing at `m`. The interrupt now comes
     once the new model is in place."""

@@ -304,7 +304,7 @@ def test_a_resume_total_equal_to_the_finished_experiments_is_accepted_and_the_hi
     from agentlab.compress.config import CompressConfig
     from agentlab.compress.run import STATE, check_resume
 
-    (tmp_path / "study.db").write_bytes(b"")
+    (tmp_path / "study.db").write_bytes(b"SQLite format 3\x00")  # a study is there (an empty file is refused)
     (tmp_path / STATE).write_text("".join(json.dumps({"experiment": e}) + "\n" for e in (None, {}, {}, {})))
     check_resume(CompressConfig.model_validate({"search": {"max_iterations": 3}}), tmp_path)
     with pytest.raises(UsageError) as info:

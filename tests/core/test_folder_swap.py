@@ -9,7 +9,7 @@ import importlib
 import inspect
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -103,9 +103,21 @@ def _hidden(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.name.startswith("."))
 
 
+@pytest.fixture
+def sigint_raises() -> Iterator[None]:
+    """Ctrl-C raising KeyboardInterrupt, as under the CLI (pytest-xdist's workers ignore SIGINT, and a signal the
+    process ignores is not held: the test's Ctrl-C went nowhere)."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.parametrize("caller", list(CALLERS))
 def test_ctrl_c_between_the_renames_leaves_the_new_folder_in_place(
-        caller: str, tmp_path: Path, tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+        caller: str, tmp_path: Path, tiny_model: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+        sigint_raises: None) -> None:
     """blend and train-persona moved the old folder aside, then renamed the new one: a Ctrl-C between the two left
     nothing at OUT (blend deleted both; train-persona left the adapter only as `.OUT.old`)."""
     out, marker, run = CALLERS[caller](tmp_path, tiny_model, monkeypatch)
