@@ -33,11 +33,11 @@ from agentlab.core.harness import load_tasks, task_manager
 from agentlab.core.models.adapters import (
     adapter_fingerprint,
     check_adapter_base,
-    logit_changes,
     persona_adapters,
     read_adapter,
     skill_adapters,
 )
+from agentlab.core.models.load import logit_changes
 from agentlab.core.models.modelref import resolve_model
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, flat_settings, read_events, said_setting

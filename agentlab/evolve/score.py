@@ -20,8 +20,7 @@ from agentlab.core.errors import AgentlabError
 from agentlab.core.harness import ScoreModelsSettings, score_models
 from agentlab.core.llm.router import Router
 from agentlab.core.llm.scoring import answer_logliks
-from agentlab.core.models.adapters import adapter_logit_changes, logit_changes
-from agentlab.core.models.load import load_causal_lm
+from agentlab.core.models.load import adapter_logit_changes, load_causal_lm, logit_changes
 from agentlab.core.vote import normalise
 
 if TYPE_CHECKING:

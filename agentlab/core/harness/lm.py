@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 from agentlab.core.errors import AgentlabError, InputError, missing_package
 from agentlab.core.harness.evaluate import evaluate_row, logliks_of
 from agentlab.core.harness.tasks import go_offline
-from agentlab.core.models.adapters import adapter_logit_changes, read_scored
-from agentlab.core.models.load import check_model_files, load_causal_lm
+from agentlab.core.models.adapters import read_scored
+from agentlab.core.models.load import adapter_logit_changes, check_model_files, load_causal_lm
 
 if TYPE_CHECKING:
     from lm_eval.tasks import TaskManager

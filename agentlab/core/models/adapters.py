@@ -15,7 +15,6 @@ from typing import Any
 from agentlab.core.errors import AgentlabError, InputError
 from agentlab.core.files import read_json
 from agentlab.core.models.builtin import canonical_base
-from agentlab.core.models.load import load_causal_lm
 from agentlab.core.models.modelfiles import model_shape, safetensors_header
 from agentlab.core.models.modelref import ModelRef, resolve_model
 
@@ -317,40 +316,3 @@ def find_adapters(directory: str | Path, unreadable: list[tuple[str, str]] | Non
             size_bytes=sum(folder.joinpath(name).stat().st_size for name in ADAPTER_WEIGHTS
                            if folder.joinpath(name).is_file())))
     return found
-
-
-def logit_changes(base_model: str | Path, adapters: Mapping[str, str | Path], prompt: str, *,
-                  device: str = "auto") -> dict[str, float]:
-    """For each adapter, the largest absolute change it makes to the base model's next-token logits after the chat
-    prompt ``prompt`` (the base loaded once, through the builder the hf provider uses). An adapter whose change is
-    ~0 was not applied or holds nothing: lm-evaluation-harness users lost runs to silently unapplied adapters."""
-    model, tokenizer = load_causal_lm(base_model, device=device, adapters=adapters)
-    changes = adapter_logit_changes(model, tokenizer, list(adapters), prompt)
-    del model
-    return changes
-
-
-def adapter_logit_changes(model: Any, tokenizer: Any, names: list[str], prompt: str) -> dict[str, float]:
-    """:func:`logit_changes` on a loaded ``PeftModel`` that holds the adapters ``names``; the adapter that was active
-    before is active again after."""
-    import torch
-
-    if getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                            tokenize=True, return_dict=False)
-    else:  # a base model without a chat template: the prompt as plain text
-        ids = tokenizer(prompt, add_special_tokens=True).input_ids
-    batch = torch.tensor([list(ids)], device=model.device)
-    active = getattr(model, "active_adapter", None)
-    with torch.inference_mode():
-        with model.disable_adapter():
-            base = model(input_ids=batch).logits[0, -1].float()
-        changes = {}
-        try:
-            for name in names:
-                model.set_adapter(name)
-                changes[name] = float((model(input_ids=batch).logits[0, -1].float() - base).abs().max())
-        finally:
-            if isinstance(active, str) and active in names:
-                model.set_adapter(active)
-    return changes

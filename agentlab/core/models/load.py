@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agentlab.core.errors import AgentlabError, ConfigError, InputError, missing_package, one_line
+from agentlab.core.models.adapters import ADAPTER_CONFIG, check_lora_rank, warn_other_base
 from agentlab.core.models.convert import gguf_to_hf, quiet_transformers
 from agentlab.core.models.device import (
     FourBit,
@@ -32,7 +33,6 @@ from agentlab.core.models.modelref import resolve_model
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_ADAPTER_CONFIG = "adapter_config.json"  # adapters.py's ADAPTER_CONFIG (it imports this module)
 _MISSING_KEYS = "missing adapter keys"  # PEFT's warning: "Found missing adapter keys while loading the checkpoint"
 
 
@@ -132,8 +132,6 @@ def _with_adapters(model: Any, adapters: Mapping[str, str | Path], trainable: bo
     quiet_imports()
     from peft import PeftModel
 
-    from agentlab.core.models.adapters import check_lora_rank, warn_other_base  # adapters imports this module
-
     for i, (name, folder) in enumerate(adapters.items()):
         config = _adapter_config(folder)
         if config is not None:
@@ -173,7 +171,7 @@ def put_adapter(load: Callable[[], T], folder: str | Path, name: str, model: str
 def _adapter_config(folder: str | Path) -> dict[str, Any] | None:
     """The adapter's config when it can be read (else None: PEFT's own error follows)."""
     try:
-        config = json.loads((Path(folder) / _ADAPTER_CONFIG).read_text(encoding="utf-8"))
+        config = json.loads((Path(folder) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return config if isinstance(config, dict) else None
@@ -185,7 +183,7 @@ def adapter_error(folder: str | Path, name: str, exc: BaseException, model: str)
     missing from the file (PEFT's "missing adapter keys" warning, made an error by :func:`put_adapter`: tensors
     removed or renamed), ``target_modules`` that the model has none of. Anything else is exit 1."""
     message = one_line(exc)
-    config_file = Path(folder) / _ADAPTER_CONFIG
+    config_file = Path(folder) / ADAPTER_CONFIG
     if "size mismatch" in message:
         config = _adapter_config(folder) or {}
         base = config.get("base_model_name_or_path")
@@ -201,7 +199,7 @@ def adapter_error(folder: str | Path, name: str, exc: BaseException, model: str)
         first = re.sub(r"\.(lora_[AB])\.[^.]+\.weight$", r".\1.weight", first)  # as the file names it: no adapter name
         example = f" (e.g. {first})" if keys else ""
         count = f"{len(keys)} weights" if keys else "weights"
-        return InputError(f"{folder}: the adapter {name}'s weights file lacks {count} that its {_ADAPTER_CONFIG} "
+        return InputError(f"{folder}: the adapter {name}'s weights file lacks {count} that its {ADAPTER_CONFIG} "
                           f"asks for{example}", hint="the weights file was damaged or edited (tensors removed or "
                           "renamed): train, copy or save the adapter again")
     targets = re.search(r"Target modules? (.+?) not found in the base model", message)
@@ -222,3 +220,40 @@ def _listed(message: str) -> list[str]:
     except (ValueError, SyntaxError):
         return []
     return [str(key) for key in keys] if isinstance(keys, list) else []
+
+
+def logit_changes(base_model: str | Path, adapters: Mapping[str, str | Path], prompt: str, *,
+                  device: str = "auto") -> dict[str, float]:
+    """For each adapter, the largest absolute change it makes to the base model's next-token logits after the chat
+    prompt ``prompt`` (the base loaded once, through the builder the hf provider uses). An adapter whose change is
+    ~0 was not applied or holds nothing: lm-evaluation-harness users lost runs to silently unapplied adapters."""
+    model, tokenizer = load_causal_lm(base_model, device=device, adapters=adapters)
+    changes = adapter_logit_changes(model, tokenizer, list(adapters), prompt)
+    del model
+    return changes
+
+
+def adapter_logit_changes(model: Any, tokenizer: Any, names: list[str], prompt: str) -> dict[str, float]:
+    """:func:`logit_changes` on a loaded ``PeftModel`` that holds the adapters ``names``; the adapter that was active
+    before is active again after."""
+    import torch
+
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                            tokenize=True, return_dict=False)
+    else:  # a base model without a chat template: the prompt as plain text
+        ids = tokenizer(prompt, add_special_tokens=True).input_ids
+    batch = torch.tensor([list(ids)], device=model.device)
+    active = getattr(model, "active_adapter", None)
+    with torch.inference_mode():
+        with model.disable_adapter():
+            base = model(input_ids=batch).logits[0, -1].float()
+        changes = {}
+        try:
+            for name in names:
+                model.set_adapter(name)
+                changes[name] = float((model(input_ids=batch).logits[0, -1].float() - base).abs().max())
+        finally:
+            if isinstance(active, str) and active in names:
+                model.set_adapter(active)
+    return changes
