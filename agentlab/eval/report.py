@@ -48,9 +48,7 @@ def render_report(cfg: EvalConfig, results: dict[str, Any], plot: bool) -> str:
         by = {(s["task"], s["metric"], s["filter"]): s for s in scores}
         lines.append(f"| {row} | " + " | ".join(_cell(by.get(c)) for c in columns) + " |")
     lines.append("")
-    from agentlab.eval.run import row_names  # run imports this module
-
-    adapters = {row: path for row, path in row_names(cfg.adapters).items() if row in results["rows"]}
+    adapters = {row: path for row, path in results["adapters"].items() if row in results["rows"]}  # row -> folder
     if adapters:  # two folders of one name are rows a and a-2: which is which
         lines += ["Each adapter row is named after its folder (a second folder of the same name: `-2`, `-3`, ...):", ""]
         lines += [f"- {row}: `{path}`" for row, path in adapters.items()]

@@ -39,11 +39,13 @@ def test_report_names_the_folder_of_each_adapter_row() -> None:
     """Two adapter folders named tiny-a were rows tiny-a and tiny-a-2, and report.md never said which was which."""
     from agentlab.eval.config import EvalConfig
     from agentlab.eval.report import render_report
+    from agentlab.eval.run import row_names
 
     cfg = EvalConfig.model_validate({"adapters": ["one/tiny-a", "two/tiny-a"]})
     score = [{"task": "t", "metric": "acc", "filter": "none", "value": 0.5, "stderr": 0.1}]
     results = {"rows": {"base": score, "tiny-a": score, "tiny-a-2": score}, "paired": {}, "applied": {},
-               "probe": {}, "chat_template": False}
+               "probe": {}, "chat_template": False,  # the row -> folder map as run.py writes it to results.json
+               "adapters": {row: str(path) for row, path in row_names(cfg.adapters).items()}}
     report = render_report(cfg, results, plot=False)
     assert "- tiny-a: `one/tiny-a`" in report and "- tiny-a-2: `two/tiny-a`" in report
     assert "`-2`" in report
