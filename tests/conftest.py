@@ -193,3 +193,12 @@ def sigkill_when(in_tmp: Path) -> Callable[[list[str], Callable[[], bool]], None
         assert proc.returncode == -signal.SIGKILL
 
     return run
+
+
+@pytest.fixture
+def sigint_raises() -> Iterator[None]:
+    """Ctrl-C raising KeyboardInterrupt, as under the CLI (pytest-xdist's workers ignore SIGINT, and a signal the
+    process ignores is not held: the test's Ctrl-C went nowhere)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)

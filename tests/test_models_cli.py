@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -793,17 +792,6 @@ def _two_folders(root: Path) -> tuple[Path, Path]:
         (root / name).mkdir()
         (root / name / "config.json").write_text(name)
     return root / ".m.new", root / "m"
-
-
-@pytest.fixture
-def sigint_raises() -> Iterator[None]:
-    """Ctrl-C raising KeyboardInterrupt, as under the CLI (pytest-xdist's workers ignore SIGINT, and a signal the
-    process ignores is not held: the test's Ctrl-C went nowhere)."""
-    import signal
-
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, before)
 
 
 def test_ctrl_c_while_a_model_folder_is_replaced_leaves_a_model_at_out(in_tmp: Path, monkeypatch: pytest.MonkeyPatch,

@@ -9,7 +9,7 @@ import importlib
 import inspect
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -101,17 +101,6 @@ def _on_renames(monkeypatch: pytest.MonkeyPatch, out: Path, what: str) -> None:
 
 def _hidden(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.name.startswith("."))
-
-
-@pytest.fixture
-def sigint_raises() -> Iterator[None]:
-    """Ctrl-C raising KeyboardInterrupt, as under the CLI (pytest-xdist's workers ignore SIGINT, and a signal the
-    process ignores is not held: the test's Ctrl-C went nowhere)."""
-    import signal
-
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, before)
 
 
 @pytest.mark.parametrize("caller", list(CALLERS))
