@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from optuna import Study
 
 from agentlab.core.errors import ConfigError, UsageError, shell_word
-from agentlab.core.search.engine import storage_object, store_of, url_where
+from agentlab.core.search.engine import storage_object, store_of
 from agentlab.core.search.loop import RETRY_QUEUE_S
 from agentlab.core.search.records import A_OUTCOME, A_PLAN, awaiting_retry
 from agentlab.core.search.study import (
@@ -29,6 +29,7 @@ from agentlab.core.search.study import (
     open_storage,
     open_study,
     quiet,
+    store_file,
 )
 
 STUDY = "evolve"
@@ -68,8 +69,8 @@ def _open(store: str | None, run_path: Path | None, *, create: bool) -> Populati
         try:
             opened = open_storage(url, Path(run_path or "."), what="store", create=False)
         except ConfigError as exc:  # an empty SQLite file: a run making its population, or the wrong file
-            file = Path((url_where(url) or "").partition("?")[0])
-            if url.startswith("sqlite:///") and file.is_file() and not file.stat().st_size:
+            file = store_file(url)
+            if url.startswith("sqlite:///") and file is not None and file.is_file() and not file.stat().st_size:
                 return exc
             raise
         backend = storage_object(opened)
