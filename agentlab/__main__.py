@@ -1,5 +1,5 @@
 """`python -m agentlab`: the same as the `agentlab` command."""
 
-from agentlab.cli import run
+from agentlab.start import run
 
 run()

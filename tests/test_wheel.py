@@ -83,7 +83,7 @@ def test_the_wheel_metadata_tells_the_truth(dist: Path) -> None:
     assert "Requires-Python: >=3.11" in meta  # the tests and the code read tomllib; the lock covers 3.11 and 3.12
     assert f"Version: {VERSION}" in meta
     entry = wheel.read(f"agentlab-{VERSION}.dist-info/entry_points.txt").decode()
-    assert "agentlab = agentlab.cli:run" in entry
+    assert "agentlab = agentlab.start:run" in entry
 
 
 def test_the_sdist_rebuilds_the_release(dist: Path) -> None:
