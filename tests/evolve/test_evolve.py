@@ -17,36 +17,12 @@ pytest.importorskip("torch")
 pytest.importorskip("peft")
 pytest.importorskip("optuna")
 
+from evolve_config import write_config  # noqa: E402  (tests/evolve/evolve_config.py)
+
 from agentlab.cli import main  # noqa: E402
 from agentlab.evolve.config import EvolveConfig  # noqa: E402
 from agentlab.evolve.population import open_population  # noqa: E402
 from agentlab.evolve.run import _novelty, ancestors, generation_row  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def seeds(tiny_model: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from agentlab.core.train.tiny import make_tiny_adapter
-
-    root = tmp_path_factory.mktemp("seeds")
-    made = {name: make_tiny_adapter(tiny_model["hf"], root / name, r=r, alpha=2 * r, seed=i)
-            for i, (name, r) in enumerate([("persona_a", 4), ("persona_b", 4), ("persona_c", 2)])}
-    made["zero"] = make_tiny_adapter(tiny_model["hf"], root / "zero", r=4, seed=9, scale=0.0)
-    return made
-
-
-def write_config(tmp: Path, tiny_model: dict[str, Path], made: dict[str, Path], **fields: Any) -> Path:
-    # the genetic algorithm on greedy accuracy with the cooperation debate, as before the other searches came
-    data: dict[str, Any] = {
-        "base_model": str(tiny_model["hf"]), "seeds": [str(made[n]) for n in ("persona_a", "persona_b", "persona_c")],
-        "population": 4, "generations": 1, "elite": 1, "batch": 1, "max_tokens": 3, "device": "cpu",
-        "search": "ga", "baselines": [], "max_rank": 32, "fitness": {"task": 1.0, "coop": 0.5, "novelty": 0.1},
-        "task": {"generate": "easy", "score": "accuracy", "fitness_questions": 3, "validation_questions": 0,
-                 "test_questions": 2}}
-    for key, value in fields.items():
-        data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
-    path = tmp / "evolve.yaml"
-    path.write_text(json.dumps(data))
-    return path
 
 
 def events(run: Path, kind: str) -> list[dict[str, Any]]:
