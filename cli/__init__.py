@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import sys
+from pathlib import Path
 from typing import Any, cast
 
 import typer
@@ -220,6 +221,12 @@ def _main(argv: list[str] | None) -> int:
     runs = sys.modules.get("agentlab.core.runs")  # not imported for --help: too slow to import here
     before = runs.opened_count() if runs is not None else 0
 
+    def this_run() -> Path | None:
+        """The run folder this call opened (None: none): what Ctrl-C's line and a full disk's speak of."""
+        from agentlab.core.runs import opened_count, opened_run
+
+        return opened_run() if opened_count() != before else None
+
     def interrupted() -> str:
         """What Ctrl-C printed: how to continue, the run folder named when this call opened one. Nothing in the
         other processes of a ``torchrun`` / ``accelerate launch`` (``RANK`` > 0): the main one says it once."""
@@ -227,13 +234,11 @@ def _main(argv: list[str] | None) -> int:
 
         if world_size() > 1 and not is_main():
             return ""
-        advice = continue_with(name, sub)  # here, not at start: a command's own advice may import its package
+        folder = this_run()
+        advice = continue_with(name, sub, folder)  # here, not at start: a command's own advice may import its package
         if advice != RESUME_ADVICE:
             return "[yellow]interrupted[/]" + (f"; {escape(advice)}" if advice else "")
-        from agentlab.core.runs import opened_count, opened_run
-
-        folder = opened_run()
-        if folder is None or opened_count() == before:
+        if folder is None:
             resuming = _resume_value(args)
             if resuming is not None:  # stopped before the run was opened (imports, checks): it is as it was
                 again = f" {escape(safe_text(shell_word(resuming)))}" if resuming else ""
@@ -273,7 +278,7 @@ def _main(argv: list[str] | None) -> int:
             return fail(f"internal error: {type(exc).__name__}: {exc}", _REPORT, 1)
         return fail(missing.message, missing.hint, missing.exit_code)
     except OSError as exc:  # the disk or the system, not a bug: a full disk, a folder we may not write
-        full = storage_error(exc)
+        full = storage_error(exc, run=this_run() is not None)
         if full is not None:
             return fail(full.message, full.hint, full.exit_code)
         where = f"{exc.filename}: " if exc.filename else ""
@@ -287,7 +292,7 @@ def _main(argv: list[str] | None) -> int:
             if said := interrupted():
                 console.print(said)
             return 130
-        full = storage_error(exc)  # a full disk under a library (an SQLite study's commit, safetensors): not a bug
+        full = storage_error(exc, run=this_run() is not None)  # a full disk under a library (SQLite): no bug
         if full is not None:
             return fail(full.message, full.hint, full.exit_code)
         return fail(f"internal error: {type(exc).__name__}: {exc}", _REPORT, 1)

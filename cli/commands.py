@@ -12,6 +12,7 @@ import importlib
 import inspect
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -23,7 +24,8 @@ class Command:
     group: bool = False
     resumable: bool = True  # whether "continue with --resume" is the advice after Ctrl-C
     continue_with: str = ""  # the advice after Ctrl-C of a command without --resume, or where it is held:
-    # "module:NAME", imported only when asked (the command's package, too slow to import for --help)
+    # "module:function" of the run folder, imported only when asked (the command's package, too slow to import for
+    # --help)
     no_run_folder: tuple[str, ...] = ()  # subcommands of a group that make no run folder: Ctrl-C says only
     # "interrupted; run the command again" (not "before a run folder was made: nothing to resume")
 
@@ -32,7 +34,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("nas", "nas", "agentlab.nas.config:NASConfig", group=True),
     Command("compress", "compress", "agentlab.compress.config:CompressConfig"),
     Command("llm-bench", "llm_bench", "agentlab.llm_bench.config:BenchConfig", resumable=False,
-            continue_with="agentlab.llm_bench.report:MEASURE_AGAIN"),
+            continue_with="agentlab.llm_bench.report:after_stop"),
     Command("pipeline", "pipeline", "agentlab.pipeline.config:PipelineConfig", group=True, resumable=False,
             continue_with="the finished stages are kept: continue with `agentlab pipeline rerun SESSION --from STAGE` "
             "(SESSION: the run folder's name; `agentlab pipeline show SESSION` lists its finished stages)"),
@@ -60,9 +62,11 @@ RESUME_ADVICE = "continue with --resume"
 AGAIN_ADVICE = "run the command again"
 
 
-def continue_with(name: str, sub: str = "") -> str:
+def continue_with(name: str, sub: str = "", folder: Path | None = None) -> str:
     """The advice after Ctrl-C of the command ``name`` (``sub``: its subcommand, for a group): ``RESUME_ADVICE``
-    (the run folder is named), ``AGAIN_ADVICE`` for a subcommand that makes no run folder, its own, or none."""
+    (the run folder is named), ``AGAIN_ADVICE`` for a subcommand that makes no run folder, its own, or none. A
+    command's own advice given as ``module:function`` is that function of the run ``folder`` (None: this call made
+    none)."""
     command = next((c for c in COMMANDS if c.name == name), None)
     if command is not None and sub and sub in command.no_run_folder:
         return AGAIN_ADVICE
@@ -70,7 +74,7 @@ def continue_with(name: str, sub: str = "") -> str:
         return RESUME_ADVICE
     module, colon, attr = command.continue_with.partition(":")
     if colon and module.startswith("agentlab."):
-        return str(getattr(importlib.import_module(module), attr))
+        return str(getattr(importlib.import_module(module), attr)(folder))
     return command.continue_with
 
 

@@ -17,9 +17,10 @@ def _print_table(results: dict[str, Any]) -> None:
 
     table = Table(title="llm-bench", title_justify="left", pad_edge=False)
     table.add_column("model", no_wrap=True)
-    table.add_column("available", no_wrap=True)
-    for column in ("ok", "TTFT p50", "p50", "p90", "p99", "tok/s"):
-        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("available")  # "no: server_error" wraps in 80 columns before a number is cut
+    # p50/p90/p99 read as what they are: the latency of a whole request; tok/s: one request's decode speed
+    for column in ("ok", "TTFT\np50", "latency\np50", "latency\np90", "latency\np99", "decode\ntok/s"):
+        table.add_column(column, justify="right", no_wrap=True, min_width=len(column.split("\n")[0]))
 
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value * 1000:.0f}ms"
@@ -30,6 +31,8 @@ def _print_table(results: dict[str, Any]) -> None:
                       ms(m["latency_s"]["p50"]), ms(m["latency_s"]["p90"]), ms(m["latency_s"]["p99"]),
                       "-" if m["output_tokens_per_s"] is None else f"{m['output_tokens_per_s']:.0f}")
     console.print(table)
+    console.print("latency: a whole request's; decode tok/s: the median per request, output tokens after the first "
+                  "over the time after the first token (`-` when not streamed)", style="dim")
     for m in results["models"]:
         if not m["available"] and m.get("error"):
             console.print(safe_text(f"{m['name']}: {m['error']}"), style="red")  # safe_text escapes the markup
@@ -76,13 +79,14 @@ def llm_bench(
     tokens/s at each concurrency level. Writes report.md (with a chart) and results.json; the run
     folder's config.yaml repeats the measurement (`agentlab llm-bench -c RUN/config.yaml`). Without -c / --llm it
     benches the models of configs/llm.yaml when that file exists, else the demo's."""
-    from agentlab.core.errors import UsageError
+    from agentlab.core.errors import InputError, UsageError
     from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, routing_source
     from agentlab.llm_bench import BenchConfig, prepare, run
-    from agentlab.llm_bench.report import MEASURE_AGAIN
+    from agentlab.llm_bench.report import measure_again
 
     if resume is not None:  # hidden: it only says what to do instead (click said "No such option")
-        raise UsageError("llm-bench has no --resume: a measurement is repeated, not continued", hint=MEASURE_AGAIN)
+        raise UsageError("llm-bench has no --resume: a measurement is repeated, not continued",
+                         hint=measure_again())
     if config is not None and llm is not None and config != llm:
         raise UsageError("-c/--config and --llm both given", hint="llm-bench reads one routing config: pass one")
     path = config or llm
@@ -90,13 +94,19 @@ def llm_bench(
         raise UsageError("--demo and a routing config both given",
                          hint="--demo benches built-in loopback models; drop it to bench the models of "
                          f"{path}")
-    use_demo = demo or (path is None and not DEFAULT_LLM_CONFIG.is_file())
+    if path is None and DEFAULT_LLM_CONFIG.exists() and not DEFAULT_LLM_CONFIG.is_file():  # it ran the demo
+        raise InputError(f"{DEFAULT_LLM_CONFIG} is not a file (the routing config llm-bench reads without -c)",
+                         hint=f"pass the routing config with -c, make {DEFAULT_LLM_CONFIG} a file, or try --demo")
+    use_demo = demo or (path is None and not DEFAULT_LLM_CONFIG.exists())
     file, builtin = routing_source(path) if path is not None else (None, None)  # a file, or a built-in model
     options = flags(("--model", "bench.models", model), ("--concurrency", "bench.concurrency", concurrency),
                     ("--requests", "bench.requests", requests), ("--prompt", "bench.prompt", prompt),
                     ("--max-tokens", "bench.max_tokens", max_tokens), ("--route", "bench.route", route),
                     ("--no-stream", "bench.stream", False if no_stream else None))
     demo_at: list[str] = []  # the demo server's address, said once the config is valid
+    # a --demo run is repeated with its own options (its config.yaml names a demo server that is gone): the
+    # config.yaml's first line, report.md and Ctrl-C's line said a bare `llm-bench --demo`, which lost them
+    rerun = _demo_command(set_, options) if use_demo else None
 
     def start_demo(stack: ExitStack) -> dict[str, Any]:
         from agentlab.testing.server import demo_config, demo_server
@@ -114,13 +124,36 @@ def llm_bench(
 
     base = start_demo if use_demo else builtin
     run_command(CommandSpec("llm-bench", BenchConfig, run, base=base, prepare=prepare_bench,
-                            resumable=False, rerun="llm-bench --demo" if use_demo else None, summary=_summary,
-                            exit_code=lambda results: 0 if results["available"] or any(
+                            resumable=False, rerun=None if rerun is None else _format_safe(rerun),
+                            summary=_summary, exit_code=lambda results: 0 if results["available"] or any(
                                 r["model"] for r in results.get("route", [])) else 1),
                 Invocation(config=None if use_demo or builtin else file or DEFAULT_LLM_CONFIG,
                            sets=[*(set_ or []), *options], out=out, log_prompts=not no_log_prompts, json_=json_,
                            verbose=verbose))
 
+
+def _demo_command(sets: list[str] | None, options: list[Any]) -> str:
+    """``llm-bench --demo`` and the options of this call that shape the measurement, as one line to paste."""
+    from agentlab.core.errors import shell_word
+
+    words = ["llm-bench", "--demo"]
+    for given in sets or []:
+        words += ["--set", shell_word(given)]
+    for option in options:
+        value = option.value
+        if option.option == "--no-stream":
+            words.append("--no-stream")
+        elif isinstance(value, list):
+            for item in value:
+                words += [option.option, shell_word(item)]
+        else:
+            words += [option.option, shell_word(value)]
+    return " ".join(words)
+
+
+def _format_safe(text: str) -> str:
+    """``text`` as ``RunDir``'s ``rerun``, which is ``str.format``-ed: its braces kept (a --prompt with {x})."""
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 def _summary(results: dict[str, Any], path: Path) -> None:

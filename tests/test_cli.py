@@ -404,3 +404,29 @@ def test_an_edit_to_approve_shows_its_code_as_written(monkeypatch: pytest.Monkey
     err = capsys.readouterr()
     shown = err.out + err.err
     assert "lr = cfg[lr]" in shown and "\\[" not in shown
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_where_no_run_was_opened_speaks_of_no_run(tmp_path: Path) -> None:
+    """`agentlab config show nas > /dev/full` said "the run stopped and is kept as interrupted" and "continue with
+    --resume": no run exists; the write that failed is the output."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "agentlab.cli", "config", "show", "nas"], stdout=full,
+                              stderr=subprocess.PIPE, text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "300"})
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "error: writing the output: no space left on device (ENOSPC)",
+        "hint: send the output where there is room (or fix the disk), then run the command again"]
+
+
+def test_a_full_disk_names_the_file_and_the_run_only_when_there_is_one() -> None:
+    import errno
+
+    from agentlab.core.errors import storage_error
+
+    exc = OSError(errno.ENOSPC, "No space left on device", "out/examples/nas.yaml")
+    alone = storage_error(exc, run=False)
+    assert alone is not None and alone.message == "out/examples/nas.yaml: no space left on device (ENOSPC)"
+    assert alone.hint == "free space there (or fix the disk), then run the command again"
+    in_run = storage_error(exc)
+    assert in_run is not None and "kept as interrupted" in in_run.message and "--resume" in (in_run.hint or "")

@@ -154,8 +154,9 @@ def getenv(name: str, dotenv: dict[str, str] | None = None) -> str | None:
 Path_ = tuple[Any, ...]
 
 
-def _line_map(text: str, file: Path | None = None) -> dict[Path_, int]:
-    """Map every key path in a YAML document to its 1-based line (the line of the key, or of the list item).
+def _line_map(text: str, file: Path | None = None, plain: dict[Path_, str] | None = None) -> dict[Path_, int]:
+    """Map every key path in a YAML document to its 1-based line (the line of the key, or of the list item);
+    ``plain``, when given, gets the text of each unquoted scalar value as written (``yes`` that YAML reads as true).
 
     Raises ``ConfigError`` for what YAML itself accepts but a config must not hold: a key given twice in one mapping
     (YAML keeps the last silently) and an alias that contains itself (an endless structure).
@@ -168,6 +169,8 @@ def _line_map(text: str, file: Path | None = None) -> dict[Path_, int]:
             raise ConfigError(f"{where}:{node.start_mark.line + 1}: {_dotted(path)}: an alias that contains itself",
                               hint="an anchor (&name) cannot be used (*name) inside its own value")
         parents = parents | {id(node)}
+        if plain is not None and isinstance(node, yaml.ScalarNode) and node.style is None:
+            plain[path] = node.value
         if isinstance(node, yaml.MappingNode):
             seen: dict[Any, int] = {}
             for key_node, value_node in node.value:
@@ -231,7 +234,26 @@ def _too_deep(where: str) -> ConfigError:
                        hint="a config nests a few levels; check the file is the one you meant")
 
 
+# The tags a config's values may have: those YAML gives plain values (text, numbers, true/false, null, dates,
+# lists, mappings, the `<<` of a merge), written or not. PyYAML's safe reader also makes bytes (!!binary), sets,
+# ordered pairs (!!omap, !!pairs) and refuses others with "could not determine a constructor": no config takes them.
+_PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{name}" for name in
+                        ("str", "int", "float", "bool", "null", "timestamp", "seq", "map", "merge"))
+
+
+def _tag_refused(node: yaml.Node, where: str) -> ConfigError:
+    tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+    if tag == "!!value" and node.value == "=":  # untagged: YAML reads a bare `=` as its !!value
+        return ConfigError(f"{where}:{node.start_mark.line + 1}: a bare '=' is no value a config takes (YAML reads it "
+                           "as its !!value tag)", hint='quote it to give it as text: "="')
+    return ConfigError(f"{where}:{node.start_mark.line + 1}: the YAML tag {tag} is not supported: a config takes "
+                       "plain values (text, numbers, true/false, lists, mappings)",
+                       hint=f"remove the tag {tag} (quote the value to give it as text)")
+
+
 def _check_alias_growth(root: yaml.Node, where: str) -> None:
+    """``ConfigError`` for a value whose tag is not one of ``_PLAIN_TAGS``, and for aliases that expand past
+    ``MAX_ALIAS_VALUES``."""
     sizes: dict[int, int] = {}  # a node's values with every alias in it written out
     distinct = 0  # the nodes met so far, each once
 
@@ -239,6 +261,8 @@ def _check_alias_growth(root: yaml.Node, where: str) -> None:
         nonlocal distinct
         if id(node) in sizes:
             return sizes[id(node)]
+        if node.tag not in _PLAIN_TAGS:
+            raise _tag_refused(node, where)
         sizes[id(node)] = 0  # being counted: an alias inside its own anchor is `_line_map`'s error
         distinct += 1
         children = [part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode) else \
@@ -260,7 +284,8 @@ class _Source:
 
     def __init__(self, path: Path | None, text: str | None):
         self.path = path
-        self.lines = _line_map(text, path) if text else {}
+        self.plain: dict[Path_, str] = {}  # the unquoted values as the file wrote them (``_file_read_as``)
+        self.lines = _line_map(text, path, self.plain) if text else {}
         self.overridden: dict[Path_, str] = {}
 
     def where(self, loc: Path_, *, by_value: bool = True) -> str:
@@ -340,7 +365,10 @@ def _read_yaml(path: Path, schema: str | None = None, optional: bool = True) -> 
         data = load_yaml(text, str(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        # the end of the file (`[unclosed`) is met past the last line: named by the last line that holds something
+        last = max((i for i, line in enumerate(text.splitlines(), 1) if line.strip() and not
+                    line.lstrip().startswith("#")), default=1)
+        where = f"{path}:{min(mark.line + 1, last)}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
         tab = "'\\t'" in problem  # PyYAML: "found character '\t' that cannot start any token"
         raise ConfigError(f"{where}: invalid YAML: {problem}",
@@ -351,7 +379,9 @@ def _read_yaml(path: Path, schema: str | None = None, optional: bool = True) -> 
                           hint=f"write the keys to set ({show} prints every default)"
                           + (", or give no file for the defaults" if optional else ""))
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}:1: the top level must be a mapping of keys, got {type(data).__name__}",
+        root = compose_yaml(text, str(path))  # read once already: where its top-level value starts
+        raise ConfigError(f"{path}:{root.start_mark.line + 1 if root is not None else 1}: the top level must be a "
+                          f"mapping of keys, got {type(data).__name__}",
                           hint=f"write `key: value` lines ({show} prints every key)")
     return data, text
 
@@ -749,24 +779,48 @@ def format_validation_error(exc: ValidationError, data: Any, source: _Source, mo
                 msg += f"; known keys: {', '.join(known)}"
         elif err["type"] == "missing":
             msg = "required field is missing"
+        elif err["type"] == "invalid_key" and loc:  # `1: 2`: the key is the field, as YAML wrote it
+            loc = (*loc[:-1], _yaml_word(err["input"]))
+            msg += f" (to give it as text, quote it: \"{loc[-1]}\")"
         elif "input" in err and err["type"] != "value_error" and err["type"] not in ("union_tag_invalid",):
-            shown = err["input"]
-            if isinstance(shown, (str, int, float, bool)) and len(repr(shown)) < 60:
-                msg += f" (got {shown!r})"
-            elif ((said := source.overridden.get(tuple(loc), "")).startswith("--set ") and not said.endswith("=...")
-                  and err["type"] not in ("model_type", "dict_type")):  # a section's error says what it holds
-                msg += _read_as(said, shown, err["type"] == "string_type")  # `--set name=a: b`: a mapping
+            shown, text = err["input"], err["type"] == "string_type"
+            said = source.overridden.get(tuple(loc), "")
+            if (said.startswith("--set ") and not said.endswith("=...")
+                    and err["type"] not in ("model_type", "dict_type")  # a section's error says what it holds
+                    and (text or not isinstance(shown, (str, int, float, bool)))):
+                msg += _read_as(said, shown, text)  # `--set name=a: b`: a mapping, `--set name=yes`: true
+            elif not said and text and tuple(loc) in source.plain and not isinstance(shown, str):
+                msg += _file_read_as(loc, source.plain[tuple(loc)], shown)  # `name: yes` in the file: true
+            elif (isinstance(shown, (str, int, float, bool)) or shown is None) and len(repr(shown)) < 60:
+                msg += f" (got {shown!r})" if isinstance(shown, str) else f" (got {_yaml_word(shown)})"
         messages.append(f"{source.where(loc, by_value=err['type'] != 'extra_forbidden')}: {_dotted(loc)}: {msg}")
     return "\n".join(sorted(messages, key=lambda m: _line_of(m, source.path)))  # in the file's order, then --set
+
+
+def _yaml_word(value: Any) -> str:
+    """A plain value as YAML writes it (``true``, ``null``, ``12``, ``2024-01-02``), for an error's ``(got ...)``."""
+    shown = yaml.dump(_redact(value, [], secret_values()), Dumper=_DUMPER, default_flow_style=True, width=1_000_000,
+                      allow_unicode=True).removesuffix("\n").removesuffix("\n...").strip()
+    return shown if len(shown) <= 60 else shown[:59] + "…"
+
+
+def _kind(value: Any) -> str:
+    return {dict: "the mapping ", list: "the list ", type(None): "", bool: ""}.get(type(value),
+                                                                                  f"the {type(value).__name__} ")
+
+
+def _file_read_as(loc: Path_, raw: str, value: Any) -> str:
+    """What YAML made of an unquoted file value a text field refuses (``name: yes`` is true, ``name: 2024-01-02`` a
+    date), as an error's note naming the quoting that gives the text (``name: "yes"``)."""
+    key = "-" if isinstance(loc[-1], int) else f"{loc[-1]}:"
+    return (f" (got {_kind(value)}{_yaml_word(value)}: YAML reads it unquoted; to give it as text, quote it in the "
+            f"file: {key} {json.dumps(raw, ensure_ascii=False)})")
 
 
 def _read_as(label: str, value: Any, text: bool) -> str:
     """What YAML made of a ``--set`` value the field refuses (``--set name=a: b`` is the mapping {a: b}), as an
     error's note; ``text``: the field takes text, which quoting the value gives (``--set 'name="a: b"'``)."""
-    kind = {dict: "the mapping ", list: "the list ", type(None): ""}.get(type(value), f"the {type(value).__name__} ")
-    shown = yaml.dump(_redact(value, [], secret_values()), Dumper=_DUMPER, default_flow_style=True, width=1_000_000,
-                      allow_unicode=True).removesuffix("\n").removesuffix("\n...").strip()
-    shown = shown if len(shown) <= 60 else shown[:59] + "…"
+    kind, shown = _kind(value), _yaml_word(value)
     key, _, raw = label.removeprefix("--set ").partition("=")
     quoted = json.dumps(raw.strip(), ensure_ascii=False)  # `café: b` as "café: b", not "caf\u00e9: b"
     quote = f": to give it as text, quote it: --set {shlex.quote(f'{key}={quoted}')}" if text else ""

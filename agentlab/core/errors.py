@@ -215,10 +215,12 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
-def storage_error(exc: BaseException, where: str | None = None) -> StorageError | None:
+def storage_error(exc: BaseException, where: str | None = None, *, run: bool = True) -> StorageError | None:
     """A :class:`StorageError` naming the path and the cause when ``exc`` (or an error it was raised from) is a full
     disk, an exceeded quota, a read-only file system or an I/O error; else None. ``where``: the path to name when
-    the error carries none (an SQLite study, a library that reports only ``os error 28``)."""
+    the error carries none (an SQLite study, a library that reports only ``os error 28``). ``run``: a run folder
+    was opened, which the message and the hint then speak of (kept as interrupted, ``--resume``); without one, a
+    write that names no file is the command's output (stdout)."""
     if isinstance(exc, StorageError):
         return exc
     for e in _chain(exc):
@@ -233,6 +235,11 @@ def storage_error(exc: BaseException, where: str | None = None) -> StorageError 
         name, cause = _STORAGE_ERRNOS[code]
         path = (e.filename if isinstance(e, OSError) and e.filename else None) or where
         detail = "" if isinstance(e, OSError) else f" ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+        if not run:  # nothing to resume: the same command again, once there is room
+            return StorageError(f"{path or 'writing the output'}: {cause} ({name}){detail}",
+                                hint=("free space there (or fix the disk)" if path else
+                                      "send the output where there is room (or fix the disk)")
+                                + ", then run the command again")
         return StorageError(f"{path or 'a write'}: {cause} ({name}){detail}; the run stopped and is kept as "
                             "interrupted", hint=STORAGE_HINT)
     return None

@@ -737,7 +737,9 @@ class RunDir:
             config = absolute_paths(config).model_dump(mode="json")
         path = self.file("config.yaml")
         # The first line names the command, as every config in configs/ does: `agentlab config validate` reads it.
-        rerun = (self.rerun or f"{self.command} -c {{config}}").format(config=path.absolute(), run=self.path.absolute())
+        # quoted for the shell: a folder with a space (or a quote) gave a line that does not paste
+        rerun = (self.rerun or f"{self.command} -c {{config}}").format(config=shell_word(path.absolute()),
+                                                                        run=shell_word(self.path.absolute()))
         header = f"# agentlab {rerun}\n"
         atomic_write_text(path, header + dump_yaml(redact(config, self._secrets)))
 

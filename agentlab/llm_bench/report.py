@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from agentlab.core.errors import pip_install
+from agentlab.core.errors import pip_install, shell_word
 from agentlab.core.runs import save_figure
 
 log = logging.getLogger(__name__)
@@ -49,12 +49,21 @@ def _why(model: dict[str, Any]) -> str:
     return why.replace("|", "\\|")
 
 
+def _quoted(text: str, limit: int = 80) -> str:
+    """A prompt in a sentence of report.md: one line, cut at ``limit``, in a code span."""
+    flat = " ".join(text.split())
+    flat = flat if len(flat) <= limit else flat[:limit - 3] + "..."
+    flat = flat.replace("`", "'")
+    return f"`{flat}`"
+
+
 def _fmt(value: float | None, scale: float = 1000.0, unit: str = "ms") -> str:
     return "-" if value is None else f"{value * scale:.0f} {unit}" if scale != 1 else f"{value:.1f}"
 
 
 def save_chart(models: list[dict[str, Any]], path: Path) -> Path | None:
-    """Horizontal bars of TTFT and latency p50/p90 per available model. None when matplotlib is not installed."""
+    """Horizontal bars of TTFT and latency p50/p90 per available model (no TTFT bars when no model was streamed:
+    ``--no-stream`` drew an empty series). None when matplotlib is not installed."""
     try:
         import matplotlib
 
@@ -66,7 +75,11 @@ def save_chart(models: list[dict[str, Any]], path: Path) -> Path | None:
     rows = [m for m in models if m["available"]]
     if not rows:
         return None
-    series = [("TTFT p50", "ttft_s", "p50"), ("latency p50", "latency_s", "p50"), ("latency p90", "latency_s", "p90")]
+    series = [(label, key, q) for label, key, q in (("TTFT p50", "ttft_s", "p50"), ("latency p50", "latency_s", "p50"),
+                                                   ("latency p90", "latency_s", "p90"))
+              if any(m[key][q] is not None for m in rows)]
+    if not series:
+        return None
     height = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.7 * len(rows)))
     for k, (label, key, q) in enumerate(series):
@@ -75,7 +88,8 @@ def save_chart(models: list[dict[str, Any]], path: Path) -> Path | None:
     ax.set_yticks([i + height for i in range(len(rows))], [m["name"] for m in rows])
     ax.invert_yaxis()
     ax.set_xlabel("milliseconds")
-    ax.set_title("llm-bench: time to first token and total latency")
+    ax.set_title("llm-bench: time to first token and total latency" if series[0][1] == "ttft_s"
+                 else "llm-bench: total latency (not streamed: no time to first token)")
     ax.legend(loc="lower right")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
@@ -84,31 +98,69 @@ def save_chart(models: list[dict[str, Any]], path: Path) -> Path | None:
     return path
 
 
-def measure_again(config: str | Path | None = None) -> str:
+def measure_again(config: str | Path | None = None, rerun: str | None = None) -> str:
     """What to do after a stopped measurement (or instead of ``--resume``): llm-bench repeats a run, never continues
     it. The one text of Ctrl-C's line, the hidden ``--resume``'s hint and an interrupted report.md; ``config``: the
-    run folder's config.yaml when known (report.md), else ``RUN/config.yaml`` with RUN explained."""
+    run folder's config.yaml when known, else ``RUN/config.yaml`` with RUN explained; ``rerun``: the command line
+    after ``agentlab`` that repeats this run when it is not ``-c`` its config.yaml (a --demo run's, with its
+    options: its config names the port of a demo server that is gone)."""
+    if rerun is not None:
+        return f"measure again with `agentlab {rerun}`"
     if config is None:
         return ("measure again with `agentlab llm-bench -c RUN/config.yaml` (RUN: the run folder, whose results.json "
-                "and report.md keep the models measured so far; a --demo run: `agentlab llm-bench --demo`)")
-    return f"measure again with `agentlab llm-bench -c {config}` (a --demo run: `agentlab llm-bench --demo`)"
+                "and report.md hold the models measured so far; a --demo run: `agentlab llm-bench --demo` with the "
+                "run's options)")
+    return (f"measure again with `agentlab llm-bench -c {shell_word(config)}` (a --demo run: `agentlab llm-bench "
+            "--demo`)")
 
 
-MEASURE_AGAIN = measure_again()
+def after_stop(folder: Path | None) -> str:
+    """The advice after a stopped ``llm-bench`` (Ctrl-C's line, the ui's runs list; ``cli.commands.continue_with``):
+    with its run ``folder``, the command line that repeats it, as its config.yaml's first line says it (a --demo
+    run's with its options: a bare ``llm-bench --demo`` lost them); without one, that nothing was measured (it named
+    a RUN that was never made)."""
+    if folder is None:
+        return "before a run folder was made: nothing was measured; run the command again"
+    config = folder / "config.yaml"
+    try:
+        with config.open(encoding="utf-8") as file:
+            first = file.readline().strip()
+    except (OSError, UnicodeDecodeError):
+        first = ""
+    if first.startswith("# agentlab llm-bench"):
+        return f"measure again with `{first.removeprefix('# ')}`"
+    return measure_again(config)
 
 
-def render_report(results: dict[str, Any], run_path: Path) -> str:
+def render_report(results: dict[str, Any], run_path: Path, *, planned: int | None = None,
+                  rerun: str | None = None) -> str:
+    """report.md of ``results``. ``planned``: written while the run goes on (the model count it measures); ``rerun``:
+    the run folder's ``RunDir.rerun`` (the command line that repeats it, ``{config}`` its config.yaml)."""
     models = results["models"]
     chart = save_chart(models, run_path / "latency.png")
     lines = ["# llm-bench", ""]
-    if results.get("interrupted"):
+    config = run_path / "config.yaml"
+    again = measure_again(config, rerun.format(config=config, run=run_path)
+                          if rerun is not None and "{config}" not in rerun else None)
+    if results.get("interrupted") and planned is not None:
+        lines += [f"**Incomplete**: the {len(models)} of {planned} model(s) measured so far; the run is still going, "
+                  f"or was stopped before the rest (run.json's status says which); {again}.", ""]
+    elif results.get("interrupted"):
         lines += [f"**Interrupted**: the {len(models)} model(s) measured before the stop (not the one being measured, "
-                  f"nor the route); {measure_again(run_path / 'config.yaml')}.", ""]
+                  f"nor the route); {again}.", ""]
     available = results.get("available", [])
     lines.append(f"Working models: {', '.join(available) if available else 'none'}. "
                  f"Fastest (p50 latency): {results.get('fastest') or '-'}.")
+    prompt = results["settings"].get("prompt")
+    lines += ["", "Every request sends the same prompt" + (f" ({_quoted(prompt)})" if prompt else "")
+              + ", so a server's prompt cache is warm for all of them; a model given the tool-calling probe first "
+              "gets one warm-up request after it, not counted. Latency is the whole request's; decode tokens/s is "
+              "the median per request of the output tokens after the first over the time after the first token."]
+    if any(m["available"] and not m.get("stream", True) for m in models):
+        lines += ["", "Not streamed (`--no-stream`, or `stream: false` on the model): no time to first token, so TTFT "
+                  "and decode tokens/s are `-`."]
     lines += ["", "| model | available | error | ok/requests | TTFT p50 | TTFT p90 | latency p50 | latency p90 | "
-              "latency p99 | tokens/s |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "latency p99 | decode tokens/s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for m in models:
         lines.append(
             f"| {m['name']} | {'yes' if m['available'] else 'no'} | {_why(m)} "

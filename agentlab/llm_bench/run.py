@@ -1,11 +1,13 @@
 """`agentlab llm-bench`: availability, time to first token, latency and throughput of every configured model.
 
 Per model: one probe request decides availability (and the error kind when it fails); then ``requests`` requests at
-each ``concurrency`` level, streamed when the model supports it so TTFT is real. With ``route`` set, the requests also
-go through the router, and the report says which model answered each one and the time lost to fallbacks. With ``tools``
-(the default), each working model also gets one tool-calling probe (``probe_tools``): a request offering one tool
-with ``tool_choice: required``, sent once with no repair, and the report says whether it answered with a call,
-whether the call validated against the tool's schema and its latency.
+each ``concurrency`` level, streamed when the model supports it so TTFT is real. Every request sends the same prompt
+(a server's prompt cache is warm). With ``tools`` (the default), each working model also gets one tool-calling probe
+(``probe_tools``): a request offering one tool with ``tool_choice: required``, sent once with no repair, and the
+report says whether it answered with a call, whether the call validated against the tool's schema and its latency;
+then one warm-up request, not counted (the probe's prompt displaced the bench's from a server's prompt cache, so the
+first counted request was cold). With ``route`` set, the requests also go through the router, and the report says
+which model answered each one and the time lost to fallbacks.
 
 ``results.json`` is a contract for scripts:
 ``{"models": [{"name", "available", "error_kind", "error", "hint", "requests", "ok", "ttft_s": {"p50","p90","p99"},
@@ -25,6 +27,7 @@ from typing import Any
 
 from agentlab.core.config import redact
 from agentlab.core.errors import LLMError, MissingPackage, UsageError
+from agentlab.core.files import deferred_interrupts
 from agentlab.core.llm.router import Router
 from agentlab.core.llm.tools import TOOL_CALL_OPEN, call_problem, cut_problem
 from agentlab.core.llm.types import Completion, GenParams
@@ -36,7 +39,7 @@ from agentlab.llm_bench.report import best_model, render_report
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(slots=True)  # a level of --requests 1000000 keeps a million of them
 class Sample:
     ok: bool
     latency_s: float
@@ -71,8 +74,10 @@ def _summarise(samples: list[Sample]) -> dict[str, Any]:
     for s in samples:
         if not s.ok:
             errors[s.error_kind or "unknown"] = errors.get(s.error_kind or "unknown", 0) + 1
-    # Per-request decode speed, as llmperf reports it: output tokens over the time after the first token.
-    speeds = [s.output_tokens / max(s.latency_s - (s.ttft_s or 0.0), 1e-9) for s in good if s.output_tokens]
+    # Per-request decode speed: the output tokens after the first over the time after the first token. Only for a
+    # streamed answer (without a stream there is no first token's time: None, not tokens over the whole request).
+    speeds = [(s.output_tokens - 1) / max(s.latency_s - s.ttft_s, 1e-9) for s in good
+              if s.ttft_s is not None and s.output_tokens > 1]
     ttfts = [s.ttft_s for s in good if s.ttft_s is not None]
     return {
         "requests": len(samples),
@@ -97,18 +102,20 @@ async def _timed(call: Any) -> Sample:
 
 
 async def _level(make_call: Any, requests: int, concurrency: int, task: ProgressTask) -> tuple[list[Sample], float]:
-    """Run ``requests`` calls with at most ``concurrency`` in flight; returns samples and the wall time."""
-    gate = asyncio.Semaphore(concurrency)
+    """Run ``requests`` calls with at most ``concurrency`` in flight; returns samples (in the order they finished)
+    and the wall time. ``concurrency`` workers take the next request in turn: a task per request, made up front,
+    took 1.4 GB at ``--requests 1000000``."""
+    samples: list[Sample] = []
+    pending = iter(range(requests))  # shared: each worker takes the next index
 
-    async def one(index: int) -> Sample:
-        async with gate:
-            sample = await make_call(index)
-        task.advance()
-        return sample
+    async def worker() -> None:
+        for index in pending:
+            samples.append(await make_call(index))
+            task.advance()
 
     start = time.perf_counter()
-    samples = await asyncio.gather(*(one(i) for i in range(requests)))
-    return list(samples), time.perf_counter() - start
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, requests))))
+    return samples, time.perf_counter() - start
 
 
 # The tool-calling probe: a tool no model was trained on, a question only it answers, and a call that is required.
@@ -147,8 +154,10 @@ async def probe_tools(router: Router, name: str, max_tokens: int) -> dict[str, A
             "latency_s": latency, "error_kind": None, "error": None, "hint": None}
 
 
-async def bench_model(router: Router, name: str, settings: BenchSettings, stream: bool, task: ProgressTask) -> dict:
-    """Probe one model, then load it at each concurrency level."""
+async def bench_model(router: Router, name: str, settings: BenchSettings, stream: bool, task: ProgressTask,
+                      on_event: Callable[..., None] | None = None) -> dict:
+    """Probe one model, then load it at each concurrency level. ``on_event``: events.jsonl's (``RunDir.event``),
+    told of the warm-up request."""
     messages = [{"role": "user", "content": settings.prompt}]
     params = GenParams(max_tokens=settings.max_tokens)
     probe = await _timed(router.call_model(name, messages, params, stream=stream))
@@ -156,13 +165,20 @@ async def bench_model(router: Router, name: str, settings: BenchSettings, stream
     entry: dict[str, Any] = {"name": name, "available": probe.ok, "error_kind": probe.error_kind,
                              "error": probe.error, "hint": probe.hint, "stream": stream}
     if not probe.ok:
-        task.advance(settings.requests * len(settings.concurrency))
+        task.advance(settings.requests * len(settings.concurrency) + int(settings.tools))
         entry.update(_summarise([]))
         entry["levels"] = []
         return entry
 
     if settings.tools:
         entry["tool_call"] = await probe_tools(router, name, settings.max_tokens)
+        # The probe's prompt displaced the bench prompt from a server's prompt cache (llama.cpp): the first counted
+        # request was cold, skewing its TTFT and the p90/p99. One request, not counted, warms it again.
+        warm = await _timed(router.call_model(name, messages, params, stream=stream))
+        task.advance()
+        if on_event is not None:
+            on_event("bench_warm_up", model=name, counted=False, ok=warm.ok, latency_s=round(warm.latency_s, 6),
+                     ttft_s=None if warm.ttft_s is None else round(warm.ttft_s, 6), error_kind=warm.error_kind)
 
     async def call(_: int) -> Sample:
         return await _timed(router.call_model(name, messages, params, stream=stream))
@@ -241,26 +257,32 @@ async def run_async(cfg: BenchConfig, run_dir: RunDir | None = None, progress: P
     router = Router.for_run(llm, run_dir)
     router.cache = None  # llm-bench measures the models: an answer from the response cache would measure nothing
     results: dict[str, Any] = {"settings": settings.model_dump(mode="json"), "models": []}
+    if run_dir is not None:  # from the start, results.json and report.md hold the models measured so far
+        _save_so_far(results, router, run_dir, len(names))
     try:
-        per_model = 1 + settings.requests * len(settings.concurrency)
+        per_model = 1 + settings.requests * len(settings.concurrency) + int(settings.tools)
         for name in names:
             task = progress.task(f"{name}", total=per_model)
             stream = settings.stream and llm.models[name].stream
-            results["models"].append(await bench_model(router, name, settings, stream, task))
+            results["models"].append(await bench_model(router, name, settings, stream, task,
+                                                       run_dir.event if run_dir is not None else None))
+            if run_dir is not None:  # a kill -9 (or a crash) later keeps this model
+                _save_so_far(results, router, run_dir, len(names))
         if settings.route is not None:
             task = progress.task(f"route {settings.route}", total=settings.requests * len(settings.concurrency))
             results["route"] = await bench_route(router, settings.route, settings, task)
         results["router_stats"] = router.stats()
     except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C (asyncio.run cancels us) or SIGTERM
         if run_dir is not None:
-            _save_partial(results, router, run_dir, len(names))
+            _save_so_far(results, router, run_dir, len(names), stopped=True)
         raise
     finally:
         await router.aclose()
     _finish(results)
     if run_dir is not None:
-        run_dir.save_results(results)
-        run_dir.save_report(render_report(results, run_dir.path))
+        with deferred_interrupts():  # a Ctrl-C now: the finished files, not the last partial ones
+            run_dir.save_results(results)
+            run_dir.save_report(render_report(results, run_dir.path, rerun=run_dir.rerun))
     return results
 
 
@@ -269,20 +291,30 @@ def _finish(results: dict[str, Any]) -> None:
     results["fastest"] = best_model(results["models"])
 
 
-def _save_partial(results: dict[str, Any], router: Router, run_dir: RunDir, planned: int) -> None:
-    """At Ctrl-C: results.json and report.md of the models measured so far (``interrupted: true``; the model being
-    measured and the route are left out), each written atomically. Never in the way of the exit: an error here is
-    logged and the files are left unwritten."""
+def _partial(results: dict[str, Any], router: Router) -> dict[str, Any]:
+    """``results`` as far as they go: the models measured so far, ``interrupted: true``."""
+    partial = {**results, "router_stats": results.get("router_stats") or router.stats(), "interrupted": True}
+    _finish(partial)
+    return partial
+
+
+def _save_so_far(results: dict[str, Any], router: Router, run_dir: RunDir, planned: int, *,
+                 stopped: bool = False) -> None:
+    """results.json and report.md of the models measured so far (``interrupted: true``, which the finished run's
+    files drop; the model being measured and the route left out), each written atomically with a second Ctrl-C (or
+    SIGTERM) held until both are: while the run goes on, so a kill -9 or a crash keeps them, and at a Ctrl-C
+    (``stopped``). Never in the way of the run or the exit: an error here is logged and the files left as they were."""
     try:
-        results.setdefault("router_stats", router.stats())
-        results["interrupted"] = True
-        _finish(results)
-        run_dir.save_results(results)
-        run_dir.save_report(render_report(results, run_dir.path))
-        log.warning("interrupted: %s and report.md hold the %d of %d model(s) measured so far",
-                    run_dir.path / "results.json", len(results["models"]), planned)
+        with deferred_interrupts():
+            partial = _partial(results, router)
+            run_dir.save_results(partial)
+            run_dir.save_report(render_report(partial, run_dir.path, planned=None if stopped else planned,
+                                              rerun=run_dir.rerun))
+            if stopped:  # said before a second Ctrl-C, held until here, goes on
+                log.warning("interrupted: %s and report.md hold the %d of %d model(s) measured so far",
+                            run_dir.path / "results.json", len(results["models"]), planned)
     except Exception:
-        log.warning("the partial results could not be written", exc_info=True)
+        log.warning("the results so far could not be written", exc_info=True)
 
 
 def run(cfg: BenchConfig, run_dir: RunDir | None = None, *, progress: Progress | None = None,

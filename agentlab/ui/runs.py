@@ -20,7 +20,7 @@ from typing import Any
 from agentlab.core.agent import approval
 from agentlab.core.errors import AgentlabError, shell_word
 from agentlab.core.files import counted, read_json, read_text
-from agentlab.core.runs import FAILED, INTERRUPTED, RUNNING, command_words, live_jsonl, run_status
+from agentlab.core.runs import FAILED, INTERRUPTED, RUNNING, command_words, is_live, live_jsonl, run_status
 
 PLOT_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg")
 DAMAGED = "damaged"  # the status of a folder whose run.json is missing or unreadable
@@ -201,7 +201,7 @@ def continue_advice(row: RunRow) -> str | None:
 
         return continue_hint(session_ref(row.path), unfinished_stage(row.path),
                              any((row.path / "steps").glob("*.json")))
-    advice = continue_with(row.command)
+    advice = continue_with(row.command, folder=row.path)
     if advice != RESUME_ADVICE:
         return advice or f"`agentlab {command_words(row.command)}` has no --resume: run it again"
     words = _RESUME_WORDS.get(row.command, command_words(row.command))
@@ -351,16 +351,25 @@ def read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
     return records[-limit:] if limit else records
 
 
-def unreadable_lines(path: Path) -> int:
+def unreadable_lines(path: Path, *, settled: bool = False) -> int:
     """How many whole lines of a JSONL file are no JSON object (``read_jsonl`` skips them): a line torn by a crash
-    that a later append ran into, an edit. A last line without its newline is not counted: a live run may be
-    writing it."""
-    return _scan_jsonl(path, 1)[1]
+    that a later append ran into, an edit. A last line without its newline is counted only when ``settled`` (the
+    run that writes the file is not running, ``_settled``): else a live run may be writing it."""
+    return _scan_jsonl(path, 1, settled=settled)[1]
 
 
-def _scan_jsonl(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], int]:
+def _settled(folder: Path) -> bool:
+    """Whether the run of ``folder`` is not running (ended, or its process gone): nothing appends to its files."""
+    try:
+        return run_status(folder) != RUNNING
+    except (AgentlabError, OSError, ValueError, AttributeError):  # run.json missing or damaged (not a mapping):
+        # whether a process still owns the folder
+        return not is_live(folder)
+
+
+def _scan_jsonl(path: Path, limit: int | None, *, settled: bool = False) -> tuple[list[dict[str, Any]], int]:
     """One read of a JSONL file a live run may be appending to: its last ``limit`` JSON objects (all with None; the
-    objects ``read_jsonl`` gives) and the count of its ``unreadable_lines``."""
+    objects ``read_jsonl`` gives) and the count of its ``unreadable_lines`` (``settled``: as there)."""
     records: deque[dict[str, Any]] = deque(maxlen=limit or None)
     bad = 0
     if not path.is_file():
@@ -373,7 +382,7 @@ def _scan_jsonl(path: Path, limit: int | None) -> tuple[list[dict[str, Any]], in
                 record = None
             if isinstance(record, dict):
                 records.append(record)
-            elif line.endswith("\n") and line.strip():
+            elif (settled or line.endswith("\n")) and line.strip():
                 bad += 1
     return list(records), bad
 
@@ -386,7 +395,7 @@ def event_rows(path: Path, limit: int = 500) -> list[dict[str, Any]]:
 def event_table(path: Path, limit: int = 500) -> tuple[list[dict[str, Any]], int]:
     """The Events tab from one read of the run folder's events.jsonl: ``event_rows`` and its ``unreadable_lines``
     (the file is read once a render, however long it has grown)."""
-    events, bad = _scan_jsonl(path / "events.jsonl", limit)
+    events, bad = _scan_jsonl(path / "events.jsonl", limit, settled=_settled(path))
     rows = []
     for e in events:
         ts = e.get("ts")

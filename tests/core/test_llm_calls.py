@@ -39,7 +39,7 @@ def test_llm_bench_keeps_prompts_and_replies_scrubbed(in_tmp: Path, monkeypatch:
     assert main(["llm-bench", "-c", "llm.yaml", "--requests", "2", "--concurrency", "1", "--prompt",
                  "capital of France? (my token is tok-abcdef-987654)", "--out", "r"]) == 0
     calls = lines(in_tmp / "r" / "llm_calls.jsonl")
-    assert len(calls) == 4  # the probe, the tool-calling probe and two requests
+    assert len(calls) == 5  # the probe, the tool-calling probe, llm-bench's uncounted warm-up, two requests
     assert calls[0]["messages"][0]["content"] == "capital of France? (my token is ${MY_SERVICE_TOKEN})"
     assert calls[0]["reply"] == "Paris is the capital." and calls[0]["params"]["temperature"] == 0.3
     assert "tok-abcdef-987654" not in (in_tmp / "r" / "llm_calls.jsonl").read_text()
@@ -51,7 +51,8 @@ def test_no_log_prompts_keeps_only_the_metadata(in_tmp: Path) -> None:
                  "--out", "r"]) == 0
     assert not (in_tmp / "r" / "llm_calls.jsonl").exists()
     events = [e for e in lines(in_tmp / "r" / "events.jsonl") if e["kind"] == "llm_call"]
-    assert len(events) == 3 and "messages" not in events[0]  # the probe, the tool-calling probe, one request
+    # the probe, the tool-calling probe, llm-bench's uncounted warm-up, one request
+    assert len(events) == 4 and "messages" not in events[0]
 
 
 def test_pipeline_stage_calls_are_kept(in_tmp: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agentlab.cli import main
-from agentlab.llm_bench.report import MEASURE_AGAIN, measure_again
+from agentlab.llm_bench.report import measure_again
 from agentlab.testing.server import Reply, ScriptedServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,8 +51,9 @@ def test_repo_llm_yaml_against_loopback_reports_dead_model(srv: ScriptedServer, 
     assert "![latency](latency.png)" in report and "connection" in report
     assert json.loads((out / "run.json").read_text())["status"] == "completed"
     calls = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
-    # the availability probe, the tool-calling probe, 6 requests
-    assert sum(1 for c in calls if c["kind"] == "llm_call" and c["model"] == "local-gguf") == 8
+    # the availability probe, the tool-calling probe, the warm-up (not counted), 6 requests
+    assert sum(1 for c in calls if c["kind"] == "llm_call" and c["model"] == "local-gguf") == 9
+    assert [c["model"] for c in calls if c["kind"] == "bench_warm_up" and c["counted"] is False] == ["local-gguf"]
 
 
 def test_route_reports_who_answered_and_fallbacks(srv: ScriptedServer, in_tmp: Path,
@@ -319,25 +320,36 @@ def test_ctrl_c_keeps_the_models_measured_and_says_how_to_measure_again(
     assert results["interrupted"] is True and [m["name"] for m in results["models"]] == ["demo-fast"]
     assert results["available"] == ["demo-fast"]
     report = (in_tmp / "r" / "report.md").read_text()
-    assert "**Interrupted**" in report and f"; {measure_again(Path('r') / 'config.yaml')}." in report, report[:400]
+    # a --demo run is measured again with its options (a bare `llm-bench --demo` lost --requests 1 and the rest)
+    again = "agentlab llm-bench --demo --model demo-fast --model demo-slow --concurrency 1 --requests 1"
+    assert "**Interrupted**" in report and f"; measure again with `{again}`." in report, report[:400]
+    assert (in_tmp / "r" / "config.yaml").read_text().startswith(f"# {again}\n")
     assert json.loads((in_tmp / "r" / "run.json").read_text())["status"] == "interrupted"
     said = " ".join(capsys.readouterr().err.split())
     assert "the 1 of 2 model(s) measured so far" in said
-    assert "measure again with `agentlab llm-bench -c RUN/config.yaml`" in said
+    assert f"interrupted; measure again with `{again}`" in said and "RUN" not in said
     assert main(["llm-bench", "--resume"]) == 2
     assert "agentlab llm-bench -c RUN/config.yaml" in " ".join(capsys.readouterr().err.split())
 
 
 def test_the_advice_to_measure_again_is_one_text(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     """Ctrl-C's line (cli.commands), the hidden --resume's hint and report.md each wrote their own copy of it, and
-    they had drifted (the --resume hint left out --demo)."""
+    they had drifted (the --resume hint left out --demo). With a run folder, the advice is its config.yaml's first
+    line (a --demo run's options kept); without one, that nothing was measured (it named a RUN never made)."""
     from agentlab.cli.commands import continue_with
 
-    assert continue_with("llm-bench") == MEASURE_AGAIN == measure_again()
-    assert "`agentlab llm-bench -c RUN/config.yaml`" in MEASURE_AGAIN and "`agentlab llm-bench --demo`" in MEASURE_AGAIN
+    assert continue_with("llm-bench") == "before a run folder was made: nothing was measured; run the command again"
+    run = in_tmp / "r"
+    run.mkdir()
+    (run / "config.yaml").write_text("# agentlab llm-bench --demo --requests 4\nbench: {}\n")
+    assert continue_with("llm-bench", folder=run) == "measure again with `agentlab llm-bench --demo --requests 4`"
+    (run / "config.yaml").write_bytes(b"\xff\xfe")  # damaged: the general advice, naming the file
+    assert continue_with("llm-bench", folder=run) == measure_again(run / "config.yaml")
+    assert "`agentlab llm-bench -c RUN/config.yaml`" in measure_again() and "`agentlab llm-bench --demo`" in \
+        measure_again()
     assert continue_with("pipeline").startswith("the finished stages are kept: ")  # a text, not a reference
     assert main(["llm-bench", "--resume"]) == 2
-    assert f"hint: {MEASURE_AGAIN}" in " ".join(capsys.readouterr().err.split())
+    assert f"hint: {measure_again()}" in " ".join(capsys.readouterr().err.split())
     assert measure_again(Path("runs/b/config.yaml")).startswith("measure again with `agentlab llm-bench -c "
                                                                f"{Path('runs/b/config.yaml')}` (a --demo run: ")
 
@@ -357,3 +369,190 @@ def test_a_missing_local_gguf_is_unavailable_naming_the_path_as_the_docs_say(in_
     docs = " ".join((REPO / "docs" / "commands" / "llm-bench.md").read_text().split())
     assert "`unavailable`: a local model whose file is missing" in docs
     assert "`model './models/nope.gguf' not found; tried a GGUF file or model folder" in docs
+
+
+# --------------------------------------------------------------------------- a new user's pass
+
+
+def _scripted_config(in_tmp: Path) -> Path:
+    config = in_tmp / "llm.yaml"
+    config.write_text("providers:\n  p: {kind: scripted}\nmodels:\n  m: {provider: p, model: m}\n"
+                      "  n: {provider: p, model: n}\n")
+    return config
+
+
+def test_results_so_far_are_on_disk_while_the_run_goes_on(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill -9 mid-run lost every model measured: results.json and report.md were written at the end (or at
+    Ctrl-C) only, though the --resume hint said they keep the models measured so far."""
+    import importlib
+
+    bench_run = importlib.import_module("agentlab.llm_bench.run")
+    measure, seen = bench_run.bench_model, {}
+
+    async def looking(router: object, name: str, *args: object) -> dict:
+        # what a kill -9 now would leave
+        seen[name] = (json.loads((in_tmp / "r" / "results.json").read_text()), (in_tmp / "r" / "report.md").read_text())
+        return await measure(router, name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bench_run, "bench_model", looking)
+    assert main(["llm-bench", "-c", str(_scripted_config(in_tmp)), "--requests", "1", "--concurrency", "1",
+                 "--out", "r"]) == 0
+    first, _ = seen["m"]
+    assert first["models"] == [] and first["interrupted"] is True
+    so_far, report = seen["n"]
+    assert [m["name"] for m in so_far["models"]] == ["m"] and so_far["interrupted"] is True
+    assert so_far["available"] == ["m"] and "**Incomplete**: the 1 of 2 model(s) measured so far" in report
+    final = json.loads((in_tmp / "r" / "results.json").read_text())
+    assert "interrupted" not in final and [m["name"] for m in final["models"]] == ["m", "n"]
+    assert "Incomplete" not in (in_tmp / "r" / "report.md").read_text()
+
+
+def test_a_second_ctrl_c_while_saving_still_writes_the_report(in_tmp: Path, capsys: pytest.CaptureFixture,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              sigint_raises: None) -> None:
+    """Ctrl-C twice (the second 20-50 ms after the first) left results.json but no report.md: the second
+    KeyboardInterrupt went through the save, which caught only Exception."""
+    import asyncio
+    import importlib
+    import signal
+
+    bench_run = importlib.import_module("agentlab.llm_bench.run")
+    measure, render = bench_run.bench_model, bench_run.render_report
+
+    async def stopped_at_the_second(router: object, name: str, *args: object) -> dict:
+        if name == "n":
+            signal.raise_signal(signal.SIGINT)
+            await asyncio.sleep(60)
+        return await measure(router, name, *args)  # type: ignore[arg-type]
+
+    def insisting(results: dict, path: Path, **kwargs: object) -> str:
+        if results.get("interrupted") and kwargs.get("planned") is None:  # the save at Ctrl-C
+            signal.raise_signal(signal.SIGINT)  # the user presses it again
+        return render(results, path, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bench_run, "bench_model", stopped_at_the_second)
+    monkeypatch.setattr(bench_run, "render_report", insisting)
+    assert main(["llm-bench", "-c", str(_scripted_config(in_tmp)), "--requests", "1", "--concurrency", "1",
+                 "--out", "r"]) == 130
+    assert "**Interrupted**: the 1 model(s)" in (in_tmp / "r" / "report.md").read_text()
+    assert json.loads((in_tmp / "r" / "results.json").read_text())["interrupted"] is True
+    said = " ".join(capsys.readouterr().err.split())
+    assert "report.md hold the 1 of 2 model(s) measured so far" in said
+    # the run folder named, not RUN: the command line its config.yaml starts with
+    again = (in_tmp / "r" / "config.yaml").read_text().splitlines()[0].removeprefix("# ")
+    assert again == f"agentlab llm-bench -c {(in_tmp / 'r' / 'config.yaml').absolute()}"
+    assert f"interrupted; measure again with `{again}`" in said
+
+
+def test_ctrl_c_before_the_run_folder_names_no_run_folder(in_tmp: Path, capsys: pytest.CaptureFixture,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """It said "RUN: the run folder, whose results.json ..." though no folder was made."""
+    import agentlab.llm_bench
+
+    def stopped(cfg: object) -> dict:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(agentlab.llm_bench, "prepare", stopped)
+    assert main(["llm-bench", "-c", str(_scripted_config(in_tmp)), "--out", "r"]) == 130
+    said = " ".join(capsys.readouterr().err.split())
+    assert "interrupted; before a run folder was made: nothing was measured; run the command again" in said
+    assert "RUN" not in said and not (in_tmp / "r").exists()
+
+
+def test_a_folder_at_configs_llm_yaml_is_refused_not_the_demo(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """A folder at configs/llm.yaml ran the demo without a word."""
+    (in_tmp / "configs" / "llm.yaml").mkdir(parents=True)
+    assert main(["llm-bench", "--requests", "1"]) == 2
+    said = capsys.readouterr()
+    assert "configs/llm.yaml is not a file" in " ".join(said.err.split()) and "demo:" not in said.out + said.err
+    assert not (in_tmp / "runs").exists()
+
+
+def test_a_warm_up_request_follows_the_tool_probe_and_is_not_counted(srv: ScriptedServer, in_tmp: Path) -> None:
+    """The first counted request of a local model was cold (the tool probe displaced the bench prompt from
+    llama.cpp's prompt cache), skewing its TTFT and the p90/p99."""
+    call = {"name": "get_parcel_status", "arguments": {"tracking_number": "ZX-4471"}}
+    # the availability probe, the tool-calling probe, the warm-up (failing here, to tell it from the rest)
+    srv.script("warm", [Reply(text="ok"), Reply(text="", tool_calls=[call]), Reply(status=500)])
+    srv.default("warm", Reply(text="one two three"))
+    config = in_tmp / "llm.yaml"
+    config.write_text(f"providers:\n  loop: {{kind: openai, base_url: '{srv.base_url}'}}\n"
+                      "models:\n  warm: {provider: loop, model: warm}\nretries: 0\n")
+    out = in_tmp / "r"
+    assert main(["llm-bench", "-c", str(config), "--requests", "2", "--concurrency", "1", "--out", str(out)]) == 0
+    model = json.loads((out / "results.json").read_text())["models"][0]
+    assert (model["requests"], model["ok"], model["errors"]) == (2, 2, {})
+    assert srv.count("warm") == 5
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    warm = [e for e in events if e["kind"] == "bench_warm_up"]
+    assert len(warm) == 1 and warm[0]["model"] == "warm" and warm[0]["counted"] is False and not warm[0]["ok"]
+    report = (out / "report.md").read_text()
+    assert "Every request sends the same prompt" in report and "one warm-up request after it, not counted" in report
+
+
+def test_no_stream_has_no_ttft_nor_decode_speed(srv: ScriptedServer, in_tmp: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """--no-stream turned tokens/s into tokens over the whole request, and the chart drew an empty TTFT series."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+
+    drawn: list[str] = []
+    barh = Axes.barh
+
+    def recording(self: Axes, *args: object, label: str = "", **kwargs: object) -> object:
+        drawn.append(label)
+        return barh(self, *args, label=label, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Axes, "barh", recording)
+    config = in_tmp / "llm.yaml"
+    config.write_text(f"providers:\n  loop: {{kind: openai, base_url: '{srv.base_url}'}}\n"
+                      "models:\n  local: {provider: loop, model: local, stream: true}\nretries: 0\n")
+    assert main(["llm-bench", "-c", str(config), "--requests", "2", "--concurrency", "1", "--no-stream",
+                 "--set", "bench.tools=false", "--out", "r"]) == 0
+    model = json.loads((in_tmp / "r" / "results.json").read_text())["models"][0]
+    assert model["ok"] == 2 and model["ttft_s"]["p50"] is None and model["output_tokens_per_s"] is None
+    assert drawn and set(drawn) == {"latency p50", "latency p90"}  # the run so far, then the whole run
+    assert "Not streamed" in (in_tmp / "r" / "report.md").read_text()
+
+
+def test_decode_speed_counts_the_tokens_after_the_first() -> None:
+    """It counted the first token over the time after it: 9 tokens in 0.8 s after the first read 11.25 tok/s."""
+    from agentlab.llm_bench.run import Sample, _summarise
+
+    summary = _summarise([Sample(ok=True, latency_s=1.0, ttft_s=0.2, output_tokens=9),
+                          Sample(ok=True, latency_s=1.0, ttft_s=None, output_tokens=9)])  # not streamed: left out
+    assert summary["output_tokens_per_s"] == 10.0
+
+
+def test_a_level_keeps_only_concurrency_requests_as_tasks() -> None:
+    """--requests 1000000 made every request's task up front: 1.4 GB in 15 s."""
+    import asyncio
+
+    from agentlab.core.progress import NullProgress
+    from agentlab.llm_bench.run import Sample, _level
+
+    most = [0]
+
+    async def call(index: int) -> Sample:
+        most[0] = max(most[0], len(asyncio.all_tasks()))
+        await asyncio.sleep(0)
+        return Sample(ok=True, latency_s=0.0)
+
+    async def level() -> list[Sample]:
+        samples, _ = await _level(call, 200, 3, NullProgress().task("t", total=200))
+        return samples
+
+    assert len(asyncio.run(level())) == 200
+    assert most[0] <= 1 + 3  # the level's own task and its workers
+
+
+def test_the_terminal_table_says_what_its_figures_are(capsys: pytest.CaptureFixture) -> None:
+    """p50/p90/p99 stood bare (of what?) and tok/s read as throughput: it is one request's decode speed."""
+    from agentlab.cli.llm_bench import _print_table
+
+    live = {"name": "m", "available": True, "error_kind": None, "ok": 1, "requests": 1, "ttft_s": {"p50": 0.01},
+            "latency_s": {"p50": 0.1, "p90": 0.1, "p99": 0.1}, "output_tokens_per_s": 50.0}
+    _print_table({"models": [live], "available": ["m"], "fastest": "m"})
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count("latency") >= 3 and "decode" in err
+    assert "decode tok/s: the median per request, output tokens after the first" in err

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ui_helpers import all_runs, own_nas_run, run_folder, running_nas, step_record
+from ui_helpers import all_runs, hold_lock, own_nas_run, run_folder, running_nas, step_record
 
 from agentlab.ui import runs, views
 
@@ -403,7 +403,7 @@ def test_lines_of_events_that_cannot_be_read_are_counted(root: Path) -> None:
     ("debate-eval", "interrupted", "continue it with `agentlab debate eval --resume {path}`"),
     ("train-persona", "failed", "continue it with `agentlab train-persona --resume {path}`"),
     ("pipeline", "interrupted", "no stage finished: run it again (`agentlab pipeline rerun {path}`"),
-    ("llm-bench", "interrupted", "measure again with `agentlab llm-bench -c RUN/config.yaml`"),
+    ("llm-bench", "interrupted", "measure again with `agentlab llm-bench -c {config}`"),  # its own (RUN before)
     ("nas", "completed", None), ("unknown", "interrupted", None)])
 def test_a_stopped_run_says_how_to_continue_it(root: Path, command: str, status: str, advice: str | None) -> None:
     """An interrupted run's Report tab said "no report.md yet (the command writes it when it finishes)" and no more."""
@@ -413,7 +413,8 @@ def test_a_stopped_run_says_how_to_continue_it(root: Path, command: str, status:
     if advice is None:
         assert said is None
     else:
-        assert said is not None and said.startswith(advice.format(path=f"'{path.absolute()}'"))
+        assert said is not None and said.startswith(advice.format(path=f"'{path.absolute()}'",
+                                                                  config=f"'{path.absolute() / 'config.yaml'}'"))
 
 
 def test_a_failed_jobs_error_is_said_once(tmp_path: Path) -> None:
@@ -468,4 +469,24 @@ def test_the_events_tab_reads_events_jsonl_once(root: Path, monkeypatch: pytest.
     render.events_tab(path)
     assert opened == [str(events)]
     assert [e["kind"] for e in shown["rows"]] == ["epoch", "trial", "trial"]
-    assert shown["caption"].startswith("the last 3 events of events.jsonl; 1 line of it could not be read")
+    # the list, and the torn last line: the run completed, nothing writes that line any more
+    assert shown["caption"].startswith("the last 3 events of events.jsonl; 2 lines of it could not be read")
+
+
+@pytest.mark.parametrize("status", ["completed", "failed", "interrupted", "running"])
+def test_a_torn_last_line_of_events_is_counted_once_the_run_is_not_running(root: Path, status: str) -> None:
+    """A last line of events.jsonl without its newline (a crash mid-append) was never counted, the run long over:
+    only a live run may still be writing it. A `running` run.json whose process is gone is interrupted."""
+    path = run_folder(root, "nas", f"20260105-000000-{status}", status=status, ended=None,
+                      events=[{"kind": "trial", "number": 0}])
+    events = path / "events.jsonl"
+    events.write_text(events.read_text() + '{"kind": "ep')
+    assert runs.event_table(path)[1] == 1
+    assert runs.unreadable_lines(events, settled=True) == 1
+    assert runs.unreadable_lines(events) == 0
+    if status == "running":  # its process alive: the line may be being written
+        fd = hold_lock(path)
+        try:
+            assert runs.event_table(path) == (runs.event_table(path)[0], 0)
+        finally:
+            os.close(fd)

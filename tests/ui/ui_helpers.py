@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shlex
 import struct
 import zlib
 from pathlib import Path
@@ -36,7 +37,7 @@ def run_folder(root: Path, command: str, name: str, *, status: str = "completed"
     path.mkdir(parents=True)
     (path / "run.json").write_text(json.dumps({"command": command, "started": started, "ended": ended,
                                                "status": status, "argv": ["agentlab", command]}))
-    (path / "config.yaml").write_text(f"# agentlab {command} -c {path / 'config.yaml'}\n{config}")
+    (path / "config.yaml").write_text(f"# agentlab {command} -c {shlex.quote(str(path / 'config.yaml'))}\n{config}")
     if results is not None:
         (path / "results.json").write_text(json.dumps(results))
     if events is not None:
