@@ -876,6 +876,12 @@ def load_config(
         source = _Source(None, None)
     apply_overrides(data, _moved_overrides(sets, moved), source)
     data = interpolate_env(data, source, load_dotenv_values(file.parent if file else None))
+    hidden = redacted_field(data)
+    if hidden is not None:  # a run folder's copy of a config with a literal credential: *** would be sent as it
+        loc = tuple(int(part) if part.isdigit() else part for part in hidden.split("."))
+        raise ConfigError(f"{source.where(loc)}: {hidden}: holds ***, a credential a run folder does not keep",
+                          hint="give the config you wrote (for --llm, the routing config); a credential from the "
+                          "environment (${NAME}, api_key_env) is kept as the variable's name")
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -300,9 +300,10 @@ def test_a_saved_routing_config_holding_a_hidden_secret_is_refused_on_resume(in_
     for field, changed in [("providers.p.headers.X-Auth-Key", {"headers": {"X-Auth-Key": "literal-abcdef"}}),
                            ("providers.p.base_url", {"base_url": "http://u:pw-abcdef@127.0.0.1:9/v1"})]:
         run.save_llm_config(LLMConfig.model_validate({"providers": {"p": {**provider, **changed}}, "models": {}}))
-        with pytest.raises(ConfigError, match=rf"llm.yaml: {field}: holds \*\*\*, a credential a run folder") as err:
+        with pytest.raises(ConfigError, match=rf"llm.yaml:\d+: {field}: holds \*\*\*, a credential a run folder"
+                           ) as err:
             load_llm_config(routing_config(None, run.path))
-        assert "give --llm the routing config you wrote" in (err.value.hint or "")
+        assert "give the config you wrote (for --llm, the routing config)" in (err.value.hint or "")
     prose = LLMConfig.model_validate({"providers": {"p": provider}, "models": {"m": {
         "provider": "p", "model": "m", "params": {"stop": ["***"]}}}})  # *** outside a credential: no secret
     run.save_llm_config(prose)

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from agentlab.core.config import StrictModel, load_config, redacted_field
+from agentlab.core.config import StrictModel, load_config
 from agentlab.core.errors import ConfigError
 from agentlab.core.llm.cache import CacheConfig
 from agentlab.core.models.builtin import BUILTIN_MODELS, close_builtin
@@ -507,10 +507,4 @@ def load_llm_config(path: str | Path | None = None, overrides: list[str] | None 
     if path is None and DEFAULT_LLM_CONFIG.is_file():
         path = DEFAULT_LLM_CONFIG
     file, base = routing_source(path) if path is not None else (None, None)
-    cfg = load_config(file, LLMConfig, overrides, base=base, schema="llm")
-    hidden = redacted_field(cfg.model_dump(mode="json"))
-    if hidden:
-        raise ConfigError(f"{path}: {hidden}: holds ***, a credential a run folder does not keep",
-                          hint="give --llm the routing config you wrote (a key from a variable, e.g. api_key_env, "
-                               "is kept as ${NAME})")
-    return cfg
+    return load_config(file, LLMConfig, overrides, base=base, schema="llm")  # refuses a *** credential too
