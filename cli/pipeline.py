@@ -29,6 +29,9 @@ StageOpt = Annotated[list[str] | None, typer.Option(
     "--stage", help="Ad-hoc stage after the file's: NAME=MODEL, or NAME=M1,M2,M3:AGG[:AGGREGATOR] with AGG concat, "
     "vote or synthesis (repeatable; each reads the previous stage).", show_default=False, metavar="SPEC")]
 InputOpt = Annotated[str | None, typer.Option("--input", "-i", help="The pipeline input text.", show_default=False)]
+RerunInputOpt = Annotated[str | None, typer.Option(
+    "--input", "-i", help="The input text. Default: the parent session's input; a different input is refused while "
+    "a stage is reused (--from after the first stage).", show_default=False)]
 InputFileOpt = Annotated[Path | None, typer.Option("--input-file", help="Read the input from a file.",
                                                    show_default=False, dir_okay=False)]
 
@@ -42,7 +45,8 @@ def _input(text: str | None, file: Path | None, required: bool = True) -> str | 
     if file is not None:
         text = read_text(file, "--input-file", pipes=True)
         if not text.strip():
-            raise UsageError(f"--input-file {file}: the file is empty", hint="write the pipeline's input into it")
+            said = "holds only whitespace" if text else "is empty"
+            raise UsageError(f"--input-file {file}: the file {said}", hint="write the pipeline's input into it")
         return text
     if text is None and required:
         raise UsageError("no input", hint='pass --input "TEXT" or --input-file FILE')
@@ -51,10 +55,17 @@ def _input(text: str | None, file: Path | None, required: bool = True) -> str | 
     return text
 
 
-def _execute(loaded: Loaded, out: Path | None, json_: bool, verbose: int, log_prompts: bool, **inputs: Any) -> None:
+def _execute(loaded: Loaded, out: Path | None, json_: bool, verbose: int, log_prompts: bool, first_line: str = "",
+             **inputs: Any) -> None:
+    """Run ``loaded`` into a new session folder (``out``, else one under runs/pipeline); ``first_line``: a line printed
+    once the --out folder is known to be free (no line before an exit-2 refusal of it)."""
     from agentlab.core.runs import opened_count, opened_run
     from agentlab.pipeline.run import run_session
 
+    if out is not None:
+        _check_out(out)
+    if first_line and not json_:
+        console.print(first_line)
     before = opened_count()
     try:
         run_command(CommandSpec("pipeline", None, run_session, load=lambda sets: loaded, save_config=False,
@@ -63,6 +74,28 @@ def _execute(loaded: Loaded, out: Path | None, json_: bool, verbose: int, log_pr
                     Invocation(out=out, log_prompts=log_prompts, json_=json_, verbose=verbose))
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the session (recorded `interrupted`) and the stage to go on from
         raise _interrupted(opened_run() if opened_count() > before else None) from None
+
+
+def _check_out(out: Path) -> None:
+    """Refuse (exit 2) an --out folder that is taken, as every command does; when it holds a pipeline session with
+    no final answer (interrupted, failed: the same command run again after Ctrl-C), the hint is how to continue that
+    session, as its interrupt line and `show` say, not only to choose another --out."""
+    from agentlab.core.errors import AgentlabError, RunDirError
+    from agentlab.core.runs import check_out_folder, is_live, run_info
+    from agentlab.pipeline.sessions import load_session
+
+    try:
+        check_out_folder("pipeline", out, resumable=False)
+    except RunDirError as exc:
+        try:
+            run_info(out, "pipeline")
+            data = load_session(out)
+        except (AgentlabError, OSError):  # another command's run, other files, a damaged session: as it said
+            raise exc from None
+        if data["final"] is None and not is_live(out):
+            exc.hint = f"it holds session {out.name}, which stopped without an answer: {_advice(data)}; or choose " \
+                "another --out for a new session"
+        raise exc from None
 
 
 def _interrupted(folder: Path | None) -> Exception:
@@ -142,7 +175,7 @@ def rerun_cmd(
         "--models", help="Models file to run on (a model fixed after a failure). Default: the session's saved "
         "models.yaml. A model of a reused stage must be defined as the session ran it.", show_default=False,
         dir_okay=False)] = None,
-    input_: InputOpt = None,
+    input_: RerunInputOpt = None,
     input_file: InputFileOpt = None,
     llm: LLMOpt = None,
     out: OutOpt = None,
@@ -154,16 +187,19 @@ def rerun_cmd(
     (e.g. base_pipeline.stages.1.params.temperature=0.2), its outputs reused before --from. A --set that changes a
     reused stage, a --models file that defines a reused stage's model otherwise, or an --input other than the
     parent's while a stage is reused, is refused. The parent is not modified."""
+    from agentlab.core.runs import is_live
     from agentlab.pipeline.sessions import find_session, prepare_rerun
 
     parent = find_session(session)
     rerun = prepare_rerun(parent, from_, sets=set_, input_text=_input(input_, input_file, required=False),
                           llm_path=llm, models_path=models)
-    if not json_:
-        console.print(f"rerun of {rerun.parent_id} from stage '{rerun.from_stage}'"
-                      + (f" (reusing {', '.join(rerun.reuse)})" if rerun.reuse else ""))
-    _execute(rerun.loaded, out, json_, verbose, not no_log_prompts, input_text=rerun.input_text, reuse=rerun.reuse,
-             parent_run_id=rerun.parent_id)
+    if is_live(parent):  # its finished stages are final (a step file is written once, whole); the rest is not
+        console.print(f"[yellow]warning:[/] session {safe_text(parent.name)} is still running: its outputs may not "
+                      "be final yet (the stages it has finished are)")
+    first_line = f"rerun of {rerun.parent_id} from stage '{rerun.from_stage}'" + (
+        f" (reusing {', '.join(rerun.reuse)})" if rerun.reuse else "")
+    _execute(rerun.loaded, out, json_, verbose, not no_log_prompts, first_line=first_line, input_text=rerun.input_text,
+             reuse=rerun.reuse, parent_run_id=rerun.parent_id)
 
 
 @app.command("history")
@@ -172,8 +208,8 @@ def history_cmd(
     json_: JsonOpt = False,
 ) -> None:
     """List pipeline sessions: id (a rerun's parent under it), status, input, final answer. A session whose files
-    cannot be read is listed with the bad file marked (a bad or missing step file, or a finished session's missing
-    session.json: status `damaged`), and what is wrong with it under the list."""
+    cannot be read is listed with the bad file marked (status `damaged`: `show` refuses it; a bad or missing step
+    file, an empty or bad session.json or results.json), and what is wrong with it under the list."""
     from agentlab.pipeline.sessions import list_sessions, session_tree, sessions_root
 
     sessions = list_sessions()
@@ -235,8 +271,8 @@ def _history_table(sessions: list[dict[str, Any]], title: str) -> None:
 
 
 def _state(s: dict[str, Any]) -> str:
-    """The status of a listed session, coloured (`damaged`: a step file or session.json that cannot be read or is
-    missing, which `show` refuses; the file is named under the list)."""
+    """The status of a listed session, coloured (`damaged`: a session file that cannot be read or is missing, which
+    `show` refuses; the file is named under the list)."""
     from agentlab.pipeline.sessions import shown_status
 
     return _status(shown_status(s))
@@ -328,28 +364,34 @@ def _no_rerun_hint(lacks: list[str]) -> str:
             f"{'it' if len(lacks) == 1 else 'them'}); start a new session with `agentlab pipeline run`")
 
 
-def _no_answer(data: dict[str, Any]) -> NoReturn:
-    """A session with no final answer: why (the stage that failed and its error, as `run` said it), how to continue
-    it (naming the session as `session_ref` does: by a path when its name does not find it from here), or, for a
-    folder without the saved configs a rerun reads, which are missing; exit 1; stdout stays empty
-    (`show ID > answer.txt` writes no answer)."""
+def _advice(data: dict[str, Any]) -> str:
+    """How to continue a session with no final answer, as `show` says it (naming the session as `session_ref` does:
+    by a path when its name does not find it from here): a failed stage's fix, the rerun that goes on from where it
+    stopped, or, for a folder without the saved configs a rerun reads, which are missing."""
+    from agentlab.pipeline.serving import failed_hint
     from agentlab.pipeline.sessions import continue_hint, rerun_lacks, session_ref
 
-    failed, stage, status = data["failed_stage"], data["continue_from"], data["status"]
     ref = session_ref(data["path"])  # the folder name under runs/pipeline, else a path that works from here
-    lacks = rerun_lacks(data["path"])
+    if lacks := rerun_lacks(data["path"]):
+        return _no_rerun_hint(lacks)
+    failed = data["failed_stage"]
+    if failed:
+        return failed_hint(ref, failed["name"], failed.get("position"))
+    return continue_hint(ref, data["continue_from"], bool(data["steps"]))
+
+
+def _no_answer(data: dict[str, Any]) -> NoReturn:
+    """A session with no final answer: why (the stage that failed and its error, as `run` said it), how to continue
+    it (``_advice``); exit 1; stdout stays empty (`show ID > answer.txt` writes no answer)."""
+    failed, stage, status = data["failed_stage"], data["continue_from"], data["status"]
     if failed:
         console.print(f"[bold red]failed:[/] {safe_text(failed['error'])}")
-        from agentlab.pipeline.serving import failed_hint
-
-        hint = _no_rerun_hint(lacks) if lacks else failed_hint(ref, failed["name"], failed.get("position"))
-        console.print(f"[yellow]hint:[/] {safe_text(hint)}")
+        console.print(f"[yellow]hint:[/] {safe_text(_advice(data))}")
         raise typer.Exit(1)
     state = {"running": "is still running", "interrupted": "was interrupted"}.get(status or "", safe_text(status))
     at = f" at stage '{safe_text(stage)}'" if stage and status in ("running", "interrupted") else ""
     error = f": {safe_text(data['error'])}" if status == "failed" and data["error"] else ""
     console.print(f"[bold]no final answer[/]: the session {state}{at}{error}")
     if status != "running":  # a running session is its owner's to finish: no advice
-        hint = _no_rerun_hint(lacks) if lacks else continue_hint(ref, stage, bool(data["steps"]))
-        console.print(f"[yellow]hint:[/] {safe_text(hint)}")
+        console.print(f"[yellow]hint:[/] {safe_text(_advice(data))}")
     raise typer.Exit(1)

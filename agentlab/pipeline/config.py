@@ -19,6 +19,7 @@ from agentlab.core.config import RunName, StrictModel
 from agentlab.core.errors import MissingPackage
 from agentlab.core.llm.config import PARAMS_HELP, CacheType, Params, ResourceConfig, check_local_params
 from agentlab.core.models.builtin import builtin_for_upstream, builtin_path, is_builtin
+from agentlab.core.models.modelref import is_gguf_file
 from agentlab.pipeline.templates import references, template_problem
 
 Aggregation = Literal["concat", "vote", "synthesis", "template"]
@@ -228,7 +229,8 @@ def persona_advice(path: Path) -> str | None:
 
 
 def models_file_checked(used: Iterable[str], routed_models: Iterable[str] | None) -> type[ModelsConfig]:
-    """ModelsConfig that also checks the models a pipeline uses: files exist, routed names are configured."""
+    """ModelsConfig that also checks the models a pipeline uses: files exist (a file is a GGUF), routed names are
+    configured."""
     used, known_routed = sorted(set(used)), None if routed_models is None else sorted(routed_models)
 
     class CheckedModelsConfig(ModelsConfig):
@@ -241,6 +243,10 @@ def models_file_checked(used: Iterable[str], routed_models: Iterable[str] | None
                     raise ValueError(f"models.{name}.file: {exc.message} ({exc.hint})") from None
                 if path is not None and not path.exists():
                     raise ValueError(f"models.{name}.file: not found: {path.resolve()}")
+                if path is not None and path.is_file() and not is_gguf_file(path):  # a file is loaded as a GGUF
+                    raise ValueError(f"models.{name}.file: {path.resolve()} is not a GGUF file (it does not start "
+                                     "with GGUF's magic bytes): point `file` at a .gguf model, or at a transformers "
+                                     "model folder")
             for name in used:
                 routed = self.models[name].routed
                 if routed is not None and known_routed is not None and routed not in known_routed:

@@ -7,6 +7,7 @@ a rerun reads the parent's saved configs and step files and runs into a new fold
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from agentlab.core.config import load_config, set_label
 from agentlab.core.errors import AgentlabError, InputError, UsageError
 from agentlab.core.files import json_error, read_text
-from agentlab.core.runs import run_status, runs_root
+from agentlab.core.runs import is_live, run_status, runs_root
 from agentlab.pipeline.config import (
     ModelEntry,
     ModelsConfig,
@@ -30,7 +31,7 @@ from agentlab.pipeline.config import (
 from agentlab.pipeline.load import Loaded, check_used_models, load_models, load_routed, used_models
 
 COMMAND = "pipeline"
-DAMAGED = "damaged"  # the status of a listed session with a step file that cannot be read
+DAMAGED = "damaged"  # the status of a listed session with a file that `show` cannot read
 
 
 # --------------------------------------------------------------------------- the session files, as read back
@@ -213,9 +214,9 @@ def session_summary(path: Path, *, lenient: bool = False) -> dict[str, Any]:
 
 def list_sessions(root: str | Path | None = None) -> list[dict[str, Any]]:
     """Every session, oldest first; a session with unreadable files (its step files included: what `show` reads) is
-    listed with its ``problems``, and one with a step file that cannot be read, or without the session.json it should
-    hold, with the status ``damaged`` (`show` and a rerun refuse it, whatever run.json says): the status `history`
-    prints, in its table and in ``--json`` alike."""
+    listed with its ``problems`` and the status ``damaged`` (`show` refuses it, whatever run.json says: a session file
+    that is empty, not JSON or of the wrong shape, a missing step file, or a missing session.json it should hold):
+    the status `history` prints, in its table and in ``--json`` alike."""
     base = sessions_root(root)
     folders = sorted(p for p in base.iterdir() if (p / "run.json").is_file()) if base.is_dir() else []
     listed = []
@@ -226,8 +227,7 @@ def list_sessions(root: str | Path | None = None) -> list[dict[str, Any]]:
             reader.read(f"steps/{step.name}", _Step)
         for name, error in missing_steps(path, results).items():
             reader.problems[name] = error.message
-        missing_session = "session.json" in reader.problems and not (path / "session.json").exists()
-        if missing_session or any(name.startswith("steps/") for name in reader.problems):
+        if reader.problems:  # `show` reads every one of these files, and refuses the session over any of them
             summary["status"] = DAMAGED
         listed.append(summary)
     return listed
@@ -270,7 +270,7 @@ def find_session(ref: str, root: str | Path | None = None) -> Path:
         for folder in (base / ref, as_path):
             if _looks_like_session(folder, base):  # a session without its run.json is damaged, not absent
                 raise InputError(f"{folder}: not a readable session (run.json missing): the folder is incomplete or "
-                                 "damaged")
+                                 "damaged", hint="start a new session with `agentlab pipeline run`")
         raise UsageError(f"no pipeline session '{ref}' under {base}",
                          hint="list them with `agentlab pipeline history`")
     raise UsageError(f"'{ref}' matches {len(matches)} sessions: {', '.join(p.name for p in matches[:5])}",
@@ -299,14 +299,33 @@ def load_steps(path: Path, stages: Iterable[str] | None = None) -> list[dict[str
 def load_session(path: Path) -> dict[str, Any]:
     """Everything `pipeline show` prints: the summary, the step records, the final answer. ``InputError`` (one line,
     naming the file) when any of the session's files cannot be read."""
-    summary, session, results = _summary(path, _Reader(path, lenient=False))
-    for error in missing_steps(path, results).values():
-        raise error
-    steps = load_steps(path)
+    try:
+        summary, session, results = _summary(path, _Reader(path, lenient=False))
+        for error in missing_steps(path, results).values():
+            raise error
+        steps = load_steps(path)
+    except InputError as exc:
+        if exc.hint is None:
+            exc.hint = damaged_hint(path, exc)
+        raise
     final = results.get("final")
     return {**summary, "input": session.get("input"), "final": final, "results": results, "steps": steps,
             "failed_stage": session.get("failed_stage"),
             "continue_from": None if final is not None else unfinished_stage(path, [s["stage"] for s in steps])}
+
+
+def damaged_hint(path: Path, error: InputError) -> str:
+    """What to do about the session ``path`` that ``error`` (its message opens with the file's path) says is
+    damaged: a bad or missing step file is made again by a rerun from its stage (the stages before it are kept), when
+    the session holds what a rerun reads; else a new session."""
+    new = "start a new session with `agentlab pipeline run`"
+    steps = f"{path / 'steps'}{os.sep}"
+    name = error.message[len(steps):].partition(":")[0] if error.message.startswith(steps) else ""
+    stage = Path(name).stem.partition("-")[2]
+    if stage and not rerun_lacks(path):
+        return (f"the session folder is damaged: run stage '{stage}' and those after it again with `agentlab "
+                f"pipeline rerun {session_ref(path)} --from {stage}`, or {new}")
+    return f"the session folder is damaged (a file was changed, cut short or removed): {new}"
 
 
 def unfinished_stage(path: Path, finished: Iterable[str] | None = None) -> str | None:
@@ -389,6 +408,10 @@ def prepare_rerun(parent: Path, from_stage: str | None, *, sets: Iterable[str] |
         _check_models_keep(Path(models_path), saved, models, order, start, parent)
     parent_steps = {s["stage"]: s for s in load_steps(parent, names[:start])}
     missing = [n for n in names[:start] if n not in parent_steps]
+    if missing and is_live(parent):  # its owner is still at them: their outputs are not final yet
+        raise UsageError(f"session {parent.name} is still running and has not finished stage(s) {', '.join(missing)} "
+                         f"before --from {from_stage}: their outputs are not final yet",
+                         hint=f"wait for it to finish, or rerun from a stage it has not finished (--from {missing[0]})")
     if missing:
         raise UsageError(f"the parent session has no output for stage(s) {', '.join(missing)}",
                          hint=f"rerun from an earlier stage, e.g. --from {missing[0]}")

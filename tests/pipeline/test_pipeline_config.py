@@ -36,6 +36,19 @@ def test_missing_model_file_names_models_yaml_line_and_path(in_tmp: Path, capsys
     assert not (in_tmp / "runs").exists()
 
 
+def test_a_model_file_that_is_not_gguf_is_refused_at_load(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """A text file named .gguf made a session folder, ran stage one, then failed stage two: "model '...' not found;
+    tried a GGUF file (... is a file but not GGUF)". Now refused beside the missing-file check, nothing written."""
+    models = write_models(in_tmp, ["a", "b"])
+    bad = in_tmp / "models" / "b.gguf"
+    bad.write_text("not a model, just text\n")
+    pipeline = write(in_tmp, "    - {name: one, model: a}\n    - {name: two, model: b}\n")
+    code, err = run_cli(models, pipeline, capsys)
+    assert code == 2 and "Traceback" not in err, err
+    assert f"{models}:6: models.b.file: {bad.resolve()} is not a GGUF file" in err and "not found" not in err, err
+    assert not (in_tmp / "runs").exists()
+
+
 def test_a_name_close_to_a_builtin_model_names_the_builtin_ones(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     """`file: qwen2.5-coder-7b` (no such built-in): the hint was only to make a tiny model of that name."""
     (in_tmp / "m.yaml").write_text("models:\n  big:\n    file: qwen2.5-coder-7b\n")
@@ -231,7 +244,7 @@ def test_missing_models_file_and_no_input(in_tmp: Path, capsys: pytest.CaptureFi
     assert not (in_tmp / "runs").exists()
     (in_tmp / "empty.txt").write_text("\n")
     assert main(["pipeline", "run", "--input-file", "empty.txt"]) == 2
-    assert "--input-file empty.txt: the file is empty" in capsys.readouterr().err
+    assert "--input-file empty.txt: the file holds only whitespace" in capsys.readouterr().err
     (in_tmp / "folder").mkdir()
     assert main(["models", "check", "folder"]) == 2
     assert "folder: is a folder, not a models file" in capsys.readouterr().err

@@ -65,12 +65,13 @@ def test_smaller_settings_move_to_the_cpu_or_halve_the_context() -> None:
 
 @pytest.fixture
 def gguf_models(in_tmp: Path, tiny_model: dict[str, Path]) -> Path:
-    """models/: good.gguf and spare.gguf (the tiny model), bad.gguf (not a GGUF)."""
+    """models/: good.gguf and spare.gguf (the tiny model), bad.gguf (the tiny model cut short: its magic bytes pass
+    the models file's check, which refuses a file that is no GGUF at all; loading it fails)."""
     folder = in_tmp / "models"
     folder.mkdir()
     for name in ("good", "spare"):
         shutil.copy(tiny_model["gguf"], folder / f"{name}.gguf")
-    (folder / "bad.gguf").write_bytes(b"this is not a GGUF file\n" * 64)
+    (folder / "bad.gguf").write_bytes(tiny_model["gguf"].read_bytes()[:64])
     return folder
 
 

@@ -18,6 +18,7 @@ from agentlab.cli import main
 from agentlab.cli.common import console
 from agentlab.testing.server import Reply, ScriptedServer
 
+DAMAGED = "the session folder is damaged"  # how show's hint for a damaged session file opens
 QUESTION = "What is the capital of France? Please answer in one word."
 ANSWER = "Paris is the capital of France, and it has been for a long time."
 
@@ -26,6 +27,13 @@ def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
     code = main(list(args))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def error_and_hint(err: str) -> tuple[str, str]:
+    """The error line (one line) and the hint (its words, as rich wrapped them) that an exit-2 refusal printed."""
+    error, _, hint = err.partition("\nhint: ")
+    assert "\n" not in error.strip(), err
+    return error.strip(), " ".join(hint.split())
 
 
 @pytest.fixture
@@ -105,7 +113,8 @@ def test_history_marks_an_unreadable_session_file_and_show_names_it(name: str, s
     for args in ([], ["--json"]):
         code, out, err = cli(capsys, "pipeline", "show", first, *args)
         assert code == 2 and out == ""
-        assert len(err.splitlines()) == 1 and err.startswith(f"error: {bad}") and says in err, err
+        error, hint = error_and_hint(err)  # the file and the reason on one line, then what to do
+        assert error.startswith(f"error: {bad}") and says in error and hint.startswith(DAMAGED), err
 
 
 @pytest.mark.parametrize(("content", "says"), [
@@ -128,8 +137,10 @@ def test_show_and_rerun_of_a_session_with_a_broken_step_file(content: bytes | No
         content = json.dumps(record).encode()
     step.write_bytes(content)
     code, out, err = cli(capsys, "pipeline", "show", first)
-    assert code == 2 and out == "" and len(err.splitlines()) == 1, err
-    assert err.startswith(f"error: {step}") and says in err
+    error, hint = error_and_hint(err)
+    assert code == 2 and out == "" and error.startswith(f"error: {step}") and says in error, err
+    assert hint.startswith(f"{DAMAGED}: run stage 'ask' and those after it again with `agentlab pipeline rerun "
+                           f"{first} --from ask`"), err
     code, _, err = cli(capsys, "pipeline", "rerun", first, "--from", "vote")
     assert code == 2 and says in err and "Traceback" not in err
     assert cli(capsys, "pipeline", "history")[0] == 0
@@ -264,10 +275,10 @@ def test_an_invalid_json_step_file_is_named_with_the_whole_reason(sessions: list
     code, _, err = cli(capsys, "pipeline", "history")
     assert code == 0 and f"unreadable: {says}" in " ".join(err.split()), err
     code, _, err = cli(capsys, "pipeline", "show", sessions[0])
-    assert code == 2 and err.strip() == f"error: {says}", err
+    assert code == 2 and error_and_hint(err)[0] == f"error: {says}", err
     step.write_text('{"stage": }')
     code, _, err = cli(capsys, "pipeline", "show", sessions[0])
-    assert code == 2 and err.strip() == f"error: {step}:1: invalid JSON: Expecting value (column 11)", err
+    assert code == 2 and error_and_hint(err)[0] == f"error: {step}:1: invalid JSON: Expecting value (column 11)", err
 
 
 def test_history_json_has_the_whole_input_and_final_answer(sessions: list[str], capsys: pytest.CaptureFixture,
@@ -340,7 +351,9 @@ def test_show_and_history_name_a_missing_step_file(damage: str, sessions: list[s
     says = f"{missing}: missing (results.json lists stage '{stage}'): the session folder is incomplete or damaged"
     for args in ([], ["--json"]):
         code, out, err = cli(capsys, "pipeline", "show", sessions[0], *args)
-        assert code == 2 and out == "" and " ".join(err.split()) == f"error: {says}", err
+        error, hint = error_and_hint(err)
+        assert code == 2 and out == "" and " ".join(error.split()) == f"error: {says}", err
+        assert hint.startswith(f"{DAMAGED}: run stage '{stage}' and those after it again"), err
     code, _, err = cli(capsys, "pipeline", "history")
     row = next(line for line in err.splitlines() if sessions[0] in line and "↳" not in line)
     assert code == 0 and "damaged" in row and f"unreadable: {says}" in " ".join(err.split()), err
@@ -357,7 +370,9 @@ def test_show_of_a_session_without_run_json_says_it_is_damaged(sessions: list[st
     says = f"error: {folder}: not a readable session (run.json missing): the folder is incomplete or damaged"
     for ref in ("mine", str(folder)):
         code, out, err = cli(capsys, "pipeline", "show", ref)
-        assert code == 2 and out == "" and " ".join(err.split()) == says, err
+        error, hint = error_and_hint(err)
+        assert code == 2 and out == "" and " ".join(error.split()) == says, err
+        assert hint == "start a new session with `agentlab pipeline run`", err
 
 
 def test_show_of_a_session_without_session_json_names_it(sessions: list[str], in_tmp: Path,
@@ -369,7 +384,10 @@ def test_show_of_a_session_without_session_json_names_it(sessions: list[str], in
     missing.unlink()
     says = f"{missing}: missing: the session folder is incomplete or damaged"
     code, out, err = cli(capsys, "pipeline", "show", "mine")
-    assert code == 2 and out == "" and " ".join(err.split()) == f"error: {says}", err
+    error, hint = error_and_hint(err)
+    assert code == 2 and out == "" and " ".join(error.split()) == f"error: {says}", err
+    assert hint == f"{DAMAGED} (a file was changed, cut short or removed): start a new session with `agentlab " \
+        "pipeline run`", err
     code, _, err = cli(capsys, "pipeline", "history")
     assert code == 0 and "? session.json" in err and f"unreadable: {says}" in " ".join(err.split()), err
     code, _, err = cli(capsys, "pipeline", "rerun", "mine")  # the same words
@@ -473,4 +491,127 @@ def test_show_of_a_folder_that_is_no_session_says_there_is_no_such_session(sessi
         assert "damaged" not in err, err
     code, _, err = cli(capsys, "pipeline", "show", "other")
     says = f"error: {Path('other')}: not a readable session (run.json missing): the folder is incomplete or damaged"
-    assert code == 2 and " ".join(err.split()) == says, err
+    assert code == 2 and " ".join(error_and_hint(err)[0].split()) == says, err
+
+
+@pytest.mark.parametrize(("name", "content"), [
+    ("session.json", b""), ("session.json", b"not json"), ("results.json", b"[]"), ("results.json", b'"Paris"'),
+])
+def test_history_says_damaged_whenever_show_refuses(name: str, content: bytes, sessions: list[str], in_tmp: Path,
+                                                    capsys: pytest.CaptureFixture,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty or unreadable session.json, a results.json that is no JSON object: history said `completed` while
+    `show` refused the session (exit 2)."""
+    monkeypatch.setattr(console, "_width", 120)
+    (in_tmp / "runs" / "pipeline" / "mine" / name).write_bytes(content)
+    code, out, _ = cli(capsys, "pipeline", "history", "--json")
+    listed = {s["id"]: s for s in json.loads(out)}
+    assert code == 0 and listed["mine"]["status"] == "damaged" and list(listed["mine"]["problems"]) == [name]
+    assert listed[sessions[0]]["status"] == listed[sessions[1]]["status"] == "completed"
+    code, _, err = cli(capsys, "pipeline", "history")
+    row = next(line for line in err.splitlines() if "│mine " in line)
+    assert code == 0 and "damaged" in row and "completed" not in row, err
+    code, out, err = cli(capsys, "pipeline", "show", "mine")
+    assert code == 2 and out == "", err
+
+
+def test_show_of_a_damaged_session_file_says_what_to_do(sessions: list[str], in_tmp: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """`show` named the bad file and stopped there, with no `hint:` line."""
+    folder = in_tmp / "runs" / "pipeline" / "mine"
+    step = folder / "steps" / "02-vote.json"
+    step.write_bytes(b"{cut")
+    code, out, err = cli(capsys, "pipeline", "show", "mine")
+    flat = " ".join(err.split())
+    assert code == 2 and out == "" and flat.startswith(f"error: {step}:1: invalid JSON"), err
+    hint = flat[flat.index(" hint: ") + 1:]
+    assert hint == ("hint: the session folder is damaged: run stage 'vote' and those after it again with `agentlab "
+                    "pipeline rerun mine --from vote`, or start a new session with `agentlab pipeline run`"), err
+    code, out, err = cli(capsys, "pipeline", "rerun", "mine", "--from", "vote", "--json")  # the advice works
+    assert code == 0 and json.loads(out)["parent_run_id"] == "mine", err
+    step.unlink()  # missing, listed in results.json: the same advice
+    code, _, err = cli(capsys, "pipeline", "show", "mine")
+    assert code == 2 and "hint: the session folder is damaged: run stage 'vote'" in " ".join(err.split()), err
+    (folder / "session.json").write_bytes(b"")  # no step file: a new session
+    code, _, err = cli(capsys, "pipeline", "show", "mine")
+    flat = " ".join(err.split())
+    assert code == 2 and flat.startswith(f"error: {folder / 'session.json'}:1: invalid JSON"), err
+    assert "hint: the session folder is damaged (a file was changed, cut short or removed): start a new session " \
+        "with `agentlab pipeline run`" in flat and "rerun" not in flat, err
+
+
+def test_the_same_run_again_after_ctrl_c_says_how_to_continue(in_tmp: Path, capsys: pytest.CaptureFixture,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same `pipeline run ... --out` again after Ctrl-C said only `folder exists and is not empty` / `choose
+    another --out`, not the rerun its interrupt line gave."""
+    stopped_at_check(in_tmp, monkeypatch)
+    run = ["pipeline", "run", "--models", "models.yaml", "--llm", "llm.yaml", "--pipeline", "pipeline.yaml", "-i",
+           "hi", "--out", "runs/pipeline/int2"]
+    code, _, err = cli(capsys, *run)
+    rerun = "`agentlab pipeline rerun int2 --from check`"
+    assert code == 130 and rerun in " ".join(err.split()), err
+    code, out, err = cli(capsys, *run)
+    flat = " ".join(err.split())
+    assert code == 2 and out == "" and "error: --out runs/pipeline/int2: folder exists and is not empty" in flat, err
+    assert f"hint: it holds session int2, which stopped without an answer: the finished stages are kept: continue " \
+        f"with {rerun}; or choose another --out for a new session" in flat, err
+
+    (in_tmp / "other").mkdir()  # any other folder: the hint as before
+    (in_tmp / "other" / "notes.txt").write_text("x")
+    code, _, err = cli(capsys, *run[:-1], "other")
+    flat = " ".join(err.split())
+    assert code == 2 and "hint: choose another --out" in flat and "rerun" not in flat, err
+
+
+def test_rerun_of_a_running_session_warns_and_reuses_only_finished_stages(sessions: list[str], in_tmp: Path,
+                                                                           capsys: pytest.CaptureFixture) -> None:
+    """A rerun while the parent's owner process still ran was accepted without a word."""
+    import fcntl
+    import os
+
+    folder = in_tmp / "runs" / "pipeline" / "mine"
+    (folder / "results.json").unlink()
+    (folder / "steps" / "02-vote.json").unlink()  # at stage vote now
+    info = json.loads((folder / "run.json").read_text())
+    (folder / "run.json").write_text(json.dumps({**info, "status": "running", "ended": None}))
+    warning = "warning: session mine is still running: its outputs may not be final yet"
+    code, _, err = cli(capsys, "pipeline", "rerun", "mine", "--from", "vote", "--json")
+    assert code == 0 and warning not in " ".join(err.split()), err  # its owner is gone: interrupted, no warning
+    fd = os.open(folder / "run.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the owner, alive
+        code, out, err = cli(capsys, "pipeline", "rerun", "mine", "--from", "vote", "--json")
+        assert code == 0 and warning in " ".join(err.split()), err
+        assert [s["reused"] for s in json.loads(out)["stages"]] == [True, False]
+        (folder / "steps" / "01-ask.json").unlink()  # at stage ask: its output is not final yet
+        code, out, err = cli(capsys, "pipeline", "rerun", "mine", "--from", "vote")
+        flat = " ".join(err.split())
+        assert code == 2 and out == "", err
+        assert "error: session mine is still running and has not finished stage(s) ask before --from vote: their " \
+            "outputs are not final yet" in flat and "hint: wait for it to finish, or rerun from a stage it has " \
+            "not finished (--from ask)" in flat, err
+    finally:
+        os.close(fd)
+
+
+def test_rerun_says_what_it_runs_only_once_its_out_folder_is_free(sessions: list[str], in_tmp: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """`rerun of ... from stage ...` was printed before the exit-2 refusal of a taken --out."""
+    code, _, err = cli(capsys, "pipeline", "rerun", sessions[0], "--from", "vote", "--out", "runs/pipeline/mine")
+    assert code == 2 and "rerun of" not in err and "folder exists and is not empty" in " ".join(err.split()), err
+    code, _, err = cli(capsys, "pipeline", "rerun", sessions[0], "--from", "vote", "--out", "runs/pipeline/new")
+    assert code == 0 and f"rerun of {sessions[0]} from stage 'vote' (reusing ask)" in " ".join(err.split()), err
+
+
+def test_input_file_of_whitespace_and_rerun_input_help(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """A file of blanks was "the file is empty"; rerun's --input help did not say its default or when it is
+    refused."""
+    (in_tmp / "blank.txt").write_text("  \n\t\n")
+    (in_tmp / "empty.txt").write_text("")
+    for name, said in (("blank.txt", "holds only whitespace"), ("empty.txt", "is empty")):
+        code, _, err = cli(capsys, "pipeline", "run", "--stage", "a=smollm2-135m", "--input-file", name)
+        assert code == 2 and f"--input-file {name}: the file {said}" in " ".join(err.split()), err
+    code, out, _ = cli(capsys, "pipeline", "rerun", "--help")
+    flat = " ".join(out.replace("│", " ").split())
+    assert code == 0 and "Default: the parent session's input; a different input is refused while a stage is " \
+        "reused" in flat, out

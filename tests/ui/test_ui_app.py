@@ -421,7 +421,7 @@ def test_a_folder_name_that_is_not_utf8_is_shown_escaped_and_opens(in_tmp: Path)
 def test_a_pipeline_name_too_long_for_a_folder_is_the_forms_error(in_tmp: Path, which: str) -> None:
     """A name of more than 100 characters passed the form's check, then Run raised an uncaught RunDirError."""
     (in_tmp / "configs").mkdir()
-    (in_tmp / "m.gguf").write_bytes(b"")  # a model file is there: nothing is loaded before the run starts
+    (in_tmp / "m.gguf").write_bytes(b"GGUF")  # a model file is there: nothing is loaded before the run starts
     models_file(in_tmp / "configs", in_tmp / "m.gguf")
     name = "n" * 101
     (in_tmp / "configs" / "pipeline.yaml").write_text(f"name: {name}\nbase_pipeline:\n  stages:\n"
@@ -473,7 +473,7 @@ def test_damaged_pipeline_files_are_named_on_the_runs_and_history_pages(in_tmp: 
     at = page("history")
     assert not at.exception
     shown = dict(zip(at.dataframe[0].value["session"], at.dataframe[0].value["status"], strict=True))
-    assert shown == {"20260105-000000-damaged": "damaged", "20260105-000001-file": "completed",
+    assert shown == {"20260105-000000-damaged": "damaged", "20260105-000001-file": "damaged",
                      "20260105-000002-fine": "completed", "20260105-000003-no-info": "? run.json"}
     assert shown == {s["id"]: Text.from_markup(_state(s)).plain for s in list_sessions()}  # the CLI's status
 
@@ -505,7 +505,7 @@ def test_base_page_counts_stages_and_a_missing_file_offers_no_option_to_leave_ou
     """"local: 1 stages"; a pipeline file not there said "or leave that option out for the defaults" (the page has
     no option to leave out)."""
     (in_tmp / "configs").mkdir()
-    (in_tmp / "m.gguf").write_bytes(b"")
+    (in_tmp / "m.gguf").write_bytes(b"GGUF")
     models_file(in_tmp / "configs", in_tmp / "m.gguf")
     (in_tmp / "configs" / "pipeline.yaml").write_text("name: one\nbase_pipeline:\n  stages:\n"
                                                       "    - {name: first, model: a}\n")
@@ -523,7 +523,7 @@ def test_base_page_stages_that_read_several_stages_are_text(in_tmp: Path, caplog
     """configs/pipeline.yaml (a stage with `input_from: [draft, vote]`) printed pyarrow's ArrowTypeError ("Expected
     bytes, got a 'list' object", column reads) in the server's terminal."""
     (in_tmp / "configs").mkdir()
-    (in_tmp / "m.gguf").write_bytes(b"")
+    (in_tmp / "m.gguf").write_bytes(b"GGUF")
     models_file(in_tmp / "configs", in_tmp / "m.gguf")
     (in_tmp / "configs" / "pipeline.yaml").write_text(
         "name: three\nbase_pipeline:\n  stages:\n    - {name: draft, model: a}\n    - {name: vote, model: b}\n"
@@ -536,7 +536,7 @@ def test_base_page_stages_that_read_several_stages_are_text(in_tmp: Path, caplog
 
 def test_manual_page_save_where_no_file_can_be_written_is_its_error_line(in_tmp: Path) -> None:
     """"Save as" /proc/z.yaml showed a FileNotFoundError traceback on the page."""
-    (in_tmp / "m.gguf").write_bytes(b"")
+    (in_tmp / "m.gguf").write_bytes(b"GGUF")
     models = models_file(in_tmp, in_tmp / "m.gguf")
     at = page("manual")
     at.text_input(key="manual_models").input(str(models)).run()

@@ -77,6 +77,10 @@ def resolve_model(ref: str, *, base: str | Path = ".", formats: Collection[Forma
                     "config.json")
         elif _as_path(ref, base).is_file():  # `bad/empty.yaml`: a file here, not a hub id to download
             hint = f"{ref} is a file but no model: " + _hint(ref, formats, download=False)
+        path = _as_path(ref, base)
+        if path.is_file():  # there, but no model: not "not found" (tried[0] said it, after "a GGUF file")
+            raise ModelNotFound(f"model '{ref}' is not a GGUF file ({path.absolute()} does not start with GGUF's "
+                                f"magic bytes); also tried {'; '.join(tried[1:])}", hint=hint)
         raise ModelNotFound(f"model '{ref}' not found; tried {'; '.join(tried)}", hint=hint)
     if found.format not in formats:
         wanted = " or ".join(_FORMAT_NAMES[f] for f in formats)

@@ -106,7 +106,9 @@ def test_unknown_reference_lists_what_was_tried(in_tmp: Path, monkeypatch: pytes
     assert "hf download" not in (err.value.hint or "") and "someorg/some-model has no config.json" in err.value.hint
 
     (in_tmp / "notes.txt").write_text("hello")
-    with pytest.raises(ModelNotFound, match="is a file but not GGUF"):
+    # there, but not GGUF: it said "model 'notes.txt' not found; tried a GGUF file (... is a file but not GGUF)"
+    with pytest.raises(ModelNotFound, match=r"^model 'notes.txt' is not a GGUF file \(.*notes.txt does not start "
+                       r"with GGUF's magic bytes\); also tried a built-in name"):
         resolve_model("notes.txt", base=in_tmp)
     (in_tmp / "someorg" / "notes.yaml").write_text("a: 1")  # a file here, named like a hub id: none to download
     with pytest.raises(ModelNotFound) as err:
