@@ -14,7 +14,6 @@ from agentlab.core.search.kinds import NasPlanner, describe
 from .common import (
     AnswerOpt,
     ConfigOpt,
-    DryRunOpt,
     JsonOpt,
     MlflowOpt,
     NoLogPromptsOpt,
@@ -81,7 +80,10 @@ def nas(
     out: OutOpt = None,
     resume: ResumeOpt = None,
     answer: AnswerOpt = None,
-    dry_run: DryRunOpt = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Check the config and every input and show what would run; nothing is trained and no run "
+        "folder is written. A built-in model given with --llm is assembled into the cache first if it is not there "
+        "yet (a few hundred MB, once).")] = False,
     no_log_prompts: NoLogPromptsOpt = False,
     json_: JsonOpt = False,
     verbose: VerboseOpt = 0,

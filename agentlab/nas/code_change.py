@@ -178,8 +178,10 @@ class CodeRules:
         are left out (path -> why), for the console."""
         both = self.both(root)
         if both:  # protected won without a word: the agent never saw the file the config calls editable
-            raise UsageError(f"objective.editable and objective.protected both name {', '.join(both[:5])}"
-                             + (f" (and {len(both) - 5} more)" if len(both) > 5 else ""),
+            # "objective.editable: " first: prepare_command places it at the line (or the --set) that gave it
+            raise UsageError(f"objective.editable: names {', '.join(both[:5])}"
+                             + (f" (and {len(both) - 5} more)" if len(both) > 5 else "")
+                             + ", which objective.protected names too",
                              hint="a file is either editable or protected: take it out of one of the two lists")
         usable, left = self.sort(root)
         for rel, why in left.items():

@@ -28,8 +28,9 @@ The contract, for the command's author:
   Ctrl-C or SIGTERM of agentlab kills the whole group, and ``kill -9`` of agentlab kills the command (its own
   children are its to end: PyTorch's DataLoader workers do).
 
-``validate()`` runs before trial 0: a program that cannot be found or run, or a searched key the base params lack,
-is a ``UsageError`` (exit 2) before any trial.
+``validate()`` runs before trial 0: a program that cannot be found or run, a searched key the base params lack, or
+an option the command gives itself that a placeholder passes too (``{args} --lr=3``), is a ``UsageError`` (exit 2)
+before any trial.
 """
 
 from __future__ import annotations
@@ -568,6 +569,7 @@ class CommandObjective:
         self.validate_program()
         self._check_placeholders(parts)
         self._check_option_names(parts)
+        self._check_given_twice(parts)
         if self.space_keys and not self.uses_params():  # a warning: the script may read the file AGENTLAB_PARAMS names
             warn_once("objective.command passes no params ({args}, {overrides}, {params} or {key}) and "
                       "objective.config is not set: unless the script reads the params file AGENTLAB_PARAMS names, "
@@ -620,7 +622,9 @@ class CommandObjective:
             check_bwrap()
         if self.eval_command is not None:
             try:
-                self._eval_objective(self.cwd).validate_program()
+                evaluator = self._eval_objective(self.cwd)
+                evaluator.validate_program()
+                evaluator._check_given_twice(evaluator.argv())
             except UsageError as exc:
                 raise UsageError(str(exc).replace("objective.command", "objective.eval_command"),
                                  hint=exc.hint) from None
@@ -655,6 +659,74 @@ class CommandObjective:
             warn_once(f"objective.params.{key}: {script} has no option for it that could be read from its source "
                        f"(it has {', '.join(sorted({f.option for f in self.options.values()}))}), so the script may "
                        "refuse it and trial 0 fail" + (f" (did you mean {close[0]}?)" if close else ""))
+
+    def _check_given_twice(self, parts: list[str]) -> None:
+        """Refuse (``UsageError``, before trial 0) an option the command gives itself that a placeholder gives too:
+        a key ``{args}`` passes (``--lr=3`` after ``{args}`` with lr searched: argparse keeps the last, so every
+        trial ran lr=3 and the search found nothing), one ``{overrides}`` passes (``lr=3``), or an option given
+        both with a ``{key}`` placeholder and without (``--lr={lr} --lr=3``). The script's words alone are read (a
+        launcher's own options before it are not its); an argparse option that collects repeats (``append``) is
+        left alone."""
+        start = self._script_at(parts) + 1
+        words = parts[start:]
+        passed = {**flatten(self.own_params), **dict.fromkeys(self.space_keys)}
+        why = {key: "a searched key" if key in self.space_keys else "a key of objective.params" for key in passed}
+
+        def refuse(option: str, given: str, key: str, placeholder: str) -> None:
+            raise UsageError(f"objective.command: gives {option} itself ({given}), and {placeholder} already passes "
+                             f"{key} ({why[key]}): every trial would get {option} twice, and the script keeps one "
+                             f"of the two ({'Hydra' if placeholder == OVERRIDES else 'argparse'}: the last), so the "
+                             "search's value or the fixed one is silently dropped",
+                             hint=f"remove {given} from objective.command: a fixed value goes in objective.params "
+                             f"({key}: ...), a searched one in search.space")
+
+        fixed = [(i, word) for i, word in enumerate(words) if "{" not in word]
+        if ARGS in words:
+            for key in passed:
+                found = self.options.get(key, ArgOption(f"--{key}", "value", None))
+                if found.repeats:
+                    continue
+                names = {found.option, *(["--no-" + found.option.lstrip("-")] if found.kind == "optional" else [])}
+                for i, word in fixed:
+                    if word.partition("=")[0] in names:
+                        value = words[i + 1] if word in names and found.kind in ("value", "list", "python") \
+                            and i + 1 < len(words) and not words[i + 1].startswith(("-", "{")) else None
+                        refuse(word.partition("=")[0], word if value is None else f"{word} {value}", key, ARGS)
+        if OVERRIDES in words:
+            for _, word in fixed:
+                found_key = re.fullmatch(r"\+{0,2}([A-Za-z_][\w./@-]*)=.*", word)
+                if found_key is not None and found_key.group(1) in passed:
+                    refuse(found_key.group(1), word, found_key.group(1), OVERRIDES)
+        # an option given with a placeholder and again without one: `--lr={lr} --lr=3`, `lr={lr} lr=3`
+        given: dict[str, list[str]] = {}
+        for i, word in enumerate(words):
+            name, eq, value = word.partition("=")
+            if word in (ARGS, OVERRIDES) or not re.fullmatch(r"-{0,2}[A-Za-z_][\w./@-]*", name):
+                continue
+            if not eq:
+                if not word.startswith("-") or i + 1 >= len(words) or words[i + 1].startswith("-"):
+                    continue
+                value = words[i + 1]
+            given.setdefault(name, []).append(value)
+        for name, values in given.items():
+            held = [v for v in values if PLACEHOLDER in v or self._value_keys(v)]
+            if held and len(held) < len(values):
+                other = next(v for v in values if v not in held)
+                raise UsageError(f"objective.command: gives {name} twice ({name}={held[0]} and {name}={other}): the "
+                                 "script keeps one of the two (argparse: the last), so the search's value may never "
+                                 "reach it", hint=f"give {name} once, as {name}={held[0]}")
+
+    def _script_at(self, parts: list[str]) -> int:
+        """The index of the command's script among ``parts`` (``script_of``; after ``-m``, its module), else 0."""
+        script = script_of(self.command, self.cwd)
+        if script is None:
+            return 0
+        target = (self.cwd / script).resolve()
+        for i, part in enumerate(parts):
+            if "{" not in part and not part.startswith("-") and (
+                    (Path(part) if Path(part).is_absolute() else self.cwd / part).resolve() == target):
+                return i
+        return parts.index("-m") + 1 if "-m" in parts[:-1] else 0
 
     def validate_program(self) -> None:
         """The command's program can be found and run, in an existing folder (``UsageError`` otherwise)."""
@@ -757,6 +829,8 @@ class CommandObjective:
                 result = self._evaluate(number, params_path, params, cwd, env, folder)
             result = (result or self._metrics_file(folder, cwd, before) or text_result
                       or self._stderr_result(folder))
+            if result is None and (unread := not_a_number(self.metric, folder)) is not None:
+                raise TrialFailed(f"no result: {unread}" + _tail(folder / "stderr.log"))
             if result is None:
                 where = "in the workspace (any folder) and " if self.workspaces is not None else ""
                 raise TrialFailed(f"no result: no {self.metric!r} in a stdout line that is a JSON object (and no "
@@ -807,6 +881,8 @@ class CommandObjective:
         if code != 0:
             raise TrialFailed(f"objective.eval_command: exit code {code}" + _tail(folder / "eval_stderr.log"))
         found = result or text_result or self._stderr_result(folder, "eval_")
+        if found is None and (unread := not_a_number(self.metric, folder, "eval_")) is not None:
+            raise TrialFailed(f"objective.eval_command: no result: {unread}" + _tail(folder / "eval_stderr.log"))
         if found is None:
             raise TrialFailed(f"objective.eval_command printed no {self.metric} (a JSON line with it, "
                               f"`{self.metric}: <number>`, `{self.metric}=<number>` or `{self.metric} <number>`)"
@@ -1122,6 +1198,27 @@ def _json_object(line: str) -> dict[str, Any] | None:
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def not_a_number(metric: str, folder: Path, prefix: str = "") -> str | None:
+    """Where the trial's output gave the metric a value that is no number (`val_loss: abc`), as a failure's
+    reason says it: ``stdout line 3 gives val_loss a value that is not a number: `val_loss: abc```; the last such
+    line of stdout, else of stderr; None when no line does (the metric was not printed at all)."""
+    # a word for its value (`abc`, `None`, `'n/a'`), not a format (`{val_loss:.2f}`) nor a number's start
+    given = re.compile(rf"(?<![\w.]){re.escape(metric)}['\"]?\s*[:=]\s*['\"]?[A-Za-z]")
+    for stream in (STDOUT, STDERR):
+        end = _log_end(folder / f"{prefix}{stream}.log", 1_000_000)
+        if end is None:
+            continue
+        text, cut = end
+        lines = text.splitlines()
+        for number in range(len(lines) - 1, 0 if cut else -1, -1):  # a line cut by the seek is no line
+            line = lines[number].strip()
+            if given.search(line) and text_metrics(line, metric) is None and _json_object(line) is None:
+                at = f"{stream} line {number + 1}" if not cut else f"a line of {stream}"
+                shown = line if len(line) <= 200 else line[:200] + "..."
+                return f"{at} gives {metric} a value that is not a number: `{shown}`"
+    return None
 
 
 def printed_instead(metric: str, folder: Path) -> str:

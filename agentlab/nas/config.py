@@ -485,6 +485,9 @@ class NASConfig(StrictModel):
         if "space" not in self.search.model_fields_set:
             raise ValueError("search.space: give the keys of objective.params to search, e.g. {lr: {low: 0.0001, "
                              "high: 0.1, log: true}} (the default space is the built-in forecaster's)")
+        if not self.search.space:  # `space: {}`: trial 0 alone ran, then "every configuration ... was tried"
+            raise ValueError("search.space: empty, nothing to search; give the keys of objective.params to search, "
+                             "e.g. {lr: {low: 0.0001, high: 0.1, log: true}}")
         params = self.objective.params
         for key, spec in self.search.space.items():
             if self.objective.config is not None or "{args}" in self.objective.command or \

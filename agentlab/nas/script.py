@@ -169,6 +169,7 @@ class ArgOption(NamedTuple):
     default: tuple[Any] | None
     type: str | None = None
     choices: tuple[Any, ...] | None = None
+    repeats: bool = False  # argparse's action="append" / "extend": each time given adds to the list
 
 
 def argparse_options(files: list[Path], words: list[str] | None = None) -> dict[str, ArgOption]:
@@ -222,8 +223,8 @@ def argparse_options(files: list[Path], words: list[str] | None = None) -> dict[
                     clashes.add(key)
                 elif key in found:  # declared twice alike: a default or rule that differs is unknown
                     default = default if found[key].default == default else None
-                    rule = rule if found[key][3:] == rule else (None, None)
-                found[key] = ArgOption(read.option, read.kind, default, *rule)
+                    rule = rule if found[key][3:5] == rule else (None, None)
+                found[key] = ArgOption(read.option, read.kind, default, *rule, read.repeats)
     return {key: value for key, value in found.items() if key not in clashes}
 
 
@@ -237,6 +238,7 @@ class Read(NamedTuple):
     default: tuple[Any] | None
     type: str | None = None
     choices: tuple[Any, ...] | None = None
+    repeats: bool = False
 
 
 def _call_options(node: ast.Call) -> list[Read | None]:
@@ -289,7 +291,7 @@ def _argparse_read(node: ast.Call) -> Read | None:
     names = _names(longs, option, dest.value if isinstance(dest, ast.Constant) and isinstance(dest.value, str)
                    else None)
     return Read(option, kind, names, _default(keywords.get("default"), name, keywords.get("type")),
-                *(_accepts(keywords) if kind == "value" else (None, None)))
+                *(_accepts(keywords) if kind == "value" else (None, None)), repeats=name in ("append", "extend"))
 
 
 def _accepts(keywords: dict[str, ast.expr]) -> tuple[str | None, tuple[Any, ...] | None]:

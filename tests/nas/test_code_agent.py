@@ -180,7 +180,7 @@ def test_a_file_both_editable_and_protected_is_refused(tmp_path: Path) -> None:
 
     folder = project(tmp_path)
     cfg = config(folder, editable=["train.py", "eval.py"], protected=["eval.py"])
-    with pytest.raises(UsageError, match=r"objective.editable and objective.protected both name eval.py$"):
+    with pytest.raises(UsageError, match=r"objective.editable: names eval.py, which objective.protected names too$"):
         run_nas_optimization(max_iterations=2, config=cfg, out=tmp_path / "run", llm=scripted_llm(ScriptAgent(CALLS)))
     assert not (tmp_path / "run").exists()
     carved = config(folder, editable=["*.py"], protected=["eval.py"])  # all but the scorer: fine
@@ -194,7 +194,7 @@ def test_a_file_named_in_both_lists_alone_is_the_same_conflict(tmp_path: Path) -
 
     folder = project(tmp_path)
     cfg = config(folder, editable=["eval.py"], protected=["eval.py"])
-    with pytest.raises(UsageError, match=r"objective.editable and objective.protected both name eval.py$"):
+    with pytest.raises(UsageError, match=r"objective.editable: names eval.py, which objective.protected names too$"):
         run_nas_optimization(max_iterations=1, config=cfg, out=tmp_path / "run", llm=scripted_llm(ScriptAgent(CALLS)))
 
 
