@@ -11,16 +11,16 @@ def run() -> None:
     try:
         from agentlab.cli import run as run_command
     except KeyboardInterrupt:
-        _interrupted()
+        _interrupted("interrupted before the command started: nothing was written; run it again")
     try:
         run_command()
-    except KeyboardInterrupt:  # before the command's own handling began (setting up the handlers): nothing written
-        _interrupted()
+    except KeyboardInterrupt:  # outside the command's own handling (setting it up, printing its last line): what
+        _interrupted("interrupted")  # was written, and how to go on, is whatever the command has said
 
 
-def _interrupted() -> None:
+def _interrupted(said: str) -> None:
     try:
-        sys.stderr.write("interrupted before the command started: nothing was written; run it again\n")
+        sys.stderr.write(said + "\n")
         sys.stderr.flush()
     except (OSError, ValueError):  # the reader went away
         pass

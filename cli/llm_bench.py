@@ -94,7 +94,7 @@ def llm_bench(
         raise UsageError("--demo and a routing config both given",
                          hint="--demo benches built-in loopback models; drop it to bench the models of "
                          f"{path}")
-    if path is None and DEFAULT_LLM_CONFIG.exists() and not DEFAULT_LLM_CONFIG.is_file():  # it ran the demo
+    if not demo and path is None and DEFAULT_LLM_CONFIG.exists() and not DEFAULT_LLM_CONFIG.is_file():
         raise InputError(f"{DEFAULT_LLM_CONFIG} is not a file (the routing config llm-bench reads without -c)",
                          hint=f"pass the routing config with -c, make {DEFAULT_LLM_CONFIG} a file, or try --demo")
     use_demo = demo or (path is None and not DEFAULT_LLM_CONFIG.exists())

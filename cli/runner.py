@@ -144,7 +144,8 @@ def run_command(spec: CommandSpec, asked: Invocation) -> None:
             raw = spec.base(stack) if callable(spec.base) else spec.base
             assert spec.model is not None, "run_command needs `model` or `load`"
             cfg = load_config(resume_dir / "config.yaml" if resume_dir else asked.config, spec.model, overrides,
-                              base=raw, schema=command_words(command).split()[0])  # `config show debate`
+                              base=raw, schema=command_words(command).split()[0],  # `config show debate`
+                              refuse_redacted=resume_dir is None)  # a *** in a new run's -c: sent as the key
         if resume_dir is not None:  # before anything loads: run_in_folder checks the settings again
             check_resume_settings(resume_dir, cfg, command)
             if spec.check_resume is not None:

@@ -50,7 +50,9 @@ _URL_USERINFO_RE = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)(?
 _URL_PARAM_RE = re.compile(r"(?P<head>[?&](?:api[_-]?key|key|token|access_token|secret|password|sig|signature)=)"
                            r"(?P<secret>[^&#\s]+)", re.IGNORECASE)
 REDACTED = "***"
-_REDACTED_URL_RE = re.compile(r"://[^/\s]*:\*\*\*@|[?&][\w-]+=\*\*\*(?:[&#\s]|$)")
+# what redact wrote in a URL (a password, a key parameter _URL_PARAM_RE names): `?page=***` in a prompt is no secret
+_REDACTED_URL_RE = re.compile(r"://[^/\s]*:\*\*\*@|[?&](?:api[_-]?key|key|token|access_token|secret|password|sig|"
+                              r"signature)=\*\*\*(?:[&#\s]|$)", re.IGNORECASE)
 _FIELD_MSG_RE = re.compile(r"^([A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*): (.+)$", re.DOTALL)
 
 
@@ -845,14 +847,18 @@ def load_config(
     overrides: Iterable[str | Flag] | None = None,
     base: dict[str, Any] | None = None,
     schema: str | None = None,
+    refuse_redacted: bool = False,
 ) -> M:
     """Load, interpolate, override and validate a config.
 
     ``path=None`` validates the model's defaults (plus overrides): every command runs without a config file.
     ``overrides``: a list of ``key.path=value`` strings (as ``--set`` takes them) and ``Flag``s.
     ``base`` is a raw dict merged under the file (used for built-in presets). ``schema``: the name `agentlab config
-    show` knows the model by (``nas``, ``llm``, ...), for the hint. Raises ``ConfigError`` (exit code 2) whose
-    message names file, line and field, e.g. ``configs/nas.yaml:12: model.n_heads: must divide model.d_model``.
+    show` knows the model by (``nas``, ``llm``, ...), for the hint. ``refuse_redacted``: the config is to run with
+    (a new run's ``-c``, ``--llm``), so a ``***`` where a run folder's copy hid a credential is refused (it would be
+    sent as the credential); a resume's own config.yaml is compared as it was saved. Raises ``ConfigError`` (exit
+    code 2) whose message names file, line and field, e.g. ``configs/nas.yaml:12: model.n_heads: must divide
+    model.d_model``.
     """
     if path is not None and not isinstance(path, str | os.PathLike):
         shown = repr(path) if len(repr(path)) <= 60 else repr(path)[:59] + "…"
@@ -876,12 +882,12 @@ def load_config(
         source = _Source(None, None)
     apply_overrides(data, _moved_overrides(sets, moved), source)
     data = interpolate_env(data, source, load_dotenv_values(file.parent if file else None))
-    hidden = redacted_field(data)
+    hidden = redacted_field(data) if refuse_redacted else None
     if hidden is not None:  # a run folder's copy of a config with a literal credential: *** would be sent as it
-        loc = tuple(int(part) if part.isdigit() else part for part in hidden.split("."))
-        raise ConfigError(f"{source.where(loc)}: {hidden}: holds ***, a credential a run folder does not keep",
-                          hint="give the config you wrote (for --llm, the routing config); a credential from the "
-                          "environment (${NAME}, api_key_env) is kept as the variable's name")
+        raise ConfigError(f"{source.where(hidden)}: {'.'.join(map(str, hidden))}: holds ***, a credential a run "
+                          "folder does not keep", hint="give the config you wrote (for --llm, the routing config), "
+                          "or the credential with --set KEY=VALUE; one from the environment (${NAME}, api_key_env) "
+                          "is kept as the variable's name")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -1028,20 +1034,20 @@ def _redact(data: Any, secrets: list[str], known: dict[str, str], headers: bool 
     return data
 
 
-def redacted_field(data: Any, where: str = "", headers: bool = False) -> str | None:
-    """The dotted name of the first value in ``data`` where ``redact`` wrote ``***`` for a secret (a credential
-    field or header, a URL's password or key parameter), or None: a config read back from a run folder with one
-    would send ``***`` as the credential. ``***`` elsewhere (a stop string, a description) is no secret."""
+def redacted_field(data: Any, where: tuple[str | int, ...] = (), headers: bool = False
+                   ) -> tuple[str | int, ...] | None:
+    """Where in ``data`` (the keys and list indexes down to it) ``redact`` first wrote ``***`` for a secret (a
+    credential field or header, a URL's password or key parameter), or None: a config read back from a run folder
+    with one would send ``***`` as the credential. ``***`` elsewhere (a stop string, a description) is no secret."""
     if isinstance(data, str):
         return where if _REDACTED_URL_RE.search(data) else None
     if isinstance(data, list):
-        return next((f for i, v in enumerate(data) if (f := redacted_field(v, f"{where}.{i}"))), None)
+        return next((f for i, v in enumerate(data) if (f := redacted_field(v, (*where, i))) is not None), None)
     for key, value in data.items() if isinstance(data, dict) else ():
-        name = f"{where}.{key}" if where else str(key)
         if value == REDACTED and _secret_key(key, headers):
-            return name
-        found = redacted_field(value, name, key == "headers")
-        if found:
+            return (*where, key)
+        found = redacted_field(value, (*where, key), key == "headers")
+        if found is not None:
             return found
     return None
 

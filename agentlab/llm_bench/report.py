@@ -134,14 +134,15 @@ def after_stop(folder: Path | None) -> str:
 
 def render_report(results: dict[str, Any], run_path: Path, *, planned: int | None = None,
                   rerun: str | None = None) -> str:
-    """report.md of ``results``. ``planned``: written while the run goes on (the model count it measures); ``rerun``:
-    the run folder's ``RunDir.rerun`` (the command line that repeats it, ``{config}`` its config.yaml)."""
+    """report.md of ``results``. ``planned``: written while the run goes on (the model count it measures; no chart
+    yet); ``rerun``: the run folder's ``RunDir.rerun``, a --demo run's command line (None: ``-c`` its config.yaml)."""
     models = results["models"]
-    chart = save_chart(models, run_path / "latency.png")
+    # the chart when the run has stopped (finished, Ctrl-C), not after every model: matplotlib took about a second
+    chart = save_chart(models, run_path / "latency.png") if planned is None else None
     lines = ["# llm-bench", ""]
     config = run_path / "config.yaml"
-    again = measure_again(config, rerun.format(config=config, run=run_path)
-                          if rerun is not None and "{config}" not in rerun else None)
+    # a --demo run's own command line (its braces escaped for str.format: a --prompt holding "{config}" is text)
+    again = measure_again(config, rerun.format(config=config, run=run_path) if rerun is not None else None)
     if results.get("interrupted") and planned is not None:
         lines += [f"**Incomplete**: the {len(models)} of {planned} model(s) measured so far; the run is still going, "
                   f"or was stopped before the rest (run.json's status says which); {again}.", ""]

@@ -279,6 +279,27 @@ def test_secrets_from_variables_never_reach_the_run_folder(in_tmp: Path, monkeyp
     assert "x=1" in written and "X-Trace: ok" in written
 
 
+def test_a_hidden_secret_is_refused_in_a_config_to_run_with_and_kept_for_a_resume(in_tmp: Path) -> None:
+    """load_config refuses a *** credential in a config to run with (it would be sent as the key), at the line of a
+    key with a dot in its name; a resume's own config.yaml is compared as saved (refusing it made every such run
+    impossible to resume); *** in a URL parameter that is no credential (`?page=***`) is text."""
+    from agentlab.core.config import load_config
+    from agentlab.core.llm.config import LLMConfig
+
+    path = in_tmp / "llm.yaml"
+    path.write_text("providers:\n  p.1:\n    kind: openai\n    base_url: http://127.0.0.1:9/v1\n"
+                    "    headers:\n      X-Title: a\n      X-Auth-Key: '***'\nmodels: {}\n")
+    with pytest.raises(ConfigError, match=r"llm.yaml:7: providers.p.1.headers.X-Auth-Key: holds \*\*\*"):
+        load_config(path, LLMConfig, refuse_redacted=True)
+    assert load_config(path, LLMConfig).providers["p.1"].headers["X-Auth-Key"] == "***"  # as saved, for a resume
+    path.write_text("providers:\n  p:\n    kind: openai\n    base_url: http://127.0.0.1:9/v1?page=***\nmodels: {}\n")
+    assert load_config(path, LLMConfig, refuse_redacted=True).providers["p"].base_url.endswith("?page=***")
+    path.write_text("providers:\n  p:\n    kind: openai\n    base_url: http://127.0.0.1:9/v1?api_key=***\n"
+                    "models: {}\n")
+    with pytest.raises(ConfigError, match=r"llm.yaml:4: providers.p.base_url: holds \*\*\*"):
+        load_config(path, LLMConfig, refuse_redacted=True)
+
+
 def test_a_saved_routing_config_holding_a_hidden_secret_is_refused_on_resume(in_tmp: Path,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """--resume without --llm reads the first run's llm.yaml: a key read from a secret variable comes back from it;

@@ -466,6 +466,9 @@ def test_a_folder_at_configs_llm_yaml_is_refused_not_the_demo(in_tmp: Path, caps
     said = capsys.readouterr()
     assert "configs/llm.yaml is not a file" in " ".join(said.err.split()) and "demo:" not in said.out + said.err
     assert not (in_tmp / "runs").exists()
+    # --demo reads no routing config: the folder is none of its business (the hint above offers it)
+    assert main(["llm-bench", "--demo", "-m", "demo-fast", "--requests", "1", "--concurrency", "1", "--out", "d"]) == 0
+    assert (in_tmp / "d" / "latency.png").is_file()  # drawn once the run has finished
 
 
 def test_a_warm_up_request_follows_the_tool_probe_and_is_not_counted(srv: ScriptedServer, in_tmp: Path) -> None:
@@ -556,3 +559,13 @@ def test_the_terminal_table_says_what_its_figures_are(capsys: pytest.CaptureFixt
     err = " ".join(capsys.readouterr().err.split())
     assert err.count("latency") >= 3 and "decode" in err
     assert "decode tok/s: the median per request, output tokens after the first" in err
+
+
+def test_a_demo_runs_prompt_holding_braces_is_repeated_as_given(in_tmp: Path) -> None:
+    """A --prompt holding "{config}" made report.md advise `-c config.yaml` for a --demo run, whose demo server is
+    gone: its command line (braces escaped for str.format) is the advice, whatever it holds."""
+    from agentlab.llm_bench.report import render_report
+
+    results = {"models": [], "interrupted": True, "available": [], "fastest": None, "settings": {}}
+    report = render_report(results, in_tmp, rerun="llm-bench --demo --prompt '{{config}}'")
+    assert "measure again with `agentlab llm-bench --demo --prompt '{config}'`" in report

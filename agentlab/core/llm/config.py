@@ -507,4 +507,4 @@ def load_llm_config(path: str | Path | None = None, overrides: list[str] | None 
     if path is None and DEFAULT_LLM_CONFIG.is_file():
         path = DEFAULT_LLM_CONFIG
     file, base = routing_source(path) if path is not None else (None, None)
-    return load_config(file, LLMConfig, overrides, base=base, schema="llm")  # refuses a *** credential too
+    return load_config(file, LLMConfig, overrides, base=base, schema="llm", refuse_redacted=True)

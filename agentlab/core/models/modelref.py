@@ -79,8 +79,9 @@ def resolve_model(ref: str, *, base: str | Path = ".", formats: Collection[Forma
             hint = f"{ref} is a file but no model: " + _hint(ref, formats, download=False)
         path = _as_path(ref, base)
         if path.is_file():  # there, but no model: not "not found" (tried[0] said it, after "a GGUF file")
-            raise ModelNotFound(f"model '{ref}' is not a GGUF file ({path.absolute()} does not start with GGUF's "
-                                f"magic bytes); also tried {'; '.join(tried[1:])}", hint=hint)
+            what = (f"is not a GGUF file ({path.absolute()} does not start with GGUF's magic bytes)"
+                    if "gguf" in formats else f"is a file ({path.absolute()}), not a model folder")
+            raise ModelNotFound(f"model '{ref}' {what}; also tried {'; '.join(tried[1:])}", hint=hint)
         raise ModelNotFound(f"model '{ref}' not found; tried {'; '.join(tried)}", hint=hint)
     if found.format not in formats:
         wanted = " or ".join(_FORMAT_NAMES[f] for f in formats)
