@@ -127,6 +127,14 @@ def _usage_error(exc: Any) -> tuple[str, str]:
     """A click usage error (a missing argument, an unknown option, a bad value) as agentlab's other errors read:
     one line, and a hint with the command's usage and its help (click's own print is a box over several lines)."""
     message = exc.format_message().replace("Value error, ", "")  # a pydantic validator's words, said once
+    errors = getattr(exc.__cause__, "errors", None)  # typer checks an option's min/max with pydantic
+    if callable(errors):
+        from agentlab.core.config import nan_bound_message
+
+        first = next(iter(errors()), None)
+        said = nan_bound_message(first) if first is not None else None
+        if first is not None and said is not None:  # `--mut nan`: "should be less than or equal to 1"
+            message = message.replace(str(first["msg"]), said)  # named a bound it does not break
     ctx = getattr(exc, "ctx", None)
     if ctx is None:
         return message, "see `agentlab -h`"

@@ -286,3 +286,19 @@ def test_a_parent_is_read_as_every_command_reads_a_lora_adapter(parents: list[Pa
     with pytest.raises(InputError) as caught:
         read_parent(parent)
     assert caught.value.message == f"{parent / 'adapter_config.json'}: {said}"
+
+
+def test_a_dora_parent_says_what_to_do(parents: list[Path], tmp_path: Path) -> None:
+    """The DoRA refusal was the one blend error with no hint line."""
+    import shutil
+
+    from agentlab.core.train.blend import read_parent
+
+    parent = tmp_path / "dora"
+    shutil.copytree(parents[0], parent)
+    config = json.loads((parent / "adapter_config.json").read_text())
+    (parent / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
+    with pytest.raises(InputError) as caught:
+        read_parent(parent)
+    assert caught.value.message == f"{parent}: a DoRA adapter; only plain LoRA adapters can be blended"
+    assert "plain LoRA" in (caught.value.hint or "") and "merge_and_unload" in (caught.value.hint or "")

@@ -430,3 +430,13 @@ def test_a_full_disk_names_the_file_and_the_run_only_when_there_is_one() -> None
     assert alone.hint == "free space there (or fix the disk), then run the command again"
     in_run = storage_error(exc)
     assert in_run is not None and "kept as interrupted" in in_run.message and "--resume" in (in_run.hint or "")
+
+
+def test_a_nan_for_an_option_with_bounds_is_said_to_be_no_finite_number(capsys: pytest.CaptureFixture) -> None:
+    """`--mut nan` said "Input should be less than or equal to 1": typer checks min/max with pydantic, and a NaN
+    fails every bound."""
+    assert main(["evolve", "blend", "--parents", "a", "b", "--child", "c", "--mut", "nan"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "Invalid value for '--mut': Input should be a finite number" in err and "less than" not in err
+    assert main(["evolve", "blend", "--parents", "a", "b", "--child", "c", "--mut", "2"]) == 2
+    assert "Input should be less than or equal to 1" in capsys.readouterr().err  # a real bound keeps its words

@@ -12,10 +12,11 @@ import dataclasses
 import difflib
 import json
 import logging
+import math
 import os
 import re
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
@@ -732,6 +733,25 @@ def _union_tags(model: type[BaseModel], loc: Path_, key: str) -> list[str]:
     return tags
 
 
+_BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
+def nan_bound_message(err: Mapping[str, Any]) -> str | None:
+    """What a pydantic error of a bound (``gt``, ``ge``, ``lt``, ``le``) on a NaN says, in the words of a field that
+    refuses NaN outright (``allow_inf_nan=False``): NaN fails every bound, and "should be greater than 0 (got .nan)"
+    named the wrong reason. None for any other error. The input may be the text a command-line option was given
+    (``--lr nan``)."""
+    if err.get("type") not in _BOUNDS:
+        return None
+    value = err.get("input")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    return "Input should be a finite number" if isinstance(value, float) and math.isnan(value) else None
+
+
 def format_validation_error(exc: ValidationError, data: Any, source: _Source, model: type[BaseModel]) -> str:
     messages = []
     wrong_type: set[tuple[Any, ...]] = set()  # `float | int` refuses a word twice: said once (the first)
@@ -742,7 +762,7 @@ def format_validation_error(exc: ValidationError, data: Any, source: _Source, mo
             if tuple(loc) in wrong_type:
                 continue
             wrong_type.add(tuple(loc))
-        msg = err["msg"]
+        msg = nan_bound_message(err) or err["msg"]
         if err["type"] in ("float_parsing", "int_parsing") and err.get("input") in ("true", "false"):
             msg, err = f"expected a number, got {err['input']}", {**err, "type": "value_error"}  # a YAML boolean
         elif err["type"] in ("tuple_type", "set_type"):  # "a valid tuple": YAML has lists alone

@@ -645,3 +645,26 @@ def test_a_set_value_shown_as_read_hides_secrets(monkeypatch: pytest.MonkeyPatch
         with pytest.raises(ConfigError) as info:
             load_config(None, Cfg, [f"name={value}"])
         assert info.value.message == "--set name=...: name: Input should be a valid string"
+
+
+class Bounded(StrictModel):
+    lr: float = Field(1e-3, gt=0, description="learning rate")
+    mut: float = Field(0.0, ge=0, le=1, description="a probability")
+
+
+def test_a_nan_against_a_bound_is_said_to_be_no_finite_number(tmp_path: Path) -> None:
+    """`--lr nan` said "Input should be greater than 0 (got .nan)", a bound NaN does not break: the words of a field
+    that refuses NaN outright (`allow_inf_nan=False`), for every command's config."""
+    from agentlab.core.config import nan_bound_message
+
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "lr: .nan\nmut: .nan\n"), Bounded)
+    assert info.value.message.splitlines() == [f"{tmp_path / 'cfg.yaml'}:1: lr: Input should be a finite number "
+                                               "(got .nan)",
+                                               f"{tmp_path / 'cfg.yaml'}:2: mut: Input should be a finite number "
+                                               "(got .nan)"]
+    with pytest.raises(ConfigError, match=r"mut: Input should be less than or equal to 1 \(got 2\)"):
+        load_config(None, Bounded, ["mut=2"])  # a number out of bounds keeps pydantic's words
+    assert nan_bound_message({"type": "less_than_equal", "input": "nan"}) == "Input should be a finite number"
+    assert nan_bound_message({"type": "less_than_equal", "input": "2"}) is None
+    assert nan_bound_message({"type": "float_parsing", "input": "nan"}) is None

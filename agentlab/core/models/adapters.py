@@ -51,8 +51,15 @@ def read_adapter(adapter: str | Path) -> dict[str, Any]:
         what = "is a file" if adapter.exists() else "not found"
         raise InputError(f"{adapter}: adapter folder {what}",
                          hint="give the folder that holds adapter_config.json and adapter_model.safetensors")
+    if (adapter / ADAPTER_CONFIG).is_dir():  # it said "no adapter_config.json"
+        raise InputError(f"{adapter / ADAPTER_CONFIG}: is a folder, not the adapter's config file",
+                         hint=f"{ADAPTER_CONFIG} must be the JSON file PEFT writes: {_WRITTEN_BY}")
     if not (adapter / ADAPTER_CONFIG).is_file():
         raise InputError(f"{adapter}: not a PEFT adapter folder (no {ADAPTER_CONFIG})", hint=_WRITTEN_BY)
+    folder = next((adapter / name for name in ADAPTER_WEIGHTS if (adapter / name).is_dir()), None)
+    if folder is not None:  # PEFT would open it as the weights file
+        raise InputError(f"{folder}: is a folder, not the adapter's weights file",
+                         hint="the adapter's weights must be one file; save, copy or train the adapter again")
     if not any((adapter / name).is_file() for name in ADAPTER_WEIGHTS):
         raise InputError(f"{adapter}: not a PEFT adapter folder (no {' or '.join(ADAPTER_WEIGHTS)})",
                          hint="the adapter's weights are missing; save or train it again")
@@ -116,13 +123,15 @@ def read_lora(folder: str | Path, what: str) -> dict[str, Any]:
 
 
 def check_lora_rank(folder: str | Path, config: Mapping[str, Any]) -> None:
-    """A LoRA adapter whose ``adapter_config.json`` ``r`` (or ``rank_pattern``) disagrees with the rank of its
-    weights (``lora_A``'s rows, from the safetensors header: no tensor read) is refused (``InputError``, exit 2,
-    naming the file and the field): PEFT builds the layers from ``r`` and fails on every tensor's size ("does not fit
-    this model"), and a blend would take the weights' rank and the config's alpha. Folders that are not LoRA, hold
-    no safetensors file or whose values are mistyped (refused elsewhere, naming the field) are left alone."""
-    rank, patterns = config.get("r"), config.get("rank_pattern") or {}
-    if config.get("peft_type") != "LORA" or type(rank) is not int or not isinstance(patterns, dict):
+    """A LoRA adapter whose ``adapter_config.json`` disagrees with its weights (from the safetensors header: no
+    tensor read) is refused (``InputError``, exit 2, naming the file and the field): an ``r`` (or ``rank_pattern``)
+    other than the rank of the weights (``lora_A``'s rows; PEFT builds the layers from ``r`` and fails on every
+    tensor's size, "does not fit this model", and a blend would take the weights' rank and the config's alpha), or
+    ``target_modules`` that leave out modules the weights hold (:func:`_check_targets`). What every reader of a LoRA
+    folder calls: the blend and ``evolve run``'s seeds (``read_parent``), ``train-persona export``, and every load
+    (eval, debate, the hf backend). Folders that are not LoRA, hold no safetensors file or whose values are mistyped
+    (refused elsewhere, naming the field) are left alone."""
+    if config.get("peft_type") != "LORA":
         return
     file = Path(folder) / ADAPTER_WEIGHTS[0]
     if not file.is_file():
@@ -131,6 +140,16 @@ def check_lora_rank(folder: str | Path, config: Mapping[str, Any]) -> None:
         header = safetensors_header(file)
     except AgentlabError:
         return  # damaged: check_weights and PEFT name it
+    _check_rank(folder, config, header)
+    _check_targets(folder, config, header)
+
+
+def _check_rank(folder: str | Path, config: Mapping[str, Any], header: Mapping[str, Any]) -> None:
+    """:func:`check_lora_rank`'s ``r`` / ``rank_pattern`` against the rank of the weights (``header``)."""
+    rank, patterns = config.get("r"), config.get("rank_pattern") or {}
+    if type(rank) is not int or not isinstance(patterns, dict):
+        return
+    file = Path(folder) / ADAPTER_WEIGHTS[0]
     for key, meta in sorted(header.items()):
         found = re.fullmatch(r"(?:base_model\.model\.)?(.+)\.lora_A(?:\.[^.]+)?\.weight", key)
         shape = meta.get("shape") if isinstance(meta, dict) else None
@@ -149,6 +168,54 @@ def check_lora_rank(folder: str | Path, config: Mapping[str, Any]) -> None:
                              f"rank {shape[0]} ({module}.lora_A is {shape[0]}x{shape[1]} in {file.name})",
                              hint=f"set {field} to {shape[0]} in that file (as PEFT wrote it), or train the adapter "
                              "again")
+
+
+_FACTOR = re.compile(r"(?:base_model\.model\.)?(.+)\.lora_(?:A|B|embedding_A|embedding_B)(?:\.[^.]+)?(?:\.weight)?")
+
+
+def _targeted(config: Mapping[str, Any], module: str) -> bool | None:
+    """Whether PEFT puts a LoRA layer on ``module`` (its path in the base model, as the weights file names it) by
+    the config's ``target_modules`` and ``exclude_modules``, as PEFT's ``check_target_module_exists`` matches them: a
+    string is a regular expression the whole path matches, a list names modules by their whole path or its end
+    (``q_proj`` matches ``model.layers.0.self_attn.q_proj``). None when that cannot be told from the config alone:
+    no list or pattern (PEFT fills in the model type's default), ``"all-linear"`` (every linear layer but the
+    output), ``layers_to_transform`` or ``target_parameters`` given, or values PEFT would not take."""
+    targets, exclude = config.get("target_modules"), config.get("exclude_modules")
+    if (config.get("layers_to_transform") not in (None, []) or config.get("target_parameters")
+            or targets is None or targets == "all-linear"):
+        return None
+
+    def matches(names: Any) -> bool | None:
+        if isinstance(names, str):
+            try:
+                return re.fullmatch(names, module) is not None
+            except re.error:
+                return None
+        if isinstance(names, list) and all(isinstance(name, str) for name in names):
+            return any(module == name or module.endswith(f".{name}") for name in names)
+        return None
+
+    excluded = matches(exclude) if exclude else False
+    found = matches(targets)
+    return None if excluded is None or found is None else found and not excluded
+
+
+def _check_targets(folder: str | Path, config: Mapping[str, Any], header: Mapping[str, Any]) -> None:
+    """:func:`check_lora_rank`'s ``target_modules`` against the modules the weights (``header``) hold LoRA factors
+    for: PEFT makes LoRA layers only for the modules ``target_modules`` names (:func:`_targeted`) and drops the rest of
+    the file's weights without a word, so an adapter whose config says ``["q_proj"]`` over weights for 14 modules
+    loaded, was exported and blended as one of q_proj alone. Modules named but not in the weights are left to PEFT
+    (their LoRA starts as no change; a load names them as weights the file lacks)."""
+    modules = sorted({found.group(1) for key in header if (found := _FACTOR.fullmatch(key)) is not None})
+    untargeted = [module for module in modules if _targeted(config, module) is False]
+    if not untargeted:
+        return
+    names = sorted({module.rsplit(".", 1)[-1] for module in modules})
+    raise InputError(f"{Path(folder) / ADAPTER_CONFIG}: target_modules is {json.dumps(config.get('target_modules'))}, "
+                     f"which leaves out {len(untargeted)} of the {len(modules)} modules the adapter's weights hold "
+                     f"(e.g. {untargeted[0]} in {ADAPTER_WEIGHTS[0]}): PEFT would not load them",
+                     hint=f"set target_modules to {json.dumps(names)} in that file (the modules its weights hold), "
+                     "or train the adapter again")
 
 
 def _peft_types() -> frozenset[str]:
@@ -215,34 +282,50 @@ class AdapterInfo:
 
 
 
-def _other_base(trained: str, base_model: str, base_path: Path) -> bool | None:
+def _other_base(trained: str, base_model: str, base_path: Path) -> tuple[bool | None, Path | None]:
     """Whether ``trained`` (an adapter's ``base_model_name_or_path``) is another model than ``base_model``, found at
-    ``base_path``: False for the same name (``canonical_base``: a built-in named by its name or its hub id is one
-    model), the same path, or the same model at another path (its GGUF, an export, a copy: the same metadata,
-    ``model_shape``); None when ``trained`` or its metadata is not found here (it cannot be compared)."""
+    ``base_path``, and where ``trained`` was found (None: not here). False for the same name (``canonical_base``: a
+    built-in named by its name or its hub id is one model) or the same path; True for a model of another
+    architecture or other sizes (``model_shape``); None when ``trained`` or its metadata is not found here, and for
+    another name and path of the same architecture and sizes: its copy, an export, its GGUF, or another model such as
+    a fine-tune of it, which metadata cannot tell apart (callers warn, naming both paths)."""
     if canonical_base(trained) == canonical_base(base_model):
-        return False
+        return False, None
     try:
         other = resolve_model(trained).path
     except AgentlabError:
-        return None
+        return None, None
     if other.resolve() == base_path.resolve():
-        return False
+        return False, other
     shape = model_shape(other)
-    return None if shape is None else shape != model_shape(base_path)
+    if shape is None:
+        return None, None
+    return (None if shape == model_shape(base_path) else True), other
+
+
+def _alike_warning(folder: str | Path, trained: str, other: Path, base_model: str, base_path: Path) -> None:
+    """One warning: the adapter in ``folder`` was trained on ``trained`` (at ``other``), used on ``base_model`` (at
+    ``base_path``), another name and path of the same architecture and sizes (:func:`_other_base`)."""
+    log.warning("%s: trained on '%s' (%s), used on '%s' (%s): another name and path of the same architecture and "
+                "sizes; fine if one is a copy or an export of the other, meaningless if they are different models "
+                "(a fine-tune): use the adapter on the model it was trained on", folder, trained, other, base_model,
+                base_path)
 
 
 def check_adapter_base(path: Path, config: Mapping[str, Any], base_model: str, base: ModelRef, *, runs: str,
                        hint: str) -> None:
     """An adapter (``config``: its adapter_config.json) trained on another model than ``base_model`` (resolved:
     ``base``; :func:`_other_base`) is refused (``InputError``, exit 2) before any model loads: debate's agents,
-    evolve's seeds; a base not found here cannot be compared: a warning. ``runs``: what runs on ``base_model``
-    (``every adapter agent runs on``); ``hint`` with ``{trained}`` and ``{base_model}`` in it."""
+    evolve's seeds; a base not found here cannot be compared: a warning; one of another name and path with the same
+    architecture and sizes (a copy, or a fine-tune): a warning naming both paths. ``runs``: what runs on
+    ``base_model`` (``every adapter agent runs on``); ``hint`` with ``{trained}`` and ``{base_model}`` in it."""
     trained = config.get("base_model_name_or_path")
     if not isinstance(trained, str):
         return
-    differs = _other_base(trained, base_model, base.path)
-    if differs is None:
+    differs, other = _other_base(trained, base_model, base.path)
+    if differs is None and other is not None:
+        _alike_warning(path, trained, other, base_model, base.path)
+    elif differs is None:
         log.warning("%s: its base model '%s' cannot be read here, so it cannot be compared with base_model '%s'; "
                     "check that they are the same model", path, trained, base_model)
     elif differs:
@@ -253,10 +336,11 @@ def check_adapter_base(path: Path, config: Mapping[str, Any], base_model: str, b
 def warn_other_base(folder: str | Path, config: Mapping[str, Any], ref: str | Path) -> bool:
     """Log one warning (and return True) when the adapter's ``base_model_name_or_path`` names another model than
     ``ref``, the model it is put on (:func:`_other_base`): a LoRA for another model whose layers have the same sizes
-    loads without an error and changes the model meaninglessly. False when its base, or ``ref``, is not found here
-    (nothing to compare), and for a model of the same architecture and sizes (a copy, an export, its GGUF, or a
-    fine-tune of it: its metadata cannot tell them apart). Called once the adapter has loaded (the warning says it
-    loads): one whose layers do not fit is refused as it loads, with no warning before the error."""
+    loads without an error and changes the model meaninglessly; a model of the same architecture and sizes at
+    another name and path (a copy, an export, its GGUF, or a fine-tune of it: its metadata cannot tell them apart)
+    gets a milder one naming both paths. False when its base, or ``ref``, is not found here (nothing to compare).
+    Called once the adapter has loaded (the warning says it loads): one whose layers do not fit is refused as it
+    loads, with no warning before the error."""
     trained = config.get("base_model_name_or_path")
     if not isinstance(trained, str) or not trained.strip():
         return False
@@ -264,7 +348,11 @@ def warn_other_base(folder: str | Path, config: Mapping[str, Any], ref: str | Pa
         ours = resolve_model(str(ref)).path
     except AgentlabError:
         return False
-    if not _other_base(trained, str(ref), ours):
+    differs, other = _other_base(trained, str(ref), ours)
+    if differs is None and other is not None:
+        _alike_warning(folder, trained, other, str(ref), ours)
+        return True
+    if not differs:
         return False
     log.warning("%s: the adapter was trained on %s, not on %s; it loads (its layers have the same sizes), but what it "
                 "does there is undefined: use it on the model it was trained on", folder, trained, ref)

@@ -121,9 +121,11 @@ def read_parent(path: str | Path) -> Parent:
 
     path = Path(path)
     config = read_lora(path, "blended")
-    check_lora_rank(path, config)  # r disagreeing with the weights: export and eval refuse it, so must the blend
+    check_lora_rank(path, config)  # r or target_modules disagreeing with the weights: export and eval refuse it too
     if config.get("use_dora"):
-        raise InputError(f"{path}: a DoRA adapter; only plain LoRA adapters can be blended")
+        raise InputError(f"{path}: a DoRA adapter; only plain LoRA adapters can be blended",
+                         hint="train it again as a plain LoRA (`agentlab train-persona` trains one), or use it "
+                         "unblended (PEFT's merge_and_unload merges it into its base model)")
     if config.get("alpha_pattern"):
         raise InputError(f"{path}: per-module alphas (alpha_pattern) cannot be blended yet")
     tensors = _load_weights(path)

@@ -23,7 +23,9 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 
 from agentlab.cli import main  # noqa: E402
 from agentlab.core.errors import AgentlabError, InputError  # noqa: E402
+from agentlab.core.models.adapters import check_adapter_base, warn_other_base  # noqa: E402
 from agentlab.core.models.load import load_causal_lm  # noqa: E402
+from agentlab.core.models.modelref import resolve_model  # noqa: E402
 from agentlab.core.train import blend_adapters  # noqa: E402
 from agentlab.core.train.tiny import make_tiny_adapter, make_tiny_model  # noqa: E402
 from agentlab.train_persona.export import export_gguf  # noqa: E402
@@ -60,6 +62,8 @@ def _edit_weights(folder: Path, how: str) -> None:
     tensors = safetensors_torch.load_file(str(folder / WEIGHTS))
     if how == "half":  # the second layer's tensors removed
         tensors = {k: v for k, v in tensors.items() if ".layers.1." not in k}
+    elif how == "target":  # only q_proj kept, named zzz_proj: a folder whose config and weights agree
+        tensors = {k.replace("q_proj", "zzz_proj"): v for k, v in tensors.items() if ".q_proj." in k}
     else:  # lora_A keys renamed
         tensors = {k.replace("lora_A", "lora_X"): v for k, v in tensors.items()}
     safetensors_torch.save_file(tensors, str(folder / WEIGHTS))
@@ -69,8 +73,11 @@ def _broken(good: Path, tmp_path: Path, how: str) -> Path:
     folder = _copy(good, tmp_path / how)
     if how in ("half", "renamed"):
         _edit_weights(folder, how)
-    elif how == "target":
+    elif how == "target":  # for another model: the weights hold what the config names, the model has none of it
         _edit_config(folder, target_modules=["zzz_proj"])
+        _edit_weights(folder, how)
+    elif how == "untargeted":  # PEFT loaded q_proj alone and dropped the other 12 modules' weights without a word
+        _edit_config(folder, target_modules=["q_proj"])
     elif how == "rank":
         _edit_config(folder, r=2)  # the weights are rank 4
     return folder
@@ -80,7 +87,9 @@ SAYS = {"half": "weights file lacks 14 weights that its adapter_config.json asks
                  "(e.g. model.layers.1.self_attn.q_proj.lora_A.weight)",
         "renamed": "weights file lacks 14 weights that its adapter_config.json asks for",
         "target": "adapter_config.json: target_modules {'zzz_proj'} match no layer of",
-        "rank": "adapter_config.json: r is 2, but the adapter's weights have rank 4 (model.layers."}
+        "rank": "adapter_config.json: r is 2, but the adapter's weights have rank 4 (model.layers.",
+        "untargeted": 'adapter_config.json: target_modules is ["q_proj"], which leaves out 12 of the 14 modules the '
+                      "adapter's weights hold (e.g. model.layers.0.mlp.down_proj in adapter_model.safetensors)"}
 
 
 @pytest.mark.parametrize("how", list(SAYS))
@@ -104,10 +113,11 @@ def test_a_broken_adapter_is_refused_by_export_and_blend(how: str, good: Path, t
     with pytest.raises(InputError) as info:
         export_gguf(folder, out)
     assert SAYS[how] in info.value.message and not out.exists(), info.value.message
-    if how == "rank":  # the blend took r from the weights, alpha from the config: a child 2x too strong
-        with pytest.raises(InputError, match="r is 2, but the adapter's weights have rank 4"):
+    if how in ("rank", "untargeted"):  # the blend took r from the weights, alpha from the config: a child 2x too
+        # strong; or blended 14 modules "exactly" into a child whose config named q_proj alone
+        with pytest.raises(InputError) as info:
             blend_adapters([good, folder], [0.5, 0.5], tmp_path / "child")
-        assert not (tmp_path / "child").exists()
+        assert SAYS[how] in info.value.message and not (tmp_path / "child").exists(), info.value.message
 
 
 def test_cli_export_and_eval_of_a_broken_adapter_exit_2(good: Path, tmp_path: Path, models: dict[str, Path],
@@ -144,6 +154,28 @@ def test_an_adapter_on_another_model_of_the_same_sizes_warns(models: dict[str, P
         load_causal_lm(models["a"], device="cpu", adapters={"x": good})  # its own base
         load_causal_lm(models["a"], device="cpu", adapters={"x": nobase})  # names none
         load_causal_lm(str(models["a"]) + "/", device="cpu", adapters={"x": good})  # the same folder, spelt another way
+    assert not [r for r in caplog.records if r.name == "agentlab.core.models.adapters"]
+
+
+def test_a_base_of_another_name_with_the_same_sizes_warns_naming_both(models: dict[str, Path], good: Path,
+                                                                     tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """`evolve run` and `train-persona export --base-model` took seeds trained on another model of the same
+    architecture and sizes (a fine-tune, or a copy: metadata cannot tell) without a word, where `evolve blend`
+    refused the pair: now a warning naming both paths, in every check (before a load and once loaded)."""
+    other = make_tiny_model(tmp_path / "tiny-a2", seed=5)  # a Llama of tiny-a's sizes: another model
+    config = json.loads((good / CONFIG).read_text())
+    with caplog.at_level(logging.WARNING, logger="agentlab.core.models.adapters"):
+        check_adapter_base(good, config, str(other), resolve_model(str(other)), runs="every seed is scored on",
+                           hint="")
+        assert warn_other_base(good, config, other)
+    said = [r.getMessage() for r in caplog.records if r.name == "agentlab.core.models.adapters"]
+    assert len(said) == 2 and all(f"({models['a']})" in m and f"({other})" in m and "\n" not in m for m in said), said
+    assert "same architecture and sizes" in said[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="agentlab.core.models.adapters"):  # its own base: nothing
+        check_adapter_base(good, config, str(models["a"]), resolve_model(str(models["a"])), runs="", hint="")
+        assert not warn_other_base(good, config, models["a"])
     assert not [r for r in caplog.records if r.name == "agentlab.core.models.adapters"]
 
 

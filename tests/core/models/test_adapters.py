@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from agentlab.core.errors import InputError
-from agentlab.core.models.adapters import check_scales, find_adapters, read_lora, read_peft, read_scored
+from agentlab.core.models.adapters import (
+    check_lora_rank,
+    check_scales,
+    find_adapters,
+    read_lora,
+    read_peft,
+    read_scored,
+)
 
 
 def _adapter(folder: Path, *, cut: bool = False, **config: object) -> Path:
@@ -86,3 +93,71 @@ def test_check_scales_is_public_and_leaves_out_missing_fields(tmp_path: Path) ->
     check_scales(tmp_path, {})
     with pytest.raises(InputError, match='r is "eight"'):
         check_scales(tmp_path, {"r": "eight"})
+
+
+@pytest.mark.parametrize("name", ["adapter_config.json", "adapter_model.safetensors"])
+def test_a_folder_in_place_of_the_config_or_the_weights_is_named_as_one(tmp_path: Path, name: str) -> None:
+    """It said "no adapter_config.json" / "no adapter_model.safetensors or adapter_model.bin"."""
+    folder = _adapter(tmp_path / "a")
+    (folder / name).unlink()
+    (folder / name).mkdir()
+    with pytest.raises(InputError) as caught:
+        read_lora(folder, "scored")
+    assert caught.value.message.startswith(f"{folder / name}: is a folder, not the adapter's "), caught.value.message
+    assert "no " not in caught.value.message and caught.value.hint
+
+
+def _factors(folder: Path, modules: list[str], **config: object) -> Path:
+    """A LoRA folder whose weights hold rank-2 factors (header only read) for ``modules`` (paths in the model)."""
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, **config}))
+    entries, offset = {}, 0
+    for module in modules:
+        for factor, shape in (("lora_A", [2, 4]), ("lora_B", [4, 2])):
+            entries[f"base_model.model.{module}.{factor}.weight"] = {"dtype": "F32", "shape": shape,
+                                                                      "data_offsets": [offset, offset + 32]}
+            offset += 32
+    header = json.dumps(entries).encode()
+    (folder / "adapter_model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bytes(offset))
+    return folder
+
+
+MODULES = [f"model.layers.{i}.{part}" for i in range(2)
+           for part in ("self_attn.q_proj", "self_attn.v_proj", "mlp.down_proj")]
+
+
+@pytest.mark.parametrize("targets, left_out", [
+    (["q_proj", "v_proj", "down_proj"], None), (["down_proj", "q_proj", "v_proj", "k_proj"], None),  # any order, more
+    (MODULES, None),  # whole paths
+    (r".*\.(q_proj|v_proj|down_proj)", None), ("all-linear", None), (None, None),  # a pattern; PEFT's defaults
+    (["q_proj"], 4), (["self_attn.q_proj", "self_attn.v_proj"], 2), ([MODULES[0]], 5),  # the rest dropped
+    (["roj"], 6),  # a name ends a path at a dot: "roj" is no q_proj
+    (r".*\.q_proj", 4), (r"q_proj", 6)])  # a pattern matches the whole path
+def test_target_modules_leaving_out_modules_the_weights_hold_are_refused(tmp_path: Path, targets: object,
+                                                                         left_out: int | None) -> None:
+    """A config whose target_modules named q_proj over weights for 14 modules was blended ("exact ... over 14
+    modules", a child PEFT loads as q_proj alone), taken as an evolve seed and exported with 13 modules' deltas
+    dropped: what PEFT makes layers for is what the folder is."""
+    folder = _factors(tmp_path / "a", MODULES, target_modules=targets)
+    config = read_lora(folder, "blended")
+    if left_out is None:
+        check_lora_rank(folder, config)
+        return
+    with pytest.raises(InputError) as caught:
+        check_lora_rank(folder, config)
+    assert caught.value.message.startswith(f"{folder / 'adapter_config.json'}: target_modules is "
+                                           f"{json.dumps(targets)}, which leaves out {left_out} of the 6 modules "
+                                           "the adapter's weights hold (e.g. model.layers."), caught.value.message
+    assert caught.value.hint and '["down_proj", "q_proj", "v_proj"]' in caught.value.hint
+
+
+def test_exclude_modules_and_layer_choices_are_read_as_peft_reads_them(tmp_path: Path) -> None:
+    folder = _factors(tmp_path / "a", MODULES, target_modules=["q_proj", "v_proj", "down_proj"],
+                      exclude_modules=["down_proj"])
+    with pytest.raises(InputError, match="leaves out 2 of the 6 modules"):
+        check_lora_rank(folder, read_lora(folder, "blended"))
+    for i, config in enumerate([{"target_modules": ["q_proj"], "layers_to_transform": [0]},  # not told: left to PEFT
+                                {"target_modules": "(", "exclude_modules": None},  # a pattern PEFT would fail on
+                                {"target_modules": ["q_proj"], "peft_type": "IA3"}]):  # not LoRA
+        other = _factors(tmp_path / str(i), MODULES, **config)
+        check_lora_rank(other, json.loads((other / "adapter_config.json").read_text()))
