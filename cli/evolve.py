@@ -8,7 +8,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .common import ConfigOpt, JsonOpt, ResumeOpt, SetOpt, VerboseOpt, console, opt, print_json, safe_text
+from .common import (
+    ConfigOpt,
+    JsonOpt,
+    ResumeOpt,
+    SetOpt,
+    VerboseOpt,
+    console,
+    nonempty_path,
+    opt,
+    print_json,
+    safe_text,
+)
 from .runner import CommandSpec, Invocation, flags, run_command
 
 if TYPE_CHECKING:
@@ -129,11 +140,17 @@ def worker_cmd(
 
 
 
+def _parent_path(value: str) -> Path:
+    """``--parents ""`` was the current folder (Path("") is "."): ".: not a PEFT adapter folder"."""
+    return nonempty_path(value, "a parent adapter folder, e.g. --parents adapters/a adapters/b")
+
+
 @app.command("blend", context_settings={"allow_extra_args": True})
 def blend(
     ctx: typer.Context,
-    parents: Annotated[list[Path], opt("--parents", help="The parent adapter folders: `--parents A B C` (or "
-                                        "--parents repeated).")],
+    parents: Annotated[list[Path], typer.Option("--parents", help="The parent adapter folders: `--parents A B C` "
+                                                "(or --parents repeated).", show_default=False,
+                                                parser=_parent_path)],
     child_: Annotated[str, typer.Option("--child", help="The child adapter folder to write (must not exist).",
                                         show_default=False, callback=_child_not_empty, metavar="PATH")],
     alpha: Annotated[float | None, opt("--alpha", help="Two parents only: weight a for the first, 1-a for the "
@@ -164,7 +181,11 @@ def blend(
     unknown = [a for a in extra if a.startswith("-")]
     if unknown:
         raise UsageError(f"no such option: {unknown[0]}", hint="see `agentlab evolve blend --help`")
-    folders: list[str | Path] = [*parents, *map(Path, extra)]
+    try:  # `--parents A B`: B is an extra argument, which no parser saw
+        folders: list[str | Path] = [*parents, *map(_parent_path, extra)]
+    except typer.BadParameter as exc:
+        exc.param_hint = "'--parents'"
+        raise
     if alpha is not None and weights is not None:
         raise UsageError("--alpha and --weights exclude each other",
                          hint="--alpha a for two parents, --weights for any number")
@@ -189,6 +210,7 @@ def blend(
         ws = [1.0 / len(folders)] * len(folders)
     if method not in ("exact", "linear"):
         raise UsageError(f"--method: unknown method '{method}'", hint="use exact or linear")
+    from agentlab.core.config import absolute_path
     from agentlab.core.train.blend import blend_adapters, check_compatible, read_parent
 
     _check_writable(child)
@@ -205,13 +227,13 @@ def blend(
     with console.status(f"blending {len(folders)} adapters into {safe_text(child)}"):
         result = blend_adapters(folders, ws, child, method=method, rank=rank, mut=mut, mut_std=mut_std, seed=seed,
                                 force=force)
-    data = result.to_dict()
+    data = {**result.to_dict(), "child": str(absolute_path(child))}  # as lineage.json names the parents: absolute
     if json_:
         print_json(data)
         return
     energy = "n/a (linear blend, not exact)" if method == "linear" else f"{result.discarded_energy:.3g}"
     what = "exact" if result.exact else f"not exact: {' and '.join(result.inexact)}"
-    console.print(f"[bold]child[/]: {safe_text(child)} ({what}; rank {result.rank}, "
+    console.print(f"[bold]child[/]: {safe_text(data['child'])} ({what}; rank {result.rank}, "
                   f"weights {', '.join(f'{w:g}' for w in ws)})")
     console.print(f"discarded energy {energy} over {data['modules']} modules; {result.seconds:.2f} s")
 

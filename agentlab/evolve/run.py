@@ -266,6 +266,22 @@ def check_store(cfg: EvolveConfig) -> None:
                                if folder else "")
                          + "give this run a new store (or leave store out: population.db in its run folder)")
     check_owner(pop, cfg.store)
+    check_kept_adapters(pop, cfg.store)
+
+
+def check_kept_adapters(pop: Population, store: str) -> None:
+    """The adapter folder of every individual a finished store kept scored is on disk (``UsageError``, exit 2,
+    before anything is written): a run given the store of a run whose folder was removed since kept its scores and
+    recommended an adapter that no longer exists (results.json and report.md naming it), exit 0."""
+    gone = [(m, ind["path"]) for m, ind in pop.individuals().items()
+            if ind["state"] == "complete" and ind.get("path") and not Path(ind["path"]).is_dir()]
+    if gone:
+        more = f" (and {counted(len(gone) - 1, 'other')})" if len(gone) > 1 else ""
+        folder = pop.attr("folder")
+        raise UsageError(f"store {store}: the adapter folder of {gone[0][0]}, scored in it, is gone: {gone[0][1]}"
+                         f"{more}; its score cannot be kept without it; nothing was written",
+                         hint=f"restore the adapters/ folder of {folder or 'the run that made the store'}, or give "
+                         "this run a new store (or leave store out: population.db in its run folder)")
 
 
 def seed_fingerprints(seeds: list[Path]) -> dict[str, str | None]:
@@ -386,12 +402,17 @@ def _run(cfg: EvolveConfig, run_dir: RunDir, pop: Population, *, fitness: list[Q
     if bred_generations(cfg) < cfg.generations:
         say(f"search {cfg.search} makes {budget(cfg, cfg.search, len(cfg.seeds), baseline=False)} child(ren): "
             f"{bred_generations(cfg)} generation(s) after gen_0, not the {cfg.generations} asked")
-    scored = breeder.scored
+
+    def scored() -> None:
+        """Each individual scored since the last call said (``Breeder.scored``), and the run's seconds kept in the
+        store as they are scored, by this process (``on_event``) or its workers (``run_workers`` polls this): a
+        session killed (SIGKILL) while its workers scored lost its time, kept only at the end otherwise."""
+        if breeder.scored():
+            pop.set_attr("seconds", spent())
 
     def on_event(kind: str, **data: Any) -> None:
         if kind == "trial":
             scored()
-            pop.set_attr("seconds", spent())
         elif kind == "recovered":
             say(recovered_line(pop, data["trials"], resumed))
 
@@ -413,8 +434,8 @@ def _run(cfg: EvolveConfig, run_dir: RunDir, pop: Population, *, fitness: list[Q
         # the loop changes the population from its first step (claims a stop left go back to the queue, a generation
         # is bred): a resume stopped from here on did work, and run.json keeps its record (not undone as nothing)
         run_dir.mark_worked()
-    try:  # results.json's seconds are every session's: this one's kept however it ends (its trial events keep
-        # them only as the run itself scores, not as its workers do, and not after its last score)
+    try:  # results.json's seconds are every session's: this one's kept however it ends (``scored`` keeps them as
+        # individuals are scored, not after the last one)
         if waiting:  # a resumed run: the generation queued before the stop is scored by the workers too
             start_workers(waiting)
         try:
@@ -574,18 +595,21 @@ class Breeder:
                                    mean=mean)
         return rows
 
-    def scored(self) -> None:
-        """One ``scored`` event per individual once it is scored, by this process or a worker."""
+    def scored(self) -> int:
+        """One ``scored`` event per individual once it is scored, by this process or a worker; how many were new."""
+        new = 0
         for m, ind in self.pop.individuals().items():
             if m in self.seen or ind["state"] not in ("complete", "fail"):
                 continue
             self.seen.add(m)
+            new += 1
             if ind["state"] == "fail":
                 self.run_dir.event("scored", id=m, generation=ind["generation"], error=ind["error"])
                 self.say(f"{m}: error: {ind['error']}")
             else:
                 self.run_dir.event("scored", id=m, generation=ind["generation"], task=ind["task"], coop=ind["coop"],
                                    seconds=ind["seconds"])
+        return new
 
 
 # ---------------------------------------------------------------------- breeding

@@ -593,6 +593,56 @@ def test_an_interrupted_session_keeps_its_seconds_for_the_next(in_tmp: Path, tin
     assert open_population(None, in_tmp / "RUN", create=False).attr("seconds") is not None
 
 
+def test_the_seconds_of_a_run_with_workers_are_kept_as_they_score(in_tmp: Path, tiny_model: dict[str, Path],
+                                                                   seeds: dict[str, Path],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --workers the store kept the run's seconds only at its end (the run process scores nothing itself): a
+    session killed with SIGKILL lost its time, and the resume said "10 scored in this session's 72 s (72 s in all)".
+    The workers here score in this process (``serve``), and the store is read as the run polls them."""
+    import importlib
+
+    from agentlab.evolve.worker import serve
+
+    run_module = importlib.import_module("agentlab.evolve.run")  # the package's `run` is the function
+    kept: list[Any] = []
+
+    def workers(store: str, n: int, batch: int, logs: Path, poll: Any, say: Any, group: str = "") -> None:
+        pop = open_population(store, None, create=False)
+        assert serve(pop, batch=batch, wait=False) > 0
+        poll()
+        kept.append(pop.attr("seconds"))
+
+    monkeypatch.setattr(run_module, "run_workers", workers)
+    config = write_config(in_tmp, tiny_model, seeds, workers=2, fitness={"coop": 0.0})
+    assert main(["evolve", "run", "-c", str(config), "--out", str(in_tmp / "RUN")]) == 0
+    assert len(kept) == 2 and all(isinstance(s, float) and s > 0 for s in kept), kept
+
+
+def test_a_new_run_refuses_a_store_whose_adapters_are_gone(in_tmp: Path, tiny_model: dict[str, Path],
+                                                           seeds: dict[str, Path], capsys: Any) -> None:
+    """A new run given the store of a finished run whose folder was removed since kept its scores and recommended
+    an adapter that no longer exists (results.json and report.md naming it), exit 0: refused, the store and the
+    missing folder named, nothing written."""
+    import shutil
+
+    config = write_config(in_tmp, tiny_model, seeds, generations=0, task={"test_questions": 0},
+                          fitness={"coop": 0.0, "novelty": 0.0})
+    store = str(in_tmp / "st.journal")
+    args = ["evolve", "run", "-c", str(config), "--store", store]
+    assert main([*args, "--out", str(in_tmp / "r")]) == 0
+    shutil.rmtree(in_tmp / "r")
+    kept = Path(store).read_bytes()
+    for out in ("r", "r2"):  # the same folder made again, or another
+        capsys.readouterr()
+        assert main([*args, "--out", str(in_tmp / out)]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"error: store {store}: the adapter folder of g0c0, scored in it, is gone: " \
+            f"{in_tmp / 'r' / 'adapters' / 'gen_0' / 'g0c0'}; its score cannot be kept without it; nothing was " \
+            "written" in err, err
+        assert f"restore the adapters/ folder of {in_tmp / 'r'}, or give this run a new store" in err
+        assert not (in_tmp / out).exists() and Path(store).read_bytes() == kept
+
+
 def test_config_refuses_numbers_that_are_not_finite(in_tmp: Path, capsys: Any) -> None:
     """`config validate` said ok to `weight_range: [-.inf, .inf]` and `fitness.novelty: .nan`: each is now refused
     naming its line and field, exit 2, as the run refuses it before any folder is made."""
@@ -617,6 +667,29 @@ def test_blend_refuses_an_empty_child(in_tmp: Path, seeds: dict[str, Path], caps
         "--child adapters/child", err
     assert list(in_tmp.iterdir()) == []
 
+
+
+@pytest.mark.parametrize("where", ["first", "after", "repeated"])
+def test_blend_refuses_an_empty_parent(where: str, in_tmp: Path, seeds: dict[str, Path], capsys: Any) -> None:
+    """`--parents "" B` was the current folder: "error: .: not a PEFT adapter folder"."""
+    parent = str(seeds["persona_b"])
+    given = {"first": ["--parents", "", parent], "after": ["--parents", parent, ""],
+             "repeated": ["--parents", parent, "--parents", ""]}[where]
+    assert main(["evolve", "blend", *given, "--child", "kid"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "error: Invalid value for '--parents': empty; give a parent adapter folder, e.g. --parents " \
+        "adapters/a adapters/b", err
+    assert list(in_tmp.iterdir()) == []
+
+
+def test_blend_names_its_child_absolute_as_lineage_does(in_tmp: Path, seeds: dict[str, Path], capsys: Any) -> None:
+    """`--json` gave "child" as typed (relative) while lineage.json names the parents absolute."""
+    parents = [str(seeds["persona_a"]), str(seeds["persona_b"])]
+    assert main(["evolve", "blend", "--parents", *parents, "--child", "kid", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["child"] == str(in_tmp / "kid")
+    assert json.loads((in_tmp / "kid" / "lineage.json").read_text())["parents"] == parents
+    assert main(["evolve", "blend", "--parents", *parents, "--child", "kid2"]) == 0
+    assert f"child: {in_tmp / 'kid2'} (exact" in " ".join(capsys.readouterr().err.split())
 
 @pytest.mark.parametrize("search,coop,store", [("random", 0.0, None), ("task_arithmetic", 0.0, None),
                                               ("random", 0.5, None), ("random", 0.5, "journal"),
