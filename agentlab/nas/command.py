@@ -624,7 +624,7 @@ class CommandObjective:
             try:
                 evaluator = self._eval_objective(self.cwd)
                 evaluator.validate_program()
-                evaluator._check_given_twice(evaluator.argv())
+                evaluator._check_given_twice(evaluator.argv(), searched_only=True)
             except UsageError as exc:
                 raise UsageError(str(exc).replace("objective.command", "objective.eval_command"),
                                  hint=exc.hint) from None
@@ -660,16 +660,18 @@ class CommandObjective:
                        f"(it has {', '.join(sorted({f.option for f in self.options.values()}))}), so the script may "
                        "refuse it and trial 0 fail" + (f" (did you mean {close[0]}?)" if close else ""))
 
-    def _check_given_twice(self, parts: list[str]) -> None:
+    def _check_given_twice(self, parts: list[str], *, searched_only: bool = False) -> None:
         """Refuse (``UsageError``, before trial 0) an option the command gives itself that a placeholder gives too:
         a key ``{args}`` passes (``--lr=3`` after ``{args}`` with lr searched: argparse keeps the last, so every
         trial ran lr=3 and the search found nothing), one ``{overrides}`` passes (``lr=3``), or an option given
         both with a ``{key}`` placeholder and without (``--lr={lr} --lr=3``). The script's words alone are read (a
-        launcher's own options before it are not its); an argparse option that collects repeats (``append``) is
-        left alone."""
-        start = self._script_at(parts) + 1
-        words = parts[start:]
-        passed = {**flatten(self.own_params), **dict.fromkeys(self.space_keys)}
+        launcher's own options before it are not its: with no script found, only the placeholders' keys are looked
+        for); an argparse option that collects repeats (``append``) is left alone. ``searched_only``: the keys of
+        ``objective.params`` may be given again (an ``eval_command`` overriding a training setting, a larger
+        ``--batch_size``), the searched ones may not."""
+        at = self._script_at(parts)
+        words = parts[(at if at is not None else -1) + 1:]
+        passed = {**({} if searched_only else flatten(self.own_params)), **dict.fromkeys(self.space_keys)}
         why = {key: "a searched key" if key in self.space_keys else "a key of objective.params" for key in passed}
 
         def refuse(option: str, given: str, key: str, placeholder: str) -> None:
@@ -697,11 +699,16 @@ class CommandObjective:
                 found_key = re.fullmatch(r"\+{0,2}([A-Za-z_][\w./@-]*)=.*", word)
                 if found_key is not None and found_key.group(1) in passed:
                     refuse(found_key.group(1), word, found_key.group(1), OVERRIDES)
-        # an option given with a placeholder and again without one: `--lr={lr} --lr=3`, `lr={lr} lr=3`
+        # an option given with a {key} placeholder and again without one: `--lr={lr} --lr=3`, `lr={lr} lr=3` (a
+        # launcher's options, `docker run -e LR={lr} -e OMP=4`, and {params}, `--config base.yaml --config {params}`
+        # as jsonargparse merges them, are not this)
+        if at is None:
+            return
+        repeating = {o.option for o in self.options.values() if o.repeats}
         given: dict[str, list[str]] = {}
         for i, word in enumerate(words):
             name, eq, value = word.partition("=")
-            if word in (ARGS, OVERRIDES) or not re.fullmatch(r"-{0,2}[A-Za-z_][\w./@-]*", name):
+            if word in (ARGS, OVERRIDES) or name in repeating or not re.fullmatch(r"-{0,2}[A-Za-z_][\w./@-]*", name):
                 continue
             if not eq:
                 if not word.startswith("-") or i + 1 >= len(words) or words[i + 1].startswith("-"):
@@ -709,24 +716,26 @@ class CommandObjective:
                 value = words[i + 1]
             given.setdefault(name, []).append(value)
         for name, values in given.items():
-            held = [v for v in values if PLACEHOLDER in v or self._value_keys(v)]
-            if held and len(held) < len(values):
-                other = next(v for v in values if v not in held)
+            held = [v for v in values if self._value_keys(v)]
+            inner = {_set_key(v) for v in held}  # `--set lr={lr} --set epochs=3`: two settings, not one twice
+            others = [v for v in values if v not in held and (None in inner or _set_key(v) in inner)]
+            if held and others:
+                other = others[0]
                 raise UsageError(f"objective.command: gives {name} twice ({name}={held[0]} and {name}={other}): the "
                                  "script keeps one of the two (argparse: the last), so the search's value may never "
                                  "reach it", hint=f"give {name} once, as {name}={held[0]}")
 
-    def _script_at(self, parts: list[str]) -> int:
-        """The index of the command's script among ``parts`` (``script_of``; after ``-m``, its module), else 0."""
+    def _script_at(self, parts: list[str]) -> int | None:
+        """The index of the command's script among ``parts`` (``script_of``; after ``-m``, its module), else None."""
         script = script_of(self.command, self.cwd)
         if script is None:
-            return 0
+            return None
         target = (self.cwd / script).resolve()
         for i, part in enumerate(parts):
             if "{" not in part and not part.startswith("-") and (
                     (Path(part) if Path(part).is_absolute() else self.cwd / part).resolve() == target):
                 return i
-        return parts.index("-m") + 1 if "-m" in parts[:-1] else 0
+        return parts.index("-m") + 1 if "-m" in parts[:-1] else None
 
     def validate_program(self) -> None:
         """The command's program can be found and run, in an existing folder (``UsageError`` otherwise)."""
@@ -1198,6 +1207,12 @@ def _json_object(line: str) -> dict[str, Any] | None:
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _set_key(value: str) -> str | None:
+    """The key of an option's ``key=value`` value (``--set lr=3``: ``lr``), else None."""
+    found = re.fullmatch(r"\+{0,2}([A-Za-z_][\w.]*)=.*", value, re.DOTALL)
+    return found.group(1) if found else None
 
 
 def not_a_number(metric: str, folder: Path, prefix: str = "") -> str | None:

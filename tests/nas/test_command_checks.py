@@ -71,6 +71,12 @@ def test_options_given_once_and_repeating_options_are_not_refused(in_tmp: Path) 
     assert main(["nas", "-c", str(config), "--dry-run"]) == 0
     config = project(in_tmp, "PY train.py --lr={lr}", params="  params: {lr: 0.01}\n")
     assert main(["nas", "-c", str(config), "--dry-run"]) == 0
+    # a repeating option with a placeholder and a fixed value; two key=value settings of one option; a config file
+    # and {params} merged by jsonargparse: each a legitimate command, refused by a first version of the check
+    for command in ("PY train.py --lr={lr} --tag={lr} --tag=base", "PY train.py --lr={lr} --set lr={lr} --set e=3",
+                    "PY train.py --config base.yaml --config {params}"):
+        config = project(in_tmp, command, params="  params: {lr: 0.01}\n")
+        assert main(["nas", "-c", str(config), "--dry-run"]) == 0, command
 
 
 def test_an_empty_search_space_is_refused_naming_its_line(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:

@@ -182,7 +182,7 @@ def _targeted(config: Mapping[str, Any], module: str) -> bool | None:
     output), ``layers_to_transform`` or ``target_parameters`` given, or values PEFT would not take."""
     targets, exclude = config.get("target_modules"), config.get("exclude_modules")
     if (config.get("layers_to_transform") not in (None, []) or config.get("target_parameters")
-            or targets is None or targets == "all-linear"):
+            or targets is None or (isinstance(targets, str) and targets.lower() == "all-linear")):
         return None
 
     def matches(names: Any) -> bool | None:
@@ -211,6 +211,12 @@ def _check_targets(folder: str | Path, config: Mapping[str, Any], header: Mappin
     if not untargeted:
         return
     names = sorted({module.rsplit(".", 1)[-1] for module in modules})
+    if all(_targeted({**config, "exclude_modules": None}, module) for module in untargeted):  # named, then excluded
+        raise InputError(f"{Path(folder) / ADAPTER_CONFIG}: exclude_modules is "
+                         f"{json.dumps(config.get('exclude_modules'))}, which leaves out {len(untargeted)} of the "
+                         f"{len(modules)} modules the adapter's weights hold (e.g. {untargeted[0]} in "
+                         f"{ADAPTER_WEIGHTS[0]}): PEFT would not load them",
+                         hint="remove those modules from exclude_modules in that file, or train the adapter again")
     raise InputError(f"{Path(folder) / ADAPTER_CONFIG}: target_modules is {json.dumps(config.get('target_modules'))}, "
                      f"which leaves out {len(untargeted)} of the {len(modules)} modules the adapter's weights hold "
                      f"(e.g. {untargeted[0]} in {ADAPTER_WEIGHTS[0]}): PEFT would not load them",

@@ -154,9 +154,12 @@ def test_target_modules_leaving_out_modules_the_weights_hold_are_refused(tmp_pat
 def test_exclude_modules_and_layer_choices_are_read_as_peft_reads_them(tmp_path: Path) -> None:
     folder = _factors(tmp_path / "a", MODULES, target_modules=["q_proj", "v_proj", "down_proj"],
                       exclude_modules=["down_proj"])
-    with pytest.raises(InputError, match="leaves out 2 of the 6 modules"):
+    with pytest.raises(InputError, match="leaves out 2 of the 6 modules") as err:
         check_lora_rank(folder, read_lora(folder, "blended"))
+    assert "exclude_modules is [\"down_proj\"]" in err.value.message  # the field that leaves them out
+    assert "remove those modules from exclude_modules" in (err.value.hint or "")
     for i, config in enumerate([{"target_modules": ["q_proj"], "layers_to_transform": [0]},  # not told: left to PEFT
+                                {"target_modules": "ALL-LINEAR"},  # as PEFT reads it, whatever its case
                                 {"target_modules": "(", "exclude_modules": None},  # a pattern PEFT would fail on
                                 {"target_modules": ["q_proj"], "peft_type": "IA3"}]):  # not LoRA
         other = _factors(tmp_path / str(i), MODULES, **config)
