@@ -210,18 +210,16 @@ def _check_targets(folder: str | Path, config: Mapping[str, Any], header: Mappin
     untargeted = [module for module in modules if _targeted(config, module) is False]
     if not untargeted:
         return
-    names = sorted({module.rsplit(".", 1)[-1] for module in modules})
     if all(_targeted({**config, "exclude_modules": None}, module) for module in untargeted):  # named, then excluded
-        raise InputError(f"{Path(folder) / ADAPTER_CONFIG}: exclude_modules is "
-                         f"{json.dumps(config.get('exclude_modules'))}, which leaves out {len(untargeted)} of the "
-                         f"{len(modules)} modules the adapter's weights hold (e.g. {untargeted[0]} in "
-                         f"{ADAPTER_WEIGHTS[0]}): PEFT would not load them",
-                         hint="remove those modules from exclude_modules in that file, or train the adapter again")
-    raise InputError(f"{Path(folder) / ADAPTER_CONFIG}: target_modules is {json.dumps(config.get('target_modules'))}, "
-                     f"which leaves out {len(untargeted)} of the {len(modules)} modules the adapter's weights hold "
-                     f"(e.g. {untargeted[0]} in {ADAPTER_WEIGHTS[0]}): PEFT would not load them",
-                     hint=f"set target_modules to {json.dumps(names)} in that file (the modules its weights hold), "
-                     "or train the adapter again")
+        field, hint = "exclude_modules", "remove those modules from exclude_modules in that file"
+    else:
+        names = sorted({module.rsplit(".", 1)[-1] for module in modules})
+        field, hint = "target_modules", f"set target_modules to {json.dumps(names)} in that file (the modules its " \
+            "weights hold)"
+    raise InputError(f"{Path(folder) / ADAPTER_CONFIG}: {field} is {json.dumps(config.get(field))}, which leaves out "
+                     f"{len(untargeted)} of the {len(modules)} modules the adapter's weights hold (e.g. "
+                     f"{untargeted[0]} in {ADAPTER_WEIGHTS[0]}): PEFT would not load them",
+                     hint=f"{hint}, or train the adapter again")
 
 
 def _peft_types() -> frozenset[str]:
