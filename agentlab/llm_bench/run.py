@@ -160,7 +160,11 @@ async def bench_model(router: Router, name: str, settings: BenchSettings, stream
     told of the warm-up request."""
     messages = [{"role": "user", "content": settings.prompt}]
     params = GenParams(max_tokens=settings.max_tokens)
-    probe = await _timed(router.call_model(name, messages, params, stream=stream))
+
+    async def call(_: int = 0) -> Sample:  # the one request every step sends: the probe, the warm-up, the levels'
+        return await _timed(router.call_model(name, messages, params, stream=stream))
+
+    probe = await call()
     task.advance()
     entry: dict[str, Any] = {"name": name, "available": probe.ok, "error_kind": probe.error_kind,
                              "error": probe.error, "hint": probe.hint, "stream": stream}
@@ -174,14 +178,11 @@ async def bench_model(router: Router, name: str, settings: BenchSettings, stream
         entry["tool_call"] = await probe_tools(router, name, settings.max_tokens)
         # The probe's prompt displaced the bench prompt from a server's prompt cache (llama.cpp): the first counted
         # request was cold, skewing its TTFT and the p90/p99. One request, not counted, warms it again.
-        warm = await _timed(router.call_model(name, messages, params, stream=stream))
+        warm = await call()
         task.advance()
         if on_event is not None:
             on_event("bench_warm_up", model=name, counted=False, ok=warm.ok, latency_s=round(warm.latency_s, 6),
                      ttft_s=None if warm.ttft_s is None else round(warm.ttft_s, 6), error_kind=warm.error_kind)
-
-    async def call(_: int) -> Sample:
-        return await _timed(router.call_model(name, messages, params, stream=stream))
 
     all_samples: list[Sample] = []
     levels = []
