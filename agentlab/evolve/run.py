@@ -264,9 +264,12 @@ def check_store(cfg: EvolveConfig) -> None:
                          f"made with other settings or seeds ({'; '.join(changed)}); nothing was written",
                          hint=(f"continue that run: agentlab evolve run --resume {shell_word(folder)}; or "
                                if folder else "")
-                         + "give this run a new store (or leave store out: population.db in its run folder)")
+                         + _NEW_STORE)
     check_owner(pop, cfg.store)
     check_kept_adapters(pop, cfg.store)
+
+
+_NEW_STORE = "give this run a new store (or leave store out: population.db in its run folder)"
 
 
 def check_kept_adapters(pop: Population, store: str) -> None:
@@ -280,8 +283,8 @@ def check_kept_adapters(pop: Population, store: str) -> None:
         folder = pop.attr("folder")
         raise UsageError(f"store {store}: the adapter folder of {gone[0][0]}, scored in it, is gone: {gone[0][1]}"
                          f"{more}; its score cannot be kept without it; nothing was written",
-                         hint=f"restore the adapters/ folder of {folder or 'the run that made the store'}, or give "
-                         "this run a new store (or leave store out: population.db in its run folder)")
+                         hint=f"restore the adapters/ folder of {folder or 'the run that made the store'}, or "
+                         + _NEW_STORE)
 
 
 def seed_fingerprints(seeds: list[Path]) -> dict[str, str | None]:
