@@ -216,15 +216,15 @@ def compose_yaml(text: str, where: str) -> yaml.Node | None:
     return root
 
 
-def load_yaml(text: str, where: str) -> Any:
+def load_yaml(text: str, where: str, *, lines: bool = True) -> Any:
     """``text`` read as ``yaml.safe_load`` reads it, from one composition checked by ``compose_yaml`` (``where``:
-    the file, for its error)."""
+    the file, for its error, followed by the line unless ``lines`` is False: a ``--set`` value is one line)."""
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
         if root is None:
             return None
-        _check_alias_growth(root, where)
+        _check_alias_growth(root, where, lines)
         return loader.construct_document(root)
     except RecursionError:  # PyYAML reads nesting by recursion: [[[[... a few hundred deep
         raise _too_deep(where) from None
@@ -244,19 +244,23 @@ _PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{name}" for name in
                         ("str", "int", "float", "bool", "null", "timestamp", "seq", "map", "merge"))
 
 
-def _tag_refused(node: yaml.Node, where: str) -> ConfigError:
+def _tag_refused(node: yaml.Node, at: str) -> ConfigError:
     tag = node.tag.replace("tag:yaml.org,2002:", "!!")
     if tag == "!!value" and node.value == "=":  # untagged: YAML reads a bare `=` as its !!value
-        return ConfigError(f"{where}:{node.start_mark.line + 1}: a bare '=' is no value a config takes (YAML reads it "
-                           "as its !!value tag)", hint='quote it to give it as text: "="')
-    return ConfigError(f"{where}:{node.start_mark.line + 1}: the YAML tag {tag} is not supported: a config takes "
+        return ConfigError(f"{at}: a bare '=' is no value a config takes (YAML reads it as its !!value tag)",
+                           hint='quote it to give it as text: "="')
+    return ConfigError(f"{at}: the YAML tag {tag} is not supported: a config takes "
                        "plain values (text, numbers, true/false, lists, mappings)",
                        hint=f"remove the tag {tag} (quote the value to give it as text)")
 
 
-def _check_alias_growth(root: yaml.Node, where: str) -> None:
+def _check_alias_growth(root: yaml.Node, where: str, lines: bool = True) -> None:
     """``ConfigError`` for a value whose tag is not one of ``_PLAIN_TAGS``, and for aliases that expand past
-    ``MAX_ALIAS_VALUES``."""
+    ``MAX_ALIAS_VALUES`` (``where:line`` names the node, or ``where`` alone when not ``lines``)."""
+
+    def at(node: yaml.Node) -> str:
+        return f"{where}:{node.start_mark.line + 1}" if lines else where
+
     sizes: dict[int, int] = {}  # a node's values with every alias in it written out
     distinct = 0  # the nodes met so far, each once
 
@@ -265,14 +269,14 @@ def _check_alias_growth(root: yaml.Node, where: str) -> None:
         if id(node) in sizes:
             return sizes[id(node)]
         if node.tag not in _PLAIN_TAGS:
-            raise _tag_refused(node, where)
+            raise _tag_refused(node, at(node))
         sizes[id(node)] = 0  # being counted: an alias inside its own anchor is `_line_map`'s error
         distinct += 1
         children = [part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode) else \
             node.value if isinstance(node, yaml.SequenceNode) else []
         total = 1 + sum(size(child) for child in children)
         if total - distinct > MAX_ALIAS_VALUES:  # the aliases under this node alone add that many
-            raise ConfigError(f"{where}:{node.start_mark.line + 1}: the aliases (*name) here expand to more than "
+            raise ConfigError(f"{at(node)}: the aliases (*name) here expand to more than "
                               f"{MAX_ALIAS_VALUES:,} values (anchors nested in anchors: a 'billion laughs' file), "
                               "not read",
                               hint="write the values out, or alias a value fewer times; a config needs no more")
@@ -404,10 +408,16 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     parts = [p for p in key.strip().split(".")]
     if not all(parts):
         raise ConfigError(f"{set_label(item)}: empty key in '{key}'", hint=SET_EXAMPLE)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+    label = set_label(item)
+    try:  # read as the file is read: a tag a file may not carry (!!binary, !!python/...) is refused here too
+        value = load_yaml(raw, label, lines=False) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    except ConfigError:
+        if label == f"--set {item}":
+            raise
+        raise ConfigError(f"{label}: the value has a YAML tag a config does not take (the value is not shown: it may "
+                          "be a secret)", hint="quote the value to give it as text") from None
     return parts, value
 
 

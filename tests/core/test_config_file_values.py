@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import Field
 
-from agentlab.core.config import StrictModel, load_config
+from agentlab.core.config import StrictModel, load_config, parse_override
 from agentlab.core.errors import ConfigError
 
 
@@ -96,3 +96,19 @@ def test_a_key_that_is_no_text_is_named_as_a_field(tmp_path: Path, text: str, wh
     error = refused(tmp_path, text)
     assert error.message.startswith(f"{tmp_path / 'cfg.yaml'}{where}Keys should be strings")
     assert "[1]" not in error.message
+
+
+@pytest.mark.parametrize(("item", "message"), [
+    ("name=!!binary aGVsbG8=", "--set name=!!binary aGVsbG8=: the YAML tag !!binary is not supported"),
+    ("train.tags=!!python/name:os.system", "--set train.tags=!!python/name:os.system: the YAML tag "
+                                           "!!python/name:os.system is not supported"),
+    ("api_key=!!python/name:sk-abc123", "--set api_key=...: the value has a YAML tag a config does not take"),
+])
+def test_a_set_value_takes_the_tags_a_file_takes(tmp_path: Path, item: str, message: str) -> None:
+    """`--set name=!!binary ...` made the run's name from bytes (a file refuses the tag); `!!python/...` became text.
+    A value that may be a secret is not shown, nor its tag."""
+    with pytest.raises(ConfigError) as info:
+        parse_override(item)
+    assert info.value.message.startswith(message)
+    assert "sk-abc123" not in info.value.message + (info.value.hint or "")
+    assert parse_override("name=!!str 12") == (["name"], "12")
