@@ -21,6 +21,7 @@ from .common import (
     SetOpt,
     VerboseOpt,
     console,
+    nonempty_path,
     opt,
     print_json,
     safe_text,
@@ -122,14 +123,29 @@ def debate(
 
     sets = [*(set_ or []), *flags(("--topic", "topic", topic)),
             *_options(rounds, llm, base_model, adapters, decision, judge, rule, visibility)]
-    run_command(CommandSpec("debate", DebateConfig, run, prepare=partial(prepare, where=_where("debate", config,
-                                                                                              sets, resume)),
+    run_command(CommandSpec("debate", DebateConfig, run,
+                            prepare=_no_dry_out(out, partial(prepare, where=_where("debate", config, sets, resume))),
                             check_resume=check_resume,
                             dry_run=lambda cfg, **kw: _dry_run(cfg, json_, **kw), summary=_summary,
                             exit_code=lambda r: 1 if r["final"]["answer"] is None and r["errors"] else 0,
                             failure=_no_answer),
                 Invocation(config=config, sets=sets, out=out, resume=resume, log_prompts=not no_log_prompts,
                            otlp_endpoint=otlp_endpoint, json_=json_, verbose=verbose))
+
+
+def _no_dry_out(out: Path | None, prepare: Callable[[DebateConfig], dict[str, Any]]
+                ) -> Callable[[DebateConfig], dict[str, Any]]:
+    """``prepare``, once an --out given to the dry run (``--rounds 0``, which writes nothing) is refused: before any
+    model loads."""
+    def checked(cfg: DebateConfig) -> dict[str, Any]:
+        if out is not None and cfg.rounds == 0:
+            from agentlab.core.errors import UsageError
+
+            raise UsageError("--out has no effect on a dry run (--rounds 0): it writes nothing",
+                             hint="drop --out for the dry run, or drop --rounds 0 to write a run folder there")
+        return prepare(cfg)
+
+    return checked
 
 
 def _no_answer(results: dict[str, Any]) -> str:
@@ -219,7 +235,8 @@ def eval_cmd(
                                   ("--limit", "eval.limit", limit)),
             *_options(rounds, llm, base_model, adapters, decision, judge, rule, visibility)]
     run_command(CommandSpec("debate-eval", DebateConfig, run_eval,
-                            prepare=partial(prepare_eval, where=_where("debate-eval", config, sets, resume)),
+                            prepare=_no_dry_out(out, partial(prepare_eval, where=_where("debate-eval", config, sets,
+                                                                                        resume))),
                             check_resume=check_eval_resume,
                             dry_run=lambda cfg, **kw: _dry_run(cfg, json_, judge=cfg.decision == "judge", **kw),
                             rerun="debate eval -c {config}", summary=_eval_summary),
@@ -241,9 +258,18 @@ def _eval_summary(results: dict[str, Any], path: Path) -> None:
     console.print(f"report: {safe_text(path / 'report.md')}")
 
 
+def _task_file(value: str) -> Path:
+    """make-task's --out: not empty (``nonempty_path``; ``Path('')`` is the current folder), and not a folder."""
+    path = nonempty_path(value, "a file path, e.g. --out task.jsonl")
+    if path.is_dir():
+        raise typer.BadParameter(f"file {str(path)!r} is a directory; give a file path, e.g. --out task.jsonl")
+    return path
+
+
 @app.command("make-task")
 def make_task_cmd(
-    out: Annotated[Path, typer.Option("--out", help="The JSONL file to write.", dir_okay=False)],
+    out: Annotated[Path, typer.Option("--out", help="The JSONL file to write.", parser=_task_file,
+                                      metavar="<file>")],
     n: Annotated[int, typer.Option("--n", min=1, help="Number of questions.")] = 100,
     difficulty: Annotated[Literal["easy", "medium", "hard"], typer.Option(
         "--difficulty", help="easy: a+b (0-20); medium: a+b*c (0-10); hard: Du et al.'s a+b*c+d-e*f (0-30).")

@@ -27,6 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentlab.core.config import load_config
 from agentlab.core.debate.answers import Answer, Round, ballots
 from agentlab.core.debate.engine import Panel, judge, samples
 from agentlab.core.debate.graph import DebateSettings, debate_rounds
@@ -217,15 +218,34 @@ def check_kept(cfg: DebateConfig, task: list[Question], records: dict[int, dict[
                      "--resume)")
 
 
+def check_limit(cfg: DebateConfig, folder: Path) -> None:
+    """Refuse a resume whose ``--limit`` asks fewer questions than the run's own limit (its config.yaml; none: the
+    whole task file), though it scored only a few so far: the run would be marked completed on fewer questions."""
+    if cfg.eval.task is None or cfg.eval.limit is None:
+        return
+    saved = load_config(folder / "config.yaml", DebateConfig).eval.limit
+    total = len(load_task(cfg.eval.task))
+    before = total if saved is None else min(saved, total)
+    if min(cfg.eval.limit, total) >= before:
+        return
+    own = f"--limit {saved}" if saved is not None else f"no --limit (all {total} questions of {cfg.eval.task})"
+    raise UsageError(f"{folder}: --limit {cfg.eval.limit} would shrink the run, which asks {before} questions "
+                     f"({own}); a resume can only extend a run; nothing was written",
+                     hint=f"resume without --limit (it keeps the run's {before}), or with --limit {before} or more; "
+                     "a smaller eval is a new run (without --resume)")
+
+
 def check_eval_resume(cfg: DebateConfig, folder: Path) -> None:
     """Before anything is written: the resumed run's adapters are the ones it started with (``check_adapters``), its
-    task file still asks the questions it scored, and every one of them (``check_kept``)."""
+    task file still asks the questions it scored, and every one of them (``check_kept``), and ``--limit`` asks no
+    fewer than the run's own (``check_limit``)."""
     if cfg.eval.task is None or cfg.rounds == 0:
         return
     check_adapters(cfg, folder)
     task, records = load_task(cfg.eval.task, cfg.eval.limit), read_records(folder / RECORDS)[0]
     check_task(task, records, cfg.eval.task)
     check_kept(cfg, task, records, folder)
+    check_limit(cfg, folder)
 
 
 def score_table(records: list[dict[str, Any]], default: str | None = None) -> list[dict[str, Any]]:

@@ -212,9 +212,12 @@ def check_adapters(cfg: DebateConfig, folder: Path) -> None:
 def check_resume(cfg: DebateConfig, folder: Path) -> None:
     """Refuse, before anything is written, a resume that would lose finished work: fewer rounds than the run already
     debated (its results and config.yaml would drop them while its transcript kept them), or a checkpoint that
-    cannot be read (``saved_rounds`` names it); or mix two agents under one name (``check_adapters``)."""
-    if cfg.rounds == 0:  # the dry run: nothing is read or written
-        return
+    cannot be read (``saved_rounds`` names it); or mix two agents under one name (``check_adapters``). The dry run
+    (rounds 0) reads and writes nothing, so it resumes nothing: refused rather than ignore --resume."""
+    if cfg.rounds == 0:
+        raise UsageError(f"--resume {folder}: a dry run (--rounds 0) resumes nothing: it only asks every agent one "
+                         "short question and writes nothing",
+                         hint="drop --resume for the dry run, or drop --rounds 0 to continue the debate")
     check_adapters(cfg, folder)
     check_more_rounds(cfg, folder, debated_rounds(folder, [a.label for a in cfg.agents]))
 

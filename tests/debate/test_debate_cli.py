@@ -408,6 +408,26 @@ def test_eval_resume_refuses_a_lower_limit_than_it_scored(in_tmp: Path, capsys: 
     assert snapshot(in_tmp / "e") == before
 
 
+def test_eval_resume_refuses_a_limit_below_the_runs_own(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """Killed after 1 of 4 questions scored, `--resume e --limit 1` ended 0 and marked the run completed on 1
+    question: only the questions scored were compared, never the run's own limit (none: all 4)."""
+    scripted(in_tmp)
+    (in_tmp / "task.jsonl").write_text("".join(f'{{"question": "What is {n}+1?", "answer": "{n + 1}"}}\n'
+                                               for n in range(4)))
+    assert main(["debate", "eval", "--task", "task.jsonl", *TWO, "--rounds", "1", "--out", "e"]) == 0
+    records = (in_tmp / "e" / "questions.jsonl").read_text().splitlines()
+    (in_tmp / "e" / "questions.jsonl").write_text(records[0] + "\n")  # as a kill -9 after the first question
+    before = snapshot(in_tmp / "e")
+    capsys.readouterr()
+    assert main(["debate", "eval", "--resume", "e", "--limit", "1"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "error: e: --limit 1 would shrink the run, which asks 4 questions (no --limit (all 4 questions" in err, err
+    assert "resume without --limit (it keeps the run's 4), or with --limit 4 or more" in err and "a new run" in err
+    assert snapshot(in_tmp / "e") == before
+    assert main(["debate", "eval", "--resume", "e", "--limit", "4"]) == 0  # as many as the run asks: it goes on
+    assert json.loads((in_tmp / "e" / "results.json").read_text())["questions"] == 4
+
+
 def test_hints_name_the_commands_as_typed(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     """An eval run is named debate-eval in runs/ and run.json: hints said `agentlab config show debate-eval` and
     `agentlab debate-eval -h`, neither of which exists."""
@@ -503,6 +523,33 @@ def test_the_dry_run_names_what_really_answers_for_the_judge(routes: str, says: 
     assert main(["debate", "--topic", "What is 5 plus 6?", *TWO, "--rounds", "0"]) == 0
     err = " ".join(capsys.readouterr().err.split())  # the console is stderr
     assert says in err, err
+
+
+def test_the_dry_run_refuses_resume(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """`--resume d --rounds 0` said "dry run ... nothing written" and ended 0: the resume ignored without a word."""
+    scripted(in_tmp)
+    assert main(["debate", "--topic", "What is 5 plus 6?", *TWO, "--rule", "last_round", "--rounds", "1",
+                 "--out", "d"]) == 0
+    before = snapshot(in_tmp / "d")
+    capsys.readouterr()
+    assert main(["debate", "--resume", "d", "--rounds", "0"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "error: --resume d: a dry run (--rounds 0) resumes nothing" in err and "drop --resume" in err, err
+    assert "OK " not in err and snapshot(in_tmp / "d") == before
+
+
+def test_the_dry_run_refuses_an_explicit_out(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """`--rounds 0 --out new` said "dry run ... nothing written" and ended 0: the folder ignored without a word."""
+    scripted(in_tmp)
+    (in_tmp / "task.jsonl").write_text('{"question": "What is 5+6?", "answer": "11"}\n')
+    for command in (["debate", "--topic", "What is 5 plus 6?"], ["debate", "eval", "--task", "task.jsonl"]):
+        assert main([*command, *TWO, "--rounds", "0", "--out", "new"]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert "error: --out has no effect on a dry run (--rounds 0): it writes nothing" in err, err
+        assert err.count("error:") == 1 and "OK " not in err and not (in_tmp / "new").exists()
+        assert main([*command, *TWO, "--rounds", "0"]) == 0  # without --out: the dry run
+        capsys.readouterr()
+    assert not (in_tmp / "runs").exists()
 
 
 def swap_weights(folder: Path, other: Path) -> None:

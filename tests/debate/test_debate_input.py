@@ -135,3 +135,17 @@ def test_eval_says_when_it_adds_the_configured_visibility(listed: list[str], say
     results = json.loads((run / "results.json").read_text())
     assert sorted(results["visibilities"]) == ["answer", "full"]
     assert results["default"] == "rule last_round [full]"
+
+
+def test_make_task_out_must_name_a_file(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """`--out ''` said "file '' is a directory" (``Path('')`` is the current folder): it is empty, as
+    `eval tasks --export ''` says."""
+    (in_tmp / "folder").mkdir()
+    for out, says in (("", "'--out': empty; give a file path, e.g. --out task.jsonl"),
+                      ("folder", "'--out': file 'folder' is a directory")):
+        assert main(["debate", "make-task", "--n", "5", "--out", out]) == 2
+        err = one_line(capsys)
+        assert f"error: Invalid value for {says}" in err and "internal error" not in err, err
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["folder"]
+    assert main(["debate", "make-task", "--n", "5", "--out", "t.jsonl"]) == 0
+    assert len((in_tmp / "t.jsonl").read_text().splitlines()) == 5

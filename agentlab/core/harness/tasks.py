@@ -416,7 +416,8 @@ def _check_jsonl(name: str, path: Path, fields: dict[str, tuple[str, bool]] | No
     ``fields`` (:func:`_fields_read`) reads as a plain name (``datasets`` fills a field a line lacks with null, which
     lm-eval scores or prompts as is): the file and line of the first bad one. A field only a Jinja template reads may
     be null or missing on a line (the template may test it), but not on every line: the file and the field."""
-    hint = "each line of a task's .jsonl data is one JSON object ({\"question\": ..., \"answer\": ...})"
+    shape = ", ".join(f"{json.dumps(field)}: ..." for field in fields or {}) or '"field": ..., ...'
+    hint = f"each line of a task's .jsonl data is one JSON object ({{{shape}}}): the fields its YAML's templates read"
     try:
         lines = path.read_text(encoding="utf-8").split("\n")  # JSON strings may hold U+2028 and the like raw
     except UnicodeDecodeError:
