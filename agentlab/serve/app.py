@@ -32,6 +32,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -191,12 +192,21 @@ class _Handler:
 
         body = bytearray()
         try:
-            async for part in request.stream():
-                body += part
-                if len(body) > limit:
-                    raise _too_large(len(body), limit)
+            # a body that never ends would hold the connection and its in-flight slot forever (uvicorn has no such
+            # limit): the whole body within body_timeout_s
+            async with asyncio.timeout(self.cfg.body_timeout_s):
+                async for part in request.stream():
+                    body += part
+                    if len(body) > limit:
+                        raise _too_large(len(body), limit)
         except ClientDisconnect:  # gone while sending its body: before any watch of the request starts
             raise _Disconnected() from None
+        except TimeoutError:
+            got = f"{len(body)} of {length} bytes" if length is not None and length.isdigit() else \
+                f"{len(body)} bytes"
+            raise ApiError(408, f"the request body did not arrive within body_timeout_s ({self.cfg.body_timeout_s:g} "
+                           f"s): {got} came; send the whole body at once", "request_timeout",
+                           headers={"Connection": "close"}, kind="request_timeout") from None
         return load_body(body)  # every endpoint's text and numbers checked here, the field named
 
     def llm_error(self, exc: LLMError, models: list[str] | None = None) -> ApiError:
@@ -647,6 +657,8 @@ class _Handler:
             error = self.llm_error(exc, [model] if model else None)
             if model and error.status == 400 and ereq.dimensions is not None and "dimensions" in exc.message:
                 error.param = "dimensions"  # the model cannot give that size
+            elif exc.kind == "context_length" and (too_long := re.search(r"\binput\[\d+\]", exc.message)):
+                error.param = too_long.group()  # the input longer than the model embeds (providers name it so)
             return self.refuse(label, error)
         except _Disconnected:
             return self.disconnected(label)

@@ -52,6 +52,9 @@ class ServeConfig(StrictModel):
                                    "routes (YAML; serve/keys.py shows the format); the file names each key's "
                                    "variable or SHA-256, never a key; with api_key_env both sets of keys work")
     max_request_bytes: int = Field(1_000_000, ge=1024, description="largest request body accepted (413 above)")
+    body_timeout_s: float = Field(30.0, gt=0, description="a request's whole body must arrive within this many "
+                                  "seconds of its headers (408 after): a client that never finishes its body "
+                                  "holds no connection or request slot longer")
     max_tokens: int = Field(4096, ge=1, description="largest max_tokens a request may ask for (400 above); a "
                             "request without one gets the model's own max_tokens or the backend's default")
     max_messages: int = Field(256, ge=1, description="most messages in one request (400 above)")

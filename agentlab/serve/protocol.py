@@ -25,11 +25,11 @@ from typing import Any
 
 from agentlab.core.errors import LLMError
 from agentlab.core.llm.scoring import RawRequest
-from agentlab.core.llm.tools import TOOL_CALL_OPEN, check_tools
+from agentlab.core.llm.tools import FUNCTION_FIELDS, TOOL_CALL_OPEN, check_tools
 from agentlab.core.llm.types import GenParams, Messages, ToolCall, Usage
 
 __all__ = ["ApiError", "ChatRequest", "parse_chat", "parse_completion", "completion_body", "text_completion_body",
-           "chunk", "error_body", "load_body", "before_cut_call", "check_fields"]
+           "chunk", "error_body", "load_body", "before_cut_call", "check_fields", "check_unused_fields"]
 
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 # Fields that would change the answer's meaning and that this gateway cannot honour: refused, never ignored.
@@ -51,6 +51,8 @@ CHAT_FIELDS = frozenset({
 COMPLETION_FIELDS = frozenset({
     "model", "prompt", "best_of", "echo", "frequency_penalty", "logit_bias", "logprobs", "max_tokens", "n",
     "presence_penalty", "seed", "stop", "stream", "stream_options", "suffix", "temperature", "top_p", "user"})
+# `stream_options`' fields (OpenAI's ChatCompletionStreamOptionsParam); include_obfuscation changes nothing here.
+STREAM_OPTIONS_FIELDS = frozenset({"include_usage", "include_obfuscation"})
 # Sampling fields passed on to the backends that understand them (GenParams.extra).
 _EXTRA_NUMBERS = {"presence_penalty": (-2.0, 2.0), "frequency_penalty": (-2.0, 2.0)}
 
@@ -222,21 +224,47 @@ def _surrogate(path: str, char: str, at: int, key: bool = False) -> ApiError:
                 "then low)", path or None)
 
 
-def check_fields(body: dict[str, Any], known: Collection[str], endpoint: str) -> None:
+def check_fields(body: dict[str, Any], known: Collection[str], endpoint: str, where: str = "") -> None:
     """``ApiError`` (400, ``param`` the field) for a top-level field of ``body`` outside ``known`` (the fields OpenAI's
     API documents for ``endpoint``), as OpenAI answers one: a typo (``max_token``) or another endpoint's field
-    (``max_tokens`` on /v1/responses) was ignored, a 200 that silently did not do what was asked."""
+    (``max_tokens`` on /v1/responses) was ignored, a 200 that silently did not do what was asked. ``where``: the path
+    of ``body`` when it is a nested object (``stream_options``, ``tools[0].function``), named with the field."""
     unknown = [key for key in body if key not in known]
     if not unknown:
         return
     key = unknown[0]
+    path = f"{where}.{key}" if where else key
     close = difflib.get_close_matches(key, sorted(known), n=1)
     others = f" (and {', '.join(repr(k[:60]) for k in unknown[1:4])}{', ...' if len(unknown) > 4 else ''})" \
         if len(unknown) > 1 else ""
-    raise _bad(f"unrecognized request argument supplied: '{key[:100]}'"
-               + (f" (did you mean '{close[0]}'?)" if close else "") + others
-               + f"; {endpoint} takes only the fields OpenAI's API documents for it: fix the name or drop the field",
-               key[:200], code="unknown_parameter")
+    takes = f"'{where}' takes only {', '.join(sorted(known))}" if where else \
+        f"{endpoint} takes only the fields OpenAI's API documents for it"
+    raise _bad(f"unrecognized request argument supplied: '{path[:100]}'"
+               + (f" (did you mean '{close[0]}'?)" if close else "") + others + f"; {takes}: fix the name or drop "
+               "the field", path[:200], code="unknown_parameter")
+
+
+def check_unused_fields(body: dict[str, Any]) -> None:
+    """The fields OpenAI's API documents that change nothing here (chat completions and Responses), type-checked as
+    OpenAI checks them: accepted, but ``"user": 5`` or ``"metadata": "x"`` is a 400 naming the field, never dropped
+    or echoed as sent. ``metadata`` is an object of strings (what routing by task reads)."""
+    for key in ("user", "service_tier", "prompt_cache_key", "safety_identifier"):
+        value = body.get(key)
+        if value is not None and not isinstance(value, str):
+            raise _bad(f"'{key}' must be a string, got {json.dumps(value)[:40]}", key)
+    store = body.get("store")
+    if store is not None and not isinstance(store, bool):
+        raise _bad(f"'store' must be true or false, got {json.dumps(store)[:40]}", "store")
+    metadata = body.get("metadata")
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict):
+        raise _bad(f"'metadata' must be an object of strings, such as {{\"task\": \"code\"}}, got "
+                   f"{json.dumps(metadata)[:40]}", "metadata")
+    for key, value in metadata.items():
+        if not isinstance(value, str):
+            raise _bad(f"'metadata.{key[:60]}' must be a string (metadata is an object of strings), got "
+                       f"{json.dumps(value)[:40]}", f"metadata.{key[:200]}")
 
 
 def _number(body: dict[str, Any], key: str, low: float, high: float | None = None) -> float | None:
@@ -271,12 +299,27 @@ def _content(message: dict[str, Any], index: int) -> str:
         parts = []
         for part in content:
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise _bad(f"messages[{index}].content: only text parts are served, got a '{kind}' part",
-                           f"messages[{index}].content")
+                raise _bad(f"messages[{index}].content: {part_problem(part, ('text',))}", f"messages[{index}].content")
             parts.append(part["text"])
         return "".join(parts)
     raise _bad(f"messages[{index}].content must be a string or a list of text parts", f"messages[{index}].content")
+
+
+def part_problem(part: Any, kinds: tuple[str, ...]) -> str:
+    """Why a content ``part`` is not served where text parts of ``kinds`` are: not an object, no type, another type,
+    or text that is not a string (each said as what it is: a part with no type was "a 'None' part")."""
+    if not isinstance(part, dict):
+        return f"each part must be an object such as {{\"type\": \"{kinds[0]}\", \"text\": ...}}, got a " \
+            f"{type(part).__name__}"
+    kind = part.get("type")
+    if kind is None:
+        return f"a part has no 'type': send {{\"type\": \"{kinds[0]}\", \"text\": ...}}"
+    if kind not in kinds:
+        shown = f"'{kind[:40]}'" if isinstance(kind, str) else json.dumps(kind)[:40]
+        return f"only text parts ({', '.join(kinds)}) are served, got a {shown} part"
+    if "text" not in part:
+        return f"a '{kind}' part needs 'text' (a string)"
+    return f"a '{kind}' part's 'text' must be a string, got {json.dumps(part['text'])[:40]}"
 
 
 def _messages(body: dict[str, Any], max_messages: int) -> Messages:
@@ -344,6 +387,9 @@ def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, Any, bool
         if choice not in (None, "none", "auto"):
             raise _bad("'tool_choice' needs 'tools'", "tool_choice")
         return None, None, None
+    for i, tool in enumerate(tools):  # a typo (`parameter`) was a tool without parameters: named as top-level ones
+        if isinstance(tool, dict) and isinstance(tool.get("function"), dict):
+            check_fields(tool["function"], FUNCTION_FIELDS, "", where=f"tools[{i}].function")
     try:
         check_tools(tools, choice)
     except LLMError as exc:
@@ -394,6 +440,7 @@ def parse_chat(body: Any, *, max_tokens_limit: int, max_messages: int) -> ChatRe
     if not isinstance(body, dict):
         raise _bad("the request body must be a JSON object")
     check_fields(body, CHAT_FIELDS, "/v1/chat/completions")
+    check_unused_fields(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("'model' must name a route or a model (GET /v1/models lists them)", "model")
@@ -416,9 +463,11 @@ def parse_chat(body: Any, *, max_tokens_limit: int, max_messages: int) -> ChatRe
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise _bad("'stream_options' must be an object such as {\"include_usage\": true}", "stream_options")
+    check_fields(options or {}, STREAM_OPTIONS_FIELDS, "", where="stream_options")
+    for key in sorted(STREAM_OPTIONS_FIELDS):
+        if (options or {}).get(key) is not None and not isinstance((options or {})[key], bool):
+            raise _bad(f"'stream_options.{key}' must be true or false", f"stream_options.{key}")
     include_usage = (options or {}).get("include_usage")
-    if include_usage is not None and not isinstance(include_usage, bool):
-        raise _bad("'stream_options.include_usage' must be true or false", "stream_options.include_usage")
     stream_options_need_stream(body)
     max_tokens = None
     for key in ("max_tokens", "max_completion_tokens"):  # both checked; max_completion_tokens wins

@@ -24,8 +24,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentlab.core.llm.tools import FUNCTION_FIELDS
 from agentlab.core.llm.types import Message, Messages, ToolCall, Usage
-from agentlab.serve.protocol import ApiError, ChatRequest, check_fields, parse_chat, stream_options_need_stream
+from agentlab.serve.protocol import (
+    ApiError,
+    ChatRequest,
+    check_fields,
+    check_unused_fields,
+    parse_chat,
+    part_problem,
+    stream_options_need_stream,
+)
 
 __all__ = ["ResponsesRequest", "ResponseStore", "parse_responses", "response_body", "ResponseEvents"]
 
@@ -43,6 +52,8 @@ RESPONSES_FIELDS = frozenset({
     "prompt", "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention", "reasoning", "safety_identifier",
     "service_tier", "store", "stream", "stream_options", "temperature", "text", "tool_choice", "tools",
     "top_logprobs", "top_p", "truncation", "user"})
+# A function tool's fields in the Responses API's flat shape (chat's FUNCTION_FIELDS beside `type`); others refused.
+_TOOL_FIELDS = FUNCTION_FIELDS | {"type"}
 
 
 @dataclass
@@ -89,10 +100,8 @@ def _text(content: Any, where: str, kinds: tuple[str, ...]) -> str:
     if isinstance(content, list):
         parts = []
         for j, part in enumerate(content):
-            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-            if kind not in kinds or not isinstance(part.get("text"), str):
-                raise _bad(f"{where}.content[{j}]: only text parts ({', '.join(kinds)}) are served, got a "
-                           f"'{kind}' part", f"{where}.content")
+            if not isinstance(part, dict) or part.get("type") not in kinds or not isinstance(part.get("text"), str):
+                raise _bad(f"{where}.content[{j}]: {part_problem(part, kinds)}", f"{where}.content")
             parts.append(part["text"])
         return "".join(parts)
     raise _bad(f"{where}.content must be a string or a list of input_text parts", f"{where}.content")
@@ -162,6 +171,12 @@ def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, Any]:
                 raise _bad(f"tools[{i}]: the tool type '{str(kind)[:40]}' is not served by this gateway: only "
                            "function tools (built-in tools such as web_search or file_search run on OpenAI's side)",
                            f"tools[{i}].type", code="unsupported_parameter")
+            if "function" in tool and "name" not in tool:  # chat completions' shape: it had no name, said as such
+                raise _bad(f"tools[{i}]: the Responses API takes function tools flat, {{\"type\": \"function\", "
+                           "\"name\": ..., \"description\": ..., \"parameters\": {...}}, not chat completions' "
+                           "{\"type\": \"function\", \"function\": {...}}: move the function's fields up a level",
+                           f"tools[{i}].function")
+            check_fields(tool, _TOOL_FIELDS, "", where=f"tools[{i}]")  # a typo (`parameter`): no parameters
             fn = {k: tool[k] for k in ("name", "description", "parameters") if tool.get(k) is not None}
             chat_tools.append({"type": "function", "function": fn})
     if isinstance(choice, dict):
@@ -207,12 +222,15 @@ def parse_responses(body: Any, *, max_tokens_limit: int, max_messages: int,
     instructions = body.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise _bad("'instructions' must be a string", "instructions")
+    check_unused_fields(body)  # store, metadata, user, ... of the right type
     store = body.get("store", True)
-    if store is not None and not isinstance(store, bool):
-        raise _bad("'store' must be true or false", "store")
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
-        raise _bad("'stream_options' must be an object", "stream_options")
+        raise _bad("'stream_options' must be an object such as {\"include_obfuscation\": false}", "stream_options")
+    check_fields(options or {}, ("include_obfuscation",), "", where="stream_options")
+    obfuscation = (options or {}).get("include_obfuscation")
+    if obfuscation is not None and not isinstance(obfuscation, bool):
+        raise _bad("'stream_options.include_obfuscation' must be true or false", "stream_options.include_obfuscation")
     stream_options_need_stream(body)  # as OpenAI answers, and chat completions here
     previous = body.get("previous_response_id")
     past: Messages = []
@@ -249,7 +267,7 @@ def parse_responses(body: Any, *, max_tokens_limit: int, max_messages: int,
             "tools": body.get("tools") or [], "tool_choice": body.get("tool_choice") or "auto",
             "parallel_tool_calls": body.get("parallel_tool_calls") is not False, "store": store is not False,
             "text": {"format": (body.get("text") or {}).get("format") or {"type": "text"}},
-            "metadata": body.get("metadata") or {}}
+            "metadata": body.get("metadata") or {}, "user": body.get("user")}
     return ResponsesRequest(chat, conversation, echo, store is not False)
 
 

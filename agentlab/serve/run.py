@@ -22,7 +22,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -183,22 +183,56 @@ def run(cfg: ServeConfig, run_dir: RunDir | None = None, *, progress: Progress |
     if llm is None or sock is None:
         prepared = prepare(cfg)
         llm, client_keys, sock = prepared["llm"], prepared["client_keys"], prepared["sock"]
-    gateway = Gateway(cfg, llm, run_dir, client_keys=client_keys or [], sock=sock)
-    say = announce or (lambda line: log.warning("%s", line))
-    for note in gateway.notes():
-        say(f"note: {note}")
-    gateway.on_started = lambda: say(gateway.describe())
-    gateway.on_stopping = say
-    try:
-        results = gateway.serve_forever()
-    finally:
-        if cfg.otlp_endpoint is not None:  # configured in prepare: flush the spans still batched before exit
-            shutdown_tracing()
-    if run_dir is not None:
-        run_dir.stopped_by = results["stopped_by"]  # Ctrl-C / SIGTERM, the only way out: run.json says interrupted
-        run_dir.save_results(results)
-        run_dir.save_report(render(results))
+    with _stop_signals() as stop:  # a Ctrl-C / SIGTERM before the server serves (or after): kept, not raised
+        gateway = Gateway(cfg, llm, run_dir, client_keys=client_keys or [], sock=sock)
+        gateway.stop_signals = stop
+        say = announce or (lambda line: log.warning("%s", line))
+        for note in gateway.notes():
+            say(f"note: {note}")
+        gateway.on_started = lambda: say(gateway.describe())
+        gateway.on_stopping = say
+        try:
+            results = gateway.serve_forever()
+        finally:
+            if cfg.otlp_endpoint is not None:  # configured in prepare: flush the spans still batched before exit
+                shutdown_tracing()
+        if run_dir is not None:
+            run_dir.stopped_by = results["stopped_by"]  # Ctrl-C / SIGTERM, the only way out: run.json: interrupted
+            run_dir.save_results(results)
+            run_dir.save_report(render(results))
     return results
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[list[str]]:
+    """Ctrl-C and SIGTERM while ``run`` starts the gateway and while it writes its results (uvicorn's own handlers
+    take them while it serves): the first is named in the list yielded, and the server, once started, stops at once
+    (``Server.capture_signals``), so the run folder ends as a stop while serving does, with results.json, report.md
+    and the signal in run.json (it had only run.json, which said "Ctrl-C or SIGTERM"). A second one stops at once
+    (the user insists), run.json still naming it. Off the main thread (where handlers cannot be set): nothing kept.
+    Not ``core.files.deferred_interrupts``: that delivers the signal again when its block ends."""
+    kept: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield kept
+        return
+    from agentlab.core.runs import interrupted_by
+
+    def keep(signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if kept:
+            interrupted_by(f"interrupted ({name})")
+            raise KeyboardInterrupt
+        kept.append(name)
+
+    previous = {sig: handler for sig in (signal.SIGINT, signal.SIGTERM)
+                if (handler := signal.getsignal(sig)) is not signal.SIG_IGN}
+    for sig in previous:
+        signal.signal(sig, keep)
+    try:
+        yield kept
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
 
 
 def _not_graceful_cancel(record: logging.LogRecord) -> bool:
@@ -216,6 +250,8 @@ def _server_class() -> type:
         stopped_by: str | None = None
         # called once, as shutdown begins, with the number of requests still in flight (none: not called)
         on_stop: Callable[[int], None] | None = None
+        # the signals that came before the server's own handlers were set (``_stop_signals``): it stops at once
+        stop_signals: Sequence[str] = ()
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
@@ -223,6 +259,8 @@ def _server_class() -> type:
                 yield
                 return
             original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            if self.stop_signals:  # stopped while starting: stop now, the run folder written as for any stop
+                self.handle_exit(signal.Signals[self.stop_signals[0]], None)
             try:
                 yield
             finally:
@@ -286,6 +324,10 @@ class Gateway:
         # said once when a stop has requests in flight to wait for (the CLI prints it: the wait is otherwise silent)
         self.on_stopping: Callable[[str], None] | None = None
         self.started_at: float | None = None
+        self.stop_signals: list[str] = []  # a Ctrl-C / SIGTERM that came before serving (``run``): stop at once
+        # where every request's messages and reply are kept (--log-prompts), said at start: None when nowhere
+        self.prompts_file: Path | None = run_dir.path / "llm_calls.jsonl" if run_dir is not None and getattr(
+            run_dir, "log_prompts", False) else None
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -352,7 +394,9 @@ class Gateway:
         if self.everywhere:
             auth = (f"from this machine; listening on every interface (--host {self.cfg.host}), so other machines "
                     f"use this machine's address, port {self.port}; {auth}")
-        return f"serving on {self.base_url} ({auth}); {names}; Ctrl-C stops"
+        kept = f"; every request's prompts and replies are written to {self.prompts_file} (--log-prompts)" \
+            if self.prompts_file is not None else ""
+        return f"serving on {self.base_url} ({auth}); {names}{kept}; Ctrl-C stops"
 
     # ------------------------------------------------------------------ serving
 
@@ -368,6 +412,7 @@ class Gateway:
                                 timeout_graceful_shutdown=cast(int, self.cfg.graceful_shutdown_s))
         server = _server_class()(config)
         server.on_stop = self._stopping
+        server.stop_signals = self.stop_signals
         return server
 
     def _stopping(self, in_flight: int) -> None:
@@ -389,7 +434,7 @@ class Gateway:
             serving = asyncio.ensure_future(self._server.serve(sockets=[self.sock]))
             while not self._server.started and not serving.done():
                 await asyncio.sleep(0.01)
-            if self._server.started and self.on_started is not None:
+            if self._server.started and not self._server.should_exit and self.on_started is not None:
                 self.on_started()
             await serving
         finally:

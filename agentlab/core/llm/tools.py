@@ -34,9 +34,12 @@ __all__ = ["check_tools", "call_problem", "cut_problem", "calls_schema", "parse_
            "tool_prompt", "render_tool_messages", "repair_messages", "describe_calls", "new_call_id", "wants_calls",
            "checking_calls", "calls_from_message", "forced_name", "without_tools", "tool_constraint", "tool_gate",
            "close_repeats", "answered_calls", "answered_tools", "answer_messages", "results_messages",
-           "STRING_MAX_CHARS", "ARRAY_MAX_ITEMS", "TOOL_CALL_OPEN", "TOOL_CALL_CLOSE", "bounded_schema", "LOCAL_PARAMS"]
+           "STRING_MAX_CHARS", "ARRAY_MAX_ITEMS", "TOOL_CALL_OPEN", "TOOL_CALL_CLOSE", "bounded_schema", "LOCAL_PARAMS",
+           "FUNCTION_FIELDS"]
 
 TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
+# The fields of a tool's function definition (OpenAI's FunctionDefinition); any other is refused, never ignored.
+FUNCTION_FIELDS = frozenset(("name", "description", "parameters", "strict"))
 # Request params that only agentlab's local providers read (an HTTP provider leaves them out of the request).
 LOCAL_PARAMS = frozenset(("tool_gate", "tool_grammar", "tool_format"))
 _TAGGED = re.compile(re.escape(TOOL_CALL_OPEN) + r"(.*?)(?:" + re.escape(TOOL_CALL_CLOSE) + r"|$)", re.DOTALL)
@@ -63,8 +66,13 @@ def _function(tool: Any, where: str) -> dict[str, Any]:
     if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(
             tool.get("function"), dict):
         raise LLMError(f"{where} must be {{\"type\": \"function\", \"function\": {{\"name\": ..., \"parameters\": "
-                       "...}}}", "bad_request")
-    return tool["function"]
+                       "...}}", "bad_request")
+    fn: dict[str, Any] = tool["function"]
+    unknown = [key for key in fn if key not in FUNCTION_FIELDS]
+    if unknown:  # a typo (`parameter`) was served as a tool without parameters
+        raise LLMError(f"{where}.function.{str(unknown[0])[:60]}: unrecognized field; a function takes only "
+                       f"{', '.join(sorted(FUNCTION_FIELDS))}", "bad_request")
+    return fn
 
 
 def check_tools(tools: list[dict[str, Any]] | None, tool_choice: Any = None) -> dict[str, dict[str, Any]]:
