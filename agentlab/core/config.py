@@ -244,14 +244,27 @@ _PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{name}" for name in
                         ("str", "int", "float", "bool", "null", "timestamp", "seq", "map", "merge"))
 
 
+class _TagRefused(ConfigError):
+    """A value with a YAML tag a config does not take; ``tag`` as written (``!!binary``, ``!local``)."""
+
+    def __init__(self, message: str, hint: str, tag: str):
+        super().__init__(message, hint=hint)
+        self.tag = tag
+
+
+# The tags PyYAML's safe reader builds into values no config takes (bytes, sets, ordered pairs), and Python's: refused
+# in a --set value as in a file. Any other tag (`--set topic=!important`, a bare `=`) was always the text as typed.
+_BUILT_TAG = re.compile(r"^!!(binary|set|omap|pairs|python/.*)$")
+
+
 def _tag_refused(node: yaml.Node, at: str) -> ConfigError:
     tag = node.tag.replace("tag:yaml.org,2002:", "!!")
     if tag == "!!value" and node.value == "=":  # untagged: YAML reads a bare `=` as its !!value
-        return ConfigError(f"{at}: a bare '=' is no value a config takes (YAML reads it as its !!value tag)",
-                           hint='quote it to give it as text: "="')
-    return ConfigError(f"{at}: the YAML tag {tag} is not supported: a config takes "
+        return _TagRefused(f"{at}: a bare '=' is no value a config takes (YAML reads it as its !!value tag)",
+                           'quote it to give it as text: "="', tag)
+    return _TagRefused(f"{at}: the YAML tag {tag} is not supported: a config takes "
                        "plain values (text, numbers, true/false, lists, mappings)",
-                       hint=f"remove the tag {tag} (quote the value to give it as text)")
+                       f"remove the tag {tag} (quote the value to give it as text)", tag)
 
 
 def _check_alias_growth(root: yaml.Node, where: str, lines: bool = True) -> None:
@@ -408,16 +421,19 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     parts = [p for p in key.strip().split(".")]
     if not all(parts):
         raise ConfigError(f"{set_label(item)}: empty key in '{key}'", hint=SET_EXAMPLE)
-    label = set_label(item)
-    try:  # read as the file is read: a tag a file may not carry (!!binary, !!python/...) is refused here too
-        value = load_yaml(raw, label, lines=False) if raw.strip() else ""
+    try:  # read as a file's value is (aliases bounded, before any other reading of it: see ``_set_text``)
+        value = load_yaml(raw, f"--set {key}=...", lines=False) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    except ConfigError:
-        if label == f"--set {item}":
-            raise
-        raise ConfigError(f"{label}: the value has a YAML tag a config does not take (the value is not shown: it may "
-                          "be a secret)", hint="quote the value to give it as text") from None
+    except _TagRefused as error:
+        if not _BUILT_TAG.match(error.tag):
+            value = raw  # text, as it always was
+        elif (label := set_label(item)) == f"--set {item}":
+            raise _TagRefused(error.message.replace(f"--set {key}=...", label, 1), error.hint or "", error.tag) \
+                from None
+        else:
+            raise ConfigError(f"{label}: the value has a YAML tag a config does not take (the value is not shown: it "
+                              "may be a secret)", hint="quote the value to give it as text") from None
     return parts, value
 
 
@@ -486,9 +502,9 @@ def _set_text(item: str) -> str:
     base = name.removesuffix("_env")
     hide = base != name and (base == "key" or _secret_key(base, False)) and shown_env_name(raw.strip()) is None
     if eq and not hide:
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+        try:  # bounded: a value whose aliases expand to millions is refused, not walked
+            value = load_yaml(raw, "--set", lines=False) if raw.strip() else ""
+        except (yaml.YAMLError, ConfigError):
             value = raw
         hide = _redact({name: value}, [], secret_values(), parts[-2:-1] == ["headers"]) != {name: value}
     return f"{key}=..." if eq and hide else item

@@ -112,3 +112,18 @@ def test_a_set_value_takes_the_tags_a_file_takes(tmp_path: Path, item: str, mess
     assert info.value.message.startswith(message)
     assert "sk-abc123" not in info.value.message + (info.value.hint or "")
     assert parse_override("name=!!str 12") == (["name"], "12")
+
+
+@pytest.mark.parametrize(("item", "value"), [("topic=!important", "!important"), ("sep==", "="),
+                                             ("api_key=!Xy9secret", "!Xy9secret")])
+def test_a_set_value_with_a_tag_yaml_would_not_build_stays_text(item: str, value: str) -> None:
+    """A local tag or a bare `=` was always the text as typed (the file's refusal of them is not for --set)."""
+    assert parse_override(item)[1] == value
+
+
+def test_a_set_value_whose_aliases_explode_is_refused_before_any_other_reading() -> None:
+    """The label was built first, from a full expansion (seconds at six levels, ten times more a level)."""
+    bomb = "[" + ", ".join(["&a0 [x, x, x, x, x, x, x, x, x, x]"] + [
+        f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]) + "]"
+    with pytest.raises(ConfigError, match=r"^--set train\.tags=\.\.\.: the aliases \(\*name\) here expand"):
+        parse_override(f"train.tags={bomb}")
