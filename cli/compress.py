@@ -102,7 +102,11 @@ def compress(
             console.print(safe_text(f"routing config: the first run's ({routing})"))
         return kwargs
 
-    run_command(CommandSpec("compress", CompressConfig, compress_run, prepare=prepare_all, check_resume=check_resume,
+    def run_here(cfg: Any, run_dir: Any, **kwargs: Any) -> dict[str, Any]:
+        """results.json's content, and for --json the run folder (absolute) it is in."""
+        return {**compress_run(cfg, run_dir, **kwargs), "run_dir": str(run_dir.path.absolute())}
+
+    run_command(CommandSpec("compress", CompressConfig, run_here, prepare=prepare_all, check_resume=check_resume,
                             dry_run=compress_dry_run if dry_run else None, summary=_print_summary),
                 Invocation(config=config, sets=[*(set_ or []), *options], out=out, resume=resume,
                            otlp_endpoint=otlp_endpoint, json_=json_, verbose=verbose))

@@ -17,7 +17,7 @@ from agentlab.core.config import ModelName, RunName, StrictModel
 from agentlab.core.errors import UsageError
 from agentlab.core.llm.config import RoutingRef
 from agentlab.core.search.kinds import CompressPlanner, describe
-from agentlab.core.search.settings import LLMPlannerSettings, StorageURL, WarmStartSpec
+from agentlab.core.search.settings import LLMPlannerSettings, StorageURL, warm_start_spec
 
 GGUF_TYPES = ("Q8_0", "Q5_K_M", "Q4_K_M")
 
@@ -148,11 +148,25 @@ class CompressSearch(LLMPlannerSettings):
                                 "on a database server (postgresql, mysql) the workers run one search with one "
                                 "budget (default: study.db in the run folder)")
     study_name: str = Field("compress", min_length=1, description="the study's name in storage (one goal per study)")
-    warm_start: WarmStartSpec = Field(
+    warm_start: warm_start_spec("[{quantize: gguf, gguf_type: Q8_0}]") = Field(  # type: ignore[valid-type]
         False, description="knowledge as the first experiments after the base model, for every planner: true: the "
         "knowledge base's leads (llama.cpp's GGUF types of the whole model, the least lossy first, where the space "
         "offers GGUF); a list: your own experiments, each a mapping of settings (prune, quantize, gguf_type, ...) "
         "to values of the space. One already run is skipped; they count against max_iterations")
+
+    @model_validator(mode="after")
+    def _leads_fit_a_space(self) -> CompressSearch:
+        """Each warm_start entry checked against every space compress can build (any model, any device), so
+        `config validate` refuses a setting or value no run could take, at its file and line; whether this model
+        on this device offers it is checked when the run prepares (``run.warm_leads``)."""
+        from agentlab.compress.space import Space  # space.py imports this module
+
+        widest = Space.widest()
+        for i, changes in enumerate(self.warm_start if isinstance(self.warm_start, list) else []):
+            _, error = widest.lead(changes)
+            if error:
+                raise ValueError(f"warm_start.{i}: {error}")
+        return self
 
 
 class CompressConfig(StrictModel):

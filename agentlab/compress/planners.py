@@ -109,14 +109,9 @@ class ExperimentDomain:
     def lead(self, changes: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
         """The experiment of ``changes`` (settings of the space; the others at their first choice), or None and why
         not: a setting or value the space lacks, no experiment, one run already."""
-        space = self.space.choices
-        wrong = [f"{k}: not a setting (settings: {', '.join(space)})" if k not in space else f"{k}: one of {space[k]}"
-                 for k, v in changes.items() if k not in space or v not in space[k]]
-        if wrong:
-            return None, "; ".join(wrong)[:400]
-        exp = to_experiment({k: v[0] for k, v in space.items()} | changes)
+        exp, wrong = self.space.lead(changes)
         if exp is None:
-            return None, "these settings make no experiment (nothing pruned or quantized, or a prune removing nothing)"
+            return None, wrong
         if experiment_key(exp) in self.tried:
             return None, f"{exp.label()} was run already: change something else"
         return self._params(exp), ""

@@ -10,6 +10,11 @@ the functions.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +30,7 @@ if TYPE_CHECKING:
     import torch
 
 EVAL_CHUNKS = 8  # fixed chunks of the training text on which the loss is measured before and after
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -190,20 +196,73 @@ def train_loop(params: list[Any], chunks: torch.Tensor, loss_fn: Callable[[torch
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
     task = (progress or NullProgress()).task(description, total=steps)
     losses: list[float] = []
-    for step, idx in zip(range(steps), _batches(len(chunks), batch_size, seed), strict=False):
-        loss = loss_fn(chunks[idx].to(device))
-        loss.backward()
-        if before_step is not None:
-            before_step()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        if after_step is not None:
-            after_step()
-        losses.append(float(loss.detach()))
-        task.advance(description=f"{description}: step {step + 1}/{steps}, loss {losses[-1]:.4g}")
+
+    def stopping(signum: int) -> None:
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        log.warning("%s: stopping once %s's step %d/%d ends (torch cannot be interrupted inside a step, which can take "
+                    "a while on a CPU); the experiment runs again on --resume", name, description, len(losses) + 1,
+                    steps)
+
+    with said_at_once(stopping):  # the KeyboardInterrupt itself comes when torch hands back: a step took 16 s
+        for step, idx in zip(range(steps), _batches(len(chunks), batch_size, seed), strict=False):
+            loss = loss_fn(chunks[idx].to(device))
+            loss.backward()
+            if before_step is not None:
+                before_step()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            if after_step is not None:
+                after_step()
+            losses.append(float(loss.detach()))
+            task.advance(description=f"{description}: step {step + 1}/{steps}, loss {losses[-1]:.4g}")
     return losses
+
+
+@contextlib.contextmanager
+def said_at_once(say: Callable[[int], None]) -> Iterator[None]:
+    """``say(signum)`` called at once, from a thread, on the first Ctrl-C or SIGTERM while the block runs, though
+    the main thread is inside a long call into torch (a training step's backward pass): Python runs its signal
+    handler, which raises the KeyboardInterrupt, only when torch hands back, and until then nothing was printed.
+    The signal itself is left to its handler, as it was. Through ``signal.set_wakeup_fd``, which the C-level handler
+    writes to at once; nothing is done off the main thread, or where another wakeup fd is set (an asyncio loop's)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    try:
+        previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    except ValueError:
+        previous = None
+    if previous is None or previous != -1:  # another one's: put back, nothing watched
+        if previous is not None:
+            signal.set_wakeup_fd(previous)
+        os.close(read)
+        os.close(write)
+        yield
+        return
+
+    def watch() -> None:
+        said = False
+        while data := os.read(read, 64):  # empty: the block ended (the write end closed)
+            for signum in data:
+                if not said and signum in (signal.SIGINT, signal.SIGTERM):
+                    said = True
+                    with contextlib.suppress(Exception):  # a console gone: the interrupt still comes
+                        say(signum)
+
+    watcher = threading.Thread(target=watch, name="agentlab-said-at-once", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(-1)
+        os.close(write)
+        watcher.join(timeout=5)
+        if not watcher.is_alive():  # else left open: the watcher may still read it
+            os.close(read)
 
 
 def _batches(n: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:

@@ -40,6 +40,7 @@ from agentlab.compress.workspace import Workspace, check_workspace, workspace_ro
 from agentlab.core.config import Flag, load_config, override_list
 from agentlab.core.debate.task import as_questions, load_task, make_task
 from agentlab.core.errors import AgentlabError, ConfigError, RunDirError, UsageError, storage_error
+from agentlab.core.files import counted
 from agentlab.core.harness import load_tasks, task_manager
 from agentlab.core.llm.config import LLMConfig, load_llm_config
 from agentlab.core.models.device import resolve_device_dtype
@@ -117,8 +118,9 @@ def load_texts(cfg: CompressConfig) -> tuple[str, str]:
                          hint="calibrate on a different text: recovery would train on what it is scored on")
     tokens = int(len(eval_text.split()) * 1.3)  # about: English runs 1.3 tokens a word
     if cfg.eval_text and tokens < cfg.measure.context:
-        log.warning("%s: about %d tokens, fewer than one perplexity window (measure.context %d): every experiment's "
-                    "perplexity rests on that little text; give a few KB", cfg.eval_text, tokens, cfg.measure.context)
+        log.warning("%s: about %s, fewer than one perplexity window (measure.context %d): every experiment's "
+                    "perplexity rests on that little text; give a few KB", cfg.eval_text, counted(tokens, "token"),
+                    cfg.measure.context)
     return eval_text, calib_text
 
 

@@ -44,6 +44,26 @@ class Space:
             "gguf_type": list(GGUF_TYPES),
         })
 
+    @classmethod
+    def widest(cls) -> Space:
+        """Every choice some space of ``build`` offers (a model of many layers, on CUDA): what no model and device
+        can hold is outside it."""
+        return cls.build(n_layers=1_000, cuda=True)
+
+    def lead(self, changes: dict[str, Any]) -> tuple[Experiment | None, str]:
+        """The experiment of ``changes`` (settings of the space; the others at their first choice), or None and why
+        not: a setting or value the space lacks, or settings that make no experiment."""
+        space = self.choices
+        wrong = [f"{k}: not a setting (settings: {', '.join(space)})" if k not in space else
+                 f"{k}: one of {space[k]}, got {v!r}"
+                 for k, v in changes.items() if k not in space or v not in space[k]]
+        if wrong:
+            return None, "; ".join(wrong)[:400]
+        exp = to_experiment({k: v[0] for k, v in space.items()} | changes)
+        if exp is None:
+            return None, "these settings make no experiment (nothing pruned or quantized, or a prune removing nothing)"
+        return exp, ""
+
     def describe(self) -> dict[str, list[Any]]:
         return {k: list(v) for k, v in self.choices.items()}
 

@@ -13,15 +13,20 @@ from pydantic import AfterValidator, BeforeValidator, Field
 from agentlab.core.config import FilePath, StrictModel
 
 
-def _warm_start(value: Any) -> Any:
-    if isinstance(value, bool) or (isinstance(value, list) and all(isinstance(v, dict) for v in value)):
-        return value
-    raise ValueError(f"must be true, false or a list of configs, each a mapping of keys to values (e.g. "
-                     f"[{{lr: 0.01}}]), got {value!r}"[:300])
+def warm_start_spec(example: str) -> Any:
+    """``warm_start``'s type (nas's search section, compress): true (the command's own knowledge), false, or the
+    user's configs; ``example``: one such list in the command's own keys, for the error (nas's lr is no setting of
+    compress)."""
+    def check(value: Any) -> Any:
+        if isinstance(value, bool) or (isinstance(value, list) and all(isinstance(v, dict) for v in value)):
+            return value
+        raise ValueError(f"must be true, false or a list of configs, each a mapping of keys to values (e.g. "
+                         f"{example}), got {value!r}"[:300])
+
+    return Annotated[bool | list[dict[str, Any]], BeforeValidator(check)]
 
 
-# ``warm_start`` (nas's search section, compress): true (the command's own knowledge), false, or the user's configs.
-WarmStartSpec = Annotated[bool | list[dict[str, Any]], BeforeValidator(_warm_start)]
+WarmStartSpec = warm_start_spec("[{lr: 0.01}]")  # nas's
 
 
 def _storage(value: str | None) -> str | None:
