@@ -1019,6 +1019,7 @@ def _moved_overrides(items: list[str | Flag], moved: dict[str, str]) -> list[str
     """``items`` with each override of a key that moved given the key's new name, and a warning naming them, as a
     file's old key gets (``--set planner=tpe`` was moved to ``search.planner`` without a word)."""
     out = [_moved_override(item, moved) for item in items]
+    _refuse_both_names(items, out)
     old = list(dict.fromkeys(item.split("=", 1)[0].strip() for item, new in zip(items, out, strict=True)
                              if isinstance(item, str) and new is not item))
     if old:
@@ -1026,6 +1027,36 @@ def _moved_overrides(items: list[str | Flag], moved: dict[str, str]) -> list[str
         log.warning("--set: %s moved to %s; read from there this time (write --set %s=... to silence this)",
                     ", ".join(old), ", ".join(new), "=..., --set ".join(new))
     return out
+
+
+def _refuse_both_names(items: list[str | Flag], renamed: list[str | Flag]) -> None:
+    """``ConfigError`` for a moved key's old and new names both set, to different values (``--set planner=tpe --set
+    search.planner=random``: the last one won silently), as a file with both is refused (``move_keys``); one name
+    given twice stays last-wins."""
+    def key_of(item: str | Flag) -> str:
+        return item.key if isinstance(item, Flag) else item.split("=", 1)[0].strip()
+
+    moved = {key_of(new) for item, new in zip(items, renamed, strict=True) if new is not item}
+    setters: dict[str, dict[str, tuple[Any, str, bool]]] = {}  # new key -> name given -> (value, label, renamed)
+    for item, new in zip(items, renamed, strict=True):
+        if key_of(new) not in moved:
+            continue
+        if isinstance(item, Flag) and isinstance(new, Flag):
+            value, label = new.value, str(item)
+        elif isinstance(item, str) and isinstance(new, str) and "=" in new:
+            try:
+                value, label = parse_override(new)[1], set_label(item)
+            except ConfigError:  # said by apply_overrides, in its turn
+                continue
+        else:
+            continue
+        given, key = key_of(item), key_of(new)
+        names = setters.setdefault(key, {})
+        for other, (was, said, moved_too) in names.items():
+            if other != given and (moved_too or new is not item) and not _same_setting(was, value):
+                raise ConfigError(f"{said} and {label}: both set {key}, to different values",
+                                  hint=f"give {key} once, by its new name")
+        names[given] = (value, label, new is not item)
 
 
 def _moved_override(item: str | Flag, moved: dict[str, str]) -> str | Flag:
