@@ -216,15 +216,17 @@ def compose_yaml(text: str, where: str) -> yaml.Node | None:
     return root
 
 
-def load_yaml(text: str, where: str, *, lines: bool = True) -> Any:
+def load_yaml(text: str, where: str, *, lines: bool = True, refused: re.Pattern[str] | None = None) -> Any:
     """``text`` read as ``yaml.safe_load`` reads it, from one composition checked by ``compose_yaml`` (``where``:
-    the file, for its error, followed by the line unless ``lines`` is False: a ``--set`` value is one line)."""
+    the file, for its error, followed by the line unless ``lines`` is False: a ``--set`` value is one line).
+    ``refused``: the tags (as written, ``!!binary``) refused by name; the others not plain are PyYAML's to build or
+    refuse (default: every tag not plain is refused)."""
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
         if root is None:
             return None
-        _check_alias_growth(root, where, lines)
+        _check_alias_growth(root, where, lines, refused)
         return loader.construct_document(root)
     except RecursionError:  # PyYAML reads nesting by recursion: [[[[... a few hundred deep
         raise _too_deep(where) from None
@@ -244,30 +246,27 @@ _PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{name}" for name in
                         ("str", "int", "float", "bool", "null", "timestamp", "seq", "map", "merge"))
 
 
-class _TagRefused(ConfigError):
-    """A value with a YAML tag a config does not take; ``tag`` as written (``!!binary``, ``!local``)."""
-
-    def __init__(self, message: str, hint: str, tag: str):
-        super().__init__(message, hint=hint)
-        self.tag = tag
-
-
 # The tags PyYAML's safe reader builds into values no config takes (bytes, sets, ordered pairs), and Python's: refused
 # in a --set value as in a file. Any other tag (`--set topic=!important`, a bare `=`) was always the text as typed.
 _BUILT_TAG = re.compile(r"^!!(binary|set|omap|pairs|python/.*)$")
 
 
+def _shown_tag(node: yaml.Node) -> str:
+    return node.tag.replace("tag:yaml.org,2002:", "!!")
+
+
 def _tag_refused(node: yaml.Node, at: str) -> ConfigError:
-    tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+    tag = _shown_tag(node)
     if tag == "!!value" and node.value == "=":  # untagged: YAML reads a bare `=` as its !!value
-        return _TagRefused(f"{at}: a bare '=' is no value a config takes (YAML reads it as its !!value tag)",
-                           'quote it to give it as text: "="', tag)
-    return _TagRefused(f"{at}: the YAML tag {tag} is not supported: a config takes "
+        return ConfigError(f"{at}: a bare '=' is no value a config takes (YAML reads it as its !!value tag)",
+                           hint='quote it to give it as text: "="')
+    return ConfigError(f"{at}: the YAML tag {tag} is not supported: a config takes "
                        "plain values (text, numbers, true/false, lists, mappings)",
-                       f"remove the tag {tag} (quote the value to give it as text)", tag)
+                       hint=f"remove the tag {tag} (quote the value to give it as text)")
 
 
-def _check_alias_growth(root: yaml.Node, where: str, lines: bool = True) -> None:
+def _check_alias_growth(root: yaml.Node, where: str, lines: bool = True, refused: re.Pattern[str] | None = None
+                        ) -> None:
     """``ConfigError`` for a value whose tag is not one of ``_PLAIN_TAGS``, and for aliases that expand past
     ``MAX_ALIAS_VALUES`` (``where:line`` names the node, or ``where`` alone when not ``lines``)."""
 
@@ -281,7 +280,7 @@ def _check_alias_growth(root: yaml.Node, where: str, lines: bool = True) -> None
         nonlocal distinct
         if id(node) in sizes:
             return sizes[id(node)]
-        if node.tag not in _PLAIN_TAGS:
+        if node.tag not in _PLAIN_TAGS and (refused is None or refused.match(_shown_tag(node))):
             raise _tag_refused(node, at(node))
         sizes[id(node)] = 0  # being counted: an alias inside its own anchor is `_line_map`'s error
         distinct += 1
@@ -422,18 +421,14 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not all(parts):
         raise ConfigError(f"{set_label(item)}: empty key in '{key}'", hint=SET_EXAMPLE)
     try:  # read as a file's value is (aliases bounded, before any other reading of it: see ``_set_text``)
-        value = load_yaml(raw, f"--set {key}=...", lines=False) if raw.strip() else ""
+        value = load_yaml(raw, f"--set {key}=...", lines=False, refused=_BUILT_TAG) if raw.strip() else ""
     except yaml.YAMLError:
-        value = raw
-    except _TagRefused as error:
-        if not _BUILT_TAG.match(error.tag):
-            value = raw  # text, as it always was
-        elif (label := set_label(item)) == f"--set {item}":
-            raise _TagRefused(error.message.replace(f"--set {key}=...", label, 1), error.hint or "", error.tag) \
-                from None
-        else:
-            raise ConfigError(f"{label}: the value has a YAML tag a config does not take (the value is not shown: it "
-                              "may be a secret)", hint="quote the value to give it as text") from None
+        value = raw  # text, as it always was: no YAML, a local tag (`topic=!important`), a bare `=`
+    except ConfigError:
+        if set_label(item) == f"--set {item}":
+            raise
+        raise ConfigError(f"{set_label(item)}: the value is none a config takes (a YAML tag, aliases; not shown: it "
+                          "may be a secret)", hint="quote the value to give it as text") from None
     return parts, value
 
 
