@@ -99,6 +99,32 @@ def _makes_run_folder(name: str, sub: str) -> bool:
     return name not in _READ_ONLY and not (command is not None and sub and sub in command.no_run_folder)
 
 
+def _parameter_at(args: list[str], index: int) -> str | None:
+    """The name of the command's positional parameter that ``args[index]`` fills (``OUT`` of ``models make-tiny
+    OUT``), as its --help names it; None where the command line does not parse far enough to tell."""
+    try:
+        command: Any = typer.main.get_command(app)
+        ctx = command.make_context("agentlab", list(args), resilient_parsing=True)
+        while hasattr(command, "resolve_command"):  # a group: on to its subcommand
+            rest = [*getattr(ctx, "_protected_args", []), *ctx.args]
+            if not rest:
+                return None
+            name, command, rest = command.resolve_command(ctx, rest)
+            if command is None:
+                return None
+            ctx = command.make_context(name, rest, parent=ctx, resilient_parsing=True)
+    except Exception:  # a command line click refuses: its own error says more once the command runs
+        return None
+    for param in command.params:
+        if param.param_type_name != "argument":
+            continue
+        value = ctx.params.get(param.name)
+        values = value if isinstance(value, list | tuple) else [value]
+        if any(v is not None and str(v) in (args[index], str(Path(args[index]))) for v in values):
+            return str(param.metavar or (param.name or "").upper())
+    return None
+
+
 def _not_utf8(args: list[str], run_folder: bool = True) -> tuple[str, str] | None:
     """A command-line argument holding a byte that is not UTF-8 (Python keeps it as a lone surrogate,
     ``$(printf 'caf\\xe9')``), as one line naming the option: run folders record their arguments (a topic, an input,
@@ -114,7 +140,7 @@ def _not_utf8(args: list[str], run_folder: bool = True) -> tuple[str, str] | Non
         elif index and args[index - 1].startswith("-") and "=" not in args[index - 1]:
             where, at = args[index - 1], bad.start()
         else:
-            where, at = f"argument {index + 1}", bad.start()
+            where, at = _parameter_at(args, index) or f"argument {index + 1}", bad.start()
         convert = "text in another encoding converts with `iconv -f latin1 -t utf-8`"
         return (f"{where}: not UTF-8 text (byte 0x{ord(bad.group()) - 0xdc00:02x} at character {at + 1})",
                 f"agentlab keeps its arguments in the run folder as UTF-8 text: give this one in UTF-8 ({convert})"

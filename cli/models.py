@@ -16,7 +16,7 @@ from agentlab.core.files import human_size
 
 from .common import JsonOpt, VerboseOpt, console, nonempty_path, print_json, safe_text, setup_logging
 
-app = typer.Typer(help="Local models: make tiny ones offline, list what is on disk, check a models.yaml.",
+app = typer.Typer(help="Local models: make-tiny, export-hf, list what is on disk, check a models.yaml.",
                   no_args_is_help=True)
 
 

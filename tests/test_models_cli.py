@@ -244,7 +244,7 @@ def test_make_tiny_refuses_an_existing_file_or_filled_folder(in_tmp: Path, capsy
                                 ("taken.gguf/sub", [], "taken.gguf is a file, not a folder")):  # was "cannot create"
         assert main(["models", "make-tiny", target, *extra]) == 2
         err = capsys.readouterr().err
-        assert len(err.strip().splitlines()) == 1 and f"{target}: " in err and says in err, err
+        assert len(err.strip().splitlines()) == 2 and f"{target}: " in err and says in err, err  # error, hint
     assert (in_tmp / "taken.gguf").read_bytes() == b"keep me"
     assert (in_tmp / "filled" / "config.json").read_text() == "{}"
 
@@ -296,7 +296,7 @@ def test_make_tiny_force_replaces_a_model_folder_as_a_whole(in_tmp: Path, capsys
     for extra in ([], ["--force"]):
         assert main(["models", "make-tiny", "filled", *extra]) == 2
         err = capsys.readouterr().err
-        assert len(err.strip().splitlines()) == 1 and "filled: holds files but is not a model folder" in err, err
+        assert len(err.strip().splitlines()) == 2 and "filled: holds files but is not a model folder" in err, err
         assert "pass --force" not in err  # not offered where it would be refused
     assert main(["models", "make-tiny", ".", "--force"]) == 2  # the current folder: never replaced
     assert (in_tmp / "filled" / "notes.txt").read_text() == "mine"
@@ -336,7 +336,8 @@ def test_make_tiny_refuses_a_seed_out_of_range(seed: str, in_tmp: Path, capsys: 
     folder holding only the tokenizer."""
     assert main(["models", "make-tiny", "m", "--seed", seed]) == 2
     err = capsys.readouterr().err
-    assert f"--seed {seed}: out of range; give a seed from 0 to 18446744073709551615" in err and "internal" not in err
+    assert f"error: --seed {seed}: out of range\nhint: give a seed from 0 to 18446744073709551615" in err
+    assert "internal" not in err
     assert not list(in_tmp.iterdir())
 
 
@@ -678,7 +679,7 @@ def test_check_notes_an_n_ctx_above_the_training_context(tiny_model: dict[str, P
 
 
 @pytest.mark.parametrize("args, says", [
-    (["make-tiny", "m\udce9m"], "argument 3: not UTF-8 text (byte 0xe9 at character 2)"),
+    (["make-tiny", "m\udce9m"], "OUT: not UTF-8 text (byte 0xe9 at character 2)"),
     (["export-hf", "smollm2-135m", "--out", "o\udce9"], "--out: not UTF-8 text (byte 0xe9 at character 2)"),
 ])
 def test_a_model_folder_named_with_a_byte_that_is_not_utf8_is_refused(args: list[str], says: str, in_tmp: Path,
@@ -701,7 +702,7 @@ def test_a_refusal_before_the_command_runs_is_one_line_under_agentlab_debug(in_t
     monkeypatch.setenv("AGENTLAB_DEBUG", "1")
     assert main(["models", "make-tiny", "m\udce9m"]) == 2
     err = capsys.readouterr().err
-    assert "error: argument 3: not UTF-8 text" in err and "Traceback" not in err and "trace" not in err, err
+    assert "error: OUT: not UTF-8 text" in err and "Traceback" not in err and "trace" not in err, err
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc, a folder where no file can be made")

@@ -26,9 +26,30 @@ log = logging.getLogger(__name__)
 
 JUDGE_ROUTE = "debate:judge"
 # `--data persona_X` names train-persona's shipped data from any folder.
-TRAIN_HINT = ("train them first: agentlab train-persona --data persona_X --out adapters/persona_X "
-              "(X = a, b, c), or pass --adapters DIR / agents in -c FILE (model agents: `agents: [{name: a, model: "
-              "default}, ...]` with --llm)")
+OTHER_AGENTS = ("pass --adapters DIR / agents in -c FILE (model agents: `agents: [{name: a, model: default}, ...]` "
+                "with --llm)")
+TRAIN_HINT = f"train them first: agentlab train-persona --data persona_X --out adapters/persona_X (X = a, b, c), or " \
+    f"{OTHER_AGENTS}"
+
+
+def default_agents() -> list[AgentSpec]:
+    """The agents when none are given: the default personas found (adapters/persona_a, _b, _c under the current
+    directory). None found: a usage error; some missing: a warning naming them and how to train them (a single one
+    found is no debate, one agent revising its own answer, which ran before without a word)."""
+    found = persona_adapters()
+    if not found:
+        raise UsageError("no agents: no --adapters, no agents in the config, and no adapters/persona_a, "
+                         "persona_b or persona_c under the current directory",
+                         hint=TRAIN_HINT)
+    missing = [name for name in PERSONAS if name not in {path.name for path in found}]
+    if missing:
+        alone = (": this is not a debate, one agent revising its own answer" if len(found) < 2 else "")
+        log.warning("only %d of the default personas found (%s), %s not found%s; train them first: %s, or %s",
+                    len(found), ", ".join(f"adapters/{path.name}" for path in found),
+                    ", ".join(f"adapters/{name}" for name in missing), alone,
+                    "; ".join(f"agentlab train-persona --data {name} --out adapters/{name}" for name in missing),
+                    OTHER_AGENTS)
+    return [AgentSpec(adapter=path) for path in found]
 
 
 def check_adapter(path: Path) -> dict[str, Any]:
@@ -59,12 +80,7 @@ def build_panel(cfg: DebateConfig, llm: LLMConfig | None, *, batch: int = 8, whe
     naming the key's place as ``where`` finds it)."""
     specs = list(cfg.agents)
     if not specs:
-        found = persona_adapters()
-        if not found:
-            raise UsageError("no agents: no --adapters, no agents in the config, and no adapters/persona_a, "
-                             "persona_b or persona_c under the current directory",
-                             hint=TRAIN_HINT)
-        specs = [AgentSpec(adapter=path) for path in found]
+        specs = default_agents()
     adapters = {spec.label: spec.adapter for spec in specs if spec.adapter is not None}
     configs = {path: check_adapter(path) for path in adapters.values()}
     base = llm or LLMConfig()

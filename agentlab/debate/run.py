@@ -31,11 +31,10 @@ from agentlab.core.debate.rules import decide
 from agentlab.core.errors import AgentlabError, UsageError
 from agentlab.core.llm.config import load_llm_config
 from agentlab.core.llm.router import Router
-from agentlab.core.models.adapters import persona_adapters
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, atomic_write_json, atomic_write_text, durable_append, read_json
-from agentlab.debate.agents import Where, build_panel, prompt_style, warn_raised_tokens
-from agentlab.debate.config import DEBATING_RULE, DEFAULT_BASE, AgentSpec, DebateConfig
+from agentlab.debate.agents import Where, build_panel, default_agents, prompt_style, warn_raised_tokens
+from agentlab.debate.config import DEBATING_RULE, DEFAULT_BASE, DebateConfig
 from agentlab.debate.report import agreement_plot, render_report
 
 if TYPE_CHECKING:
@@ -52,7 +51,7 @@ def load_panel(cfg: DebateConfig, *, batch: int = 8, where: Where | None = None)
     """The routing config (when an agent or the judge names a model) and the panel; the default personas, when the
     config names no agents, are written into ``cfg.agents`` so config.yaml (and a resume) names them."""
     if not cfg.agents:
-        cfg.agents = [AgentSpec(adapter=path) for path in persona_adapters()]
+        cfg.agents = default_agents()  # a warning when some are missing
     needs_llm = cfg.llm is not None or cfg.judge is not None or any(a.model is not None for a in cfg.agents)
     llm = load_llm_config(cfg.llm) if needs_llm else None
     if cfg.agents and all(a.adapter is None for a in cfg.agents) and cfg.base_model != DEFAULT_BASE:

@@ -31,6 +31,7 @@ from agentlab.core.errors import (
 from agentlab.core.files import cannot_write, counted
 from agentlab.core.harness import load_tasks, task_manager
 from agentlab.core.models.adapters import (
+    SKILLS,
     adapter_fingerprint,
     check_adapter_base,
     persona_adapters,
@@ -66,6 +67,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 TASK_FILE = "task.jsonl"
+TRAIN_SKILLS = ("train them: agentlab train-persona --data skill_X --out adapters/skill_X (X = arithmetic, geography, "
+                "units)")
 # what results.json keeps of each individual
 RESULT_KEYS = ("generation", "origin", "path", "parents", "weights", "rank", "discarded_energy", "state", "error",
                "task", "accuracy", "validation", "coop", "coop_accuracy", "probe_change", "tokens", "seconds",
@@ -84,13 +87,13 @@ def prepare(cfg: EvolveConfig, *, resuming: bool = False) -> dict[str, Any]:
     name there (a store that kept ``models/tiny`` as typed failed every individual of a resume from elsewhere)."""
     absolute = absolute_paths(cfg)
     cfg.base_model, cfg.task, cfg.store = absolute.base_model, absolute.task, absolute.store
-    if not cfg.seeds:
+    found_here = not cfg.seeds  # the seeds are the default adapters found under the current directory
+    if found_here:
         found = skill_adapters() or persona_adapters()
         if not found:
             raise UsageError("no seeds: no --seeds, no seeds in the config, and no adapters/skill_arithmetic, "
                              "_geography, _units (or adapters/persona_a, _b, _c) under the current directory",
-                             hint="train them: agentlab train-persona --data skill_X --out adapters/skill_X (X = "
-                             "arithmetic, geography, units), or pass --seeds DIR ...")
+                             hint=f"{TRAIN_SKILLS}, or pass --seeds DIR ...")
         cfg.seeds = found
     cfg.seeds = [Path(p).expanduser().resolve() for p in cfg.seeds]
     names = [p.name for p in cfg.seeds]
@@ -105,8 +108,14 @@ def prepare(cfg: EvolveConfig, *, resuming: bool = False) -> dict[str, Any]:
     needs = [m for m in (cfg.search, *cfg.baselines) if m != "ga"]
     if needs and len(cfg.seeds) < 2:
         what = "search" if needs[0] == cfg.search else "baseline"
-        raise UsageError(f"{what} {needs[0]} combines the seeds: it needs at least 2 (got {len(cfg.seeds)})",
-                         hint="give more --seeds, or --set search=ga --set baselines=[]")
+        got, hint = f"got {len(cfg.seeds)}", "give more --seeds"
+        if found_here:  # the user gave none: say which were found, and which defaults were not
+            missing = ", ".join(f"adapters/{name}" for name in SKILLS if name not in names)
+            got += (f": {', '.join(f'adapters/{name}' for name in names)}, found under the current directory as "
+                    f"no --seeds were given; the default skill adapters {missing} were not found")
+            hint = f"{TRAIN_SKILLS}, or pass --seeds DIR DIR ..."
+        raise UsageError(f"{what} {needs[0]} combines the seeds: it needs at least 2 ({got})",
+                         hint=f"{hint}, or --set search=ga --set baselines=[]")
     check_compatible(parents)
     base = resolve_model(cfg.base_model, user="base_model")
     # before anything loads (the model's load found it minutes later); one seed tells: check_compatible above

@@ -144,6 +144,28 @@ def test_adapters_in_process_end_to_end_and_dry_run(in_tmp: Path, tiny_model: di
     assert transcript[0]["text"] is not None
 
 
+def test_default_personas_partly_trained_are_warned_about(in_tmp: Path, tiny_model: dict[str, Path], adapters: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """Only adapters/persona_a trained: `debate` ran a one-agent "debate" without a word. The missing default personas
+    are named with their train-persona lines, and a lone agent is said to be no debate; agents given stay as given."""
+    shutil.copytree(adapters / "persona_a", in_tmp / "adapters" / "persona_a")
+    args = ["debate", "--base-model", str(tiny_model["hf"]), "--topic", "What is 7 times 8?", "--rounds", "0",
+            "--set", "max_tokens=4"]
+    assert main(args) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "warning: only 1 of the default personas found (adapters/persona_a)" in err, err
+    assert "adapters/persona_b, adapters/persona_c not found: this is not a debate" in err
+    assert "agentlab train-persona --data persona_b --out adapters/persona_b" in err
+    assert "agentlab train-persona --data persona_c --out adapters/persona_c" in err
+    shutil.copytree(adapters / "persona_c", in_tmp / "adapters" / "persona_c")
+    assert main(args) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "adapters/persona_b not found" in err and "--data persona_b" in err, err
+    assert "not a debate" not in err and "--data persona_c" not in err
+    assert main([*args, "--adapters", "adapters/persona_a"]) == 0  # given: no warning
+    assert "default personas" not in capsys.readouterr().err
+
+
 def test_eval_rounds_0_is_the_dry_run_its_help_promises(in_tmp: Path, srv: ScriptedServer,
                                                        capsys: pytest.CaptureFixture) -> None:
     """`debate eval --rounds 0` ran the whole eval and wrote a run folder; it is the dry run, as for `debate`: each

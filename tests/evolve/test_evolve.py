@@ -155,6 +155,30 @@ def test_an_adapter_that_changes_nothing_is_an_error_not_a_score(in_tmp: Path, t
     assert isinstance(out["zero"], str) and "changes nothing" in out["zero"]
 
 
+def test_one_seed_found_without_seeds_is_named_with_the_missing_defaults(in_tmp: Path, tiny_model: dict[str, Path],
+                                                                         seeds: dict[str, Path], capsys: Any) -> None:
+    """No --seeds and only adapters/persona_a: "needs at least 2 (got 1)" for seeds the user never gave. The seed
+    found is named, the default skill adapters said not found, with the train-persona line to make them."""
+    import shutil
+
+    shutil.copytree(seeds["persona_a"], in_tmp / "adapters" / "persona_a")
+    args = ["evolve", "run", "--base-model", str(tiny_model["hf"]), "--generations", "1", "--population", "4"]
+    assert main(args) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "it needs at least 2 (got 1: adapters/persona_a, found under the current directory as no --seeds" in err
+    assert "adapters/skill_arithmetic, adapters/skill_geography, adapters/skill_units were not found" in err, err
+    assert "hint: train them: agentlab train-persona --data skill_X --out adapters/skill_X" in err
+    assert not (in_tmp / "runs").exists()
+    shutil.copytree(seeds["persona_b"], in_tmp / "adapters" / "skill_units")  # a default skill found: only the others
+    assert main(args) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "(got 1: adapters/skill_units, found" in err and "adapters/skill_arithmetic, adapters/skill_geography " \
+        "were not found" in err, err
+    assert main([*args, "--seeds", "adapters/persona_a"]) == 2  # seeds given: as given
+    err = " ".join(capsys.readouterr().err.split())
+    assert "needs at least 2 (got 1)" in err and "hint: give more --seeds" in err, err
+
+
 def test_novelty_and_fitness_by_hand(seeds: dict[str, Path]) -> None:
     individuals = {
         "a": {"state": "complete", "task": 1.0, "coop": 0.0, "answers": ["1", "2", "3", "4"], "parents": []},

@@ -189,21 +189,23 @@ def prepare_out_dir(out_dir: str | Path, overwrite: bool = False) -> Path:
     place)."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: is a file; make-tiny writes a model folder there (give a new folder path)")
+        raise InputError(f"{out}: is a file; make-tiny writes a model folder there", hint="give a new folder path")
     if out.is_dir():
         problem = replace_problem(out, "config.json", "a model folder")
         if problem is not None:
             raise InputError(f"{out}: {problem}; make-tiny replaces a folder as a whole, so nothing was written or "
-                             "deleted (give a new folder path)")
+                             "deleted", hint="give a new folder path")
         if not overwrite and any(out.iterdir()):
-            raise InputError(f"{out}: the folder already holds a model; pass --force to replace it with the new one")
+            raise InputError(f"{out}: the folder already holds a model",
+                             hint="pass --force to replace it with the new one, or give a new folder path")
     problem = unwritable(_target(out).parent if out.is_symlink() else out.parent)
     if problem is not None:  # else mkdtemp failed naming its hidden folder (/proc/.x.3twgaz62.partial), exit 1
-        raise InputError(f"{out}: {problem}; nothing was written (give a folder path you can write to)")
+        raise InputError(f"{out}: {problem}; nothing was written", hint="give a folder path you can write to")
     try:
         _target(out).parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"{out}: cannot create the folder ({exc.strerror or exc})") from None
+        raise InputError(f"{out}: cannot create the folder ({exc.strerror or exc})",
+                         hint="give a folder path you can write to") from None
     return out
 
 
@@ -215,7 +217,7 @@ def _target(out: Path) -> Path:
 def check_seed(seed: int) -> None:
     """Refuse (``InputError``) a seed torch's generators cannot take."""
     if not 0 <= seed <= MAX_SEED:
-        raise InputError(f"--seed {seed}: out of range; give a seed from 0 to {MAX_SEED} (2^64 - 1)")
+        raise InputError(f"--seed {seed}: out of range", hint=f"give a seed from 0 to {MAX_SEED} (2^64 - 1)")
 
 
 def make_tiny(out_dir: str | Path, seed: int = 0, arch: str = "llama", dtype: str = "f32",
