@@ -101,12 +101,14 @@ def _makes_run_folder(name: str, sub: str) -> bool:
 
 def _parameter_at(args: list[str], index: int) -> str | None:
     """The name of the command's positional parameter that ``args[index]`` fills (``OUT`` of ``models make-tiny
-    OUT``), as its --help names it; None where the command line does not parse far enough to tell."""
+    OUT``: the parameter's name in upper case, as usage lines write it); None where the command line does not parse
+    far enough to tell."""
     try:
         command: Any = typer.main.get_command(app)
         ctx = command.make_context("agentlab", list(args), resilient_parsing=True)
         while hasattr(command, "resolve_command"):  # a group: on to its subcommand
-            rest = [*getattr(ctx, "_protected_args", []), *ctx.args]
+            protected = getattr(ctx, "_protected_args", None)  # click 8.2; 8.1 names it without the underscore
+            rest = [*(getattr(ctx, "protected_args", []) if protected is None else protected), *ctx.args]
             if not rest:
                 return None
             name, command, rest = command.resolve_command(ctx, rest)
@@ -137,10 +139,12 @@ def _not_utf8(args: list[str], run_folder: bool = True) -> tuple[str, str] | Non
         option, equals, value = arg.partition("=")
         if arg.startswith("--") and equals and bad.start() > len(option):  # --out=VALUE
             where, at = option, bad.start() - len(option) - 1
+        elif (name := _parameter_at(args, index)) is not None:  # before the option ahead of it: --force OUT
+            where, at = name, bad.start()
         elif index and args[index - 1].startswith("-") and "=" not in args[index - 1]:
             where, at = args[index - 1], bad.start()
         else:
-            where, at = _parameter_at(args, index) or f"argument {index + 1}", bad.start()
+            where, at = f"argument {index + 1}", bad.start()
         convert = "text in another encoding converts with `iconv -f latin1 -t utf-8`"
         return (f"{where}: not UTF-8 text (byte 0x{ord(bad.group()) - 0xdc00:02x} at character {at + 1})",
                 f"agentlab keeps its arguments in the run folder as UTF-8 text: give this one in UTF-8 ({convert})"

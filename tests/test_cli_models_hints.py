@@ -35,12 +35,15 @@ def test_every_make_tiny_refusal_has_a_hint(args: list[str], error: str, in_tmp:
     assert "(give " not in lines[0] and "; give a seed" not in lines[0]
 
 
-def test_an_argument_not_utf8_is_named_as_help_names_it(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+def test_an_argument_not_utf8_is_named_by_its_parameter(in_tmp: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
     """`make-tiny $(printf 'n\\xe9e')` said "argument 3"; models.md says it names OUT."""
     bad = "n\udce9e"
     assert main(["models", "make-tiny", bad]) == 2
     assert capsys.readouterr().err.startswith("error: OUT: not UTF-8 text (byte 0xe9 at character 2)")
     assert main(["models", "make-tiny", "--seed", "3", bad]) == 2
+    assert capsys.readouterr().err.startswith("error: OUT: not UTF-8 text")
+    assert main(["models", "make-tiny", "--force", bad]) == 2  # a flag before it: still the parameter
     assert capsys.readouterr().err.startswith("error: OUT: not UTF-8 text")
     assert main(["models", "export-hf", bad, "--out", "o"]) == 2
     assert capsys.readouterr().err.startswith("error: MODEL: not UTF-8 text")

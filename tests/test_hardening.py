@@ -94,7 +94,7 @@ def test_a_latin1_file_is_told_apart_from_binary_data(in_tmp: Path, capsys: pyte
     (["nas", "--out", "runs/x\udcff", "-n", "1"], "--out: not UTF-8 text (byte 0xff at character 7)"),
     (["nas", "--out=runs/x\udcff", "-n", "1"], "--out: not UTF-8 text (byte 0xff at character 7)"),
     (["debate", "--topic", "caf\udce9 7*8?", "--dry-run"], "--topic: not UTF-8 text (byte 0xe9 at character 4)"),
-    (["pipeline", "rerun", "caf\udce9"], "argument 3: not UTF-8 text (byte 0xe9 at character 4)"),
+    (["pipeline", "rerun", "caf\udce9"], "SESSION: not UTF-8 text (byte 0xe9 at character 4)"),
 ])
 def test_a_command_line_byte_that_is_not_utf8_is_one_line_exit_2(args: list[str], says: str, in_tmp: Path,
                                                                  capsys: pytest.CaptureFixture) -> None:

@@ -199,9 +199,9 @@ def train_loop(params: list[Any], chunks: torch.Tensor, loss_fn: Callable[[torch
 
     def stopping(signum: int) -> None:
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        log.warning("%s: stopping once %s's step %d/%d ends (torch cannot be interrupted inside a step, which can take "
-                    "a while on a CPU); the experiment runs again on --resume", name, description, len(losses) + 1,
-                    steps)
+        log.warning("%s: stopping in %s's step %d/%d once torch's current call returns (it cannot be interrupted "
+                    "inside one, which can take a while on a CPU); the experiment runs again on --resume", name,
+                    description, len(losses) + 1, steps)
 
     with said_at_once(stopping):  # the KeyboardInterrupt itself comes when torch hands back: a step took 16 s
         for step, idx in zip(range(steps), _batches(len(chunks), batch_size, seed), strict=False):
@@ -231,18 +231,8 @@ def said_at_once(say: Callable[[int], None]) -> Iterator[None]:
         yield
         return
     read, write = os.pipe()
-    os.set_blocking(write, False)
-    try:
-        previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
-    except ValueError:
-        previous = None
-    if previous is None or previous != -1:  # another one's: put back, nothing watched
-        if previous is not None:
-            signal.set_wakeup_fd(previous)
-        os.close(read)
-        os.close(write)
-        yield
-        return
+    watcher: threading.Thread | None = None
+    previous: int | None = None
 
     def watch() -> None:
         said = False
@@ -253,15 +243,23 @@ def said_at_once(say: Callable[[int], None]) -> Iterator[None]:
                     with contextlib.suppress(Exception):  # a console gone: the interrupt still comes
                         say(signum)
 
-    watcher = threading.Thread(target=watch, name="agentlab-said-at-once", daemon=True)
-    watcher.start()
-    try:
+    try:  # from the pipe on: a Ctrl-C while this is set up leaves no fd open and no wakeup fd set
+        os.set_blocking(write, False)
+        with contextlib.suppress(ValueError):
+            previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        if previous == -1:
+            watcher = threading.Thread(target=watch, name="agentlab-said-at-once", daemon=True)
+            watcher.start()
+        elif previous is not None:  # another one's (an asyncio loop's): put back, nothing watched
+            signal.set_wakeup_fd(previous)
         yield
     finally:
-        signal.set_wakeup_fd(-1)
+        if previous == -1:
+            signal.set_wakeup_fd(-1)
         os.close(write)
-        watcher.join(timeout=5)
-        if not watcher.is_alive():  # else left open: the watcher may still read it
+        if watcher is not None and watcher.is_alive():
+            watcher.join(timeout=5)
+        if watcher is None or not watcher.is_alive():  # else left open: the watcher may still read it
             os.close(read)
 
 

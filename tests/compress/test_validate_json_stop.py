@@ -129,7 +129,7 @@ def test_ctrl_c_in_a_recovery_step_says_it_is_stopping(sigint_raises: None, capl
     with caplog.at_level(logging.WARNING), pytest.raises(KeyboardInterrupt):
         train_loop([weight], torch.ones(4, 3), loss_fn, RecoverSettings(steps=5, batch_size=2), lr=0.1,
                    progress=None, description="LoRA recovery")
-    assert "Ctrl-C: stopping once LoRA recovery's step 2/5 ends" in caplog.text
+    assert "Ctrl-C: stopping in LoRA recovery's step 2/5 once torch's current call returns" in caplog.text
 
 
 def test_json_names_the_run_folder(in_tmp: Path, tiny_model: dict[str, Path], capsys: Any) -> None:
