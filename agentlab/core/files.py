@@ -227,7 +227,8 @@ def _why(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def deferred_interrupts(on_first: Callable[[int], None] | None = None) -> Iterator[None]:
+def deferred_interrupts(on_first: Callable[[int], None] | None = None, *,
+                        redeliver: bool = True) -> Iterator[list[int]]:
     """Hold Ctrl-C and SIGTERM until the block ends, then deliver them (even when the block raised).
 
     A KeyboardInterrupt raised inside a database commit (Optuna's SQLite storage) leaves the session half-committed:
@@ -238,22 +239,26 @@ def deferred_interrupts(on_first: Callable[[int], None] | None = None) -> Iterat
 
     ``on_first``: called, in the handler, with the first signal held, so the block can wind down on its own (training
     ends its step with a checkpoint: ``core.train.callbacks.StopOnSignal``); a second signal then goes at once to the
-    handler there was before (the user insists).
+    handler there was before (the user insists). ``redeliver=False``: a signal held is not delivered when the block
+    ends, the block having answered it (serve stops and writes its results). The block gets the list of the signals
+    held: one the caller took in another way (uvicorn's handlers, while it serves) may be added, so that the next
+    counts as the second.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     caught: list[int] = []
-    previous = {sig: handler for sig in (signal.SIGINT, signal.SIGTERM)
-                if (handler := signal.getsignal(sig)) is not signal.SIG_IGN}
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    previous: dict[int, Any] = {}
+    delivered = False  # a second signal went to the handler there was before: not delivered again at the end
 
     def restore() -> None:
         for sig, handler in previous.items():
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
 
     def hold(signum: int, frame: object) -> None:
+        nonlocal delivered
         if caught and on_first is not None:  # the second: delivered now, not again when the block ends
-            caught.clear()
+            delivered = True
             restore()
             signal.raise_signal(signum)  # the restored handler runs now: KeyboardInterrupt, or the default
             return
@@ -261,13 +266,16 @@ def deferred_interrupts(on_first: Callable[[int], None] | None = None) -> Iterat
         if on_first is not None:
             on_first(signum)
 
-    for sig in previous:
-        signal.signal(sig, hold)
-    try:
-        yield
+    try:  # set inside the try: a signal between the two leaves no handler of this block bound after it
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.getsignal(sig)
+            if handler is not signal.SIG_IGN:
+                previous[sig] = handler
+                signal.signal(sig, hold)
+        yield caught
     finally:
         restore()
-        if caught:
+        if caught and redeliver and not delivered:
             signal.raise_signal(caught[0])  # the restored handler runs now: KeyboardInterrupt, or the default
 
 

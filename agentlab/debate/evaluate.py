@@ -12,7 +12,8 @@ wrong. ``eval.concurrency`` questions run at once, so an in-process backend batc
 Run folder (``runs/debate-eval/<timestamp>-<name>/``): ``questions.jsonl`` (one record per finished question,
 appended and flushed: what ``--resume`` skips), ``adapters.json`` (the fingerprint of each adapter's weights when
 the run started: a resume whose adapter changed on disk since is refused), ``results.json`` (the table; its
-``seconds`` are every session's: ``earlier_seconds``), ``report.md``.
+``seconds`` are every session's: ``earlier_seconds``), ``report.md``; run.json's ``eval_questions`` (``ASKED``): the
+questions the run asks, as its last session started (a resume's ``--limit`` may not go below it).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from agentlab.core.debate.task import Question, answer_kind, is_correct, load_ta
 from agentlab.core.errors import AgentlabError, UsageError
 from agentlab.core.llm.router import Router
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir, atomic_write_text, durable_append
+from agentlab.core.runs import RunDir, atomic_write_text, durable_append, read_json
 from agentlab.core.vote import tally, wilson_interval
 from agentlab.debate.agents import Where, prompt_style, warn_raised_tokens
 from agentlab.debate.config import DebateConfig
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 RECORDS = "questions.jsonl"
+ASKED = "eval_questions"  # run.json: the questions the run asks, as its last session started (``check_limit``)
 
 
 def prepare_eval(cfg: DebateConfig, *, where: Where | None = None) -> dict[str, Any]:
@@ -219,19 +221,20 @@ def check_kept(cfg: DebateConfig, task: list[Question], records: dict[int, dict[
 
 
 def check_limit(cfg: DebateConfig, folder: Path) -> None:
-    """Refuse a resume whose ``--limit`` asks fewer questions than the run's own limit (its config.yaml; none: the
-    whole task file), though it scored only a few so far: the run would be marked completed on fewer questions."""
+    """Refuse a resume whose ``--limit`` asks fewer questions than the run asked when it last started (``ASKED`` in
+    its run.json), though it scored only a few so far: the run would be marked completed on fewer questions. Questions
+    appended to the task file since are not the run's: a limit that leaves them out is no shrink. A run made before
+    the count was kept has only ``check_kept``'s rule (no fewer than it scored)."""
     if cfg.eval.task is None or cfg.eval.limit is None:
         return
-    saved = load_config(folder / "config.yaml", DebateConfig).eval.limit
-    total = len(load_task(cfg.eval.task))
-    before = total if saved is None else min(saved, total)
-    if min(cfg.eval.limit, total) >= before:
+    asked = read_json(folder / "run.json").get(ASKED)
+    if not isinstance(asked, int) or isinstance(asked, bool) or cfg.eval.limit >= asked:
         return
-    own = f"--limit {saved}" if saved is not None else f"no --limit (all {total} questions of {cfg.eval.task})"
-    raise UsageError(f"{folder}: --limit {cfg.eval.limit} would shrink the run, which asks {before} questions "
+    saved = load_config(folder / "config.yaml", DebateConfig).eval.limit
+    own = f"--limit {saved}" if saved is not None else f"no --limit (all {asked} questions of {cfg.eval.task} then)"
+    raise UsageError(f"{folder}: --limit {cfg.eval.limit} would shrink the run, which asks {asked} questions "
                      f"({own}); a resume can only extend a run; nothing was written",
-                     hint=f"resume without --limit (it keeps the run's {before}), or with --limit {before} or more; "
+                     hint=f"resume without --limit (it keeps the run's {asked}), or with --limit {asked} or more; "
                      "a smaller eval is a new run (without --resume)")
 
 
@@ -276,6 +279,7 @@ def run_eval(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel, task: list[Que
     check_task(task, saved, cfg.eval.task)
     check_kept(cfg, task, saved, run_dir.path)
     record_adapters(run_dir, cfg)
+    run_dir.update_info(**{ASKED: len(task)})  # what a later --resume --limit may not go below
     records = {k: rescore(cfg, r) for k, r in load_records(run_dir).items()}  # the current rules' scores
     todo = [q for q in task if q.id not in records]
     if records:

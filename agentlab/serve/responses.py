@@ -52,8 +52,9 @@ RESPONSES_FIELDS = frozenset({
     "prompt", "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention", "reasoning", "safety_identifier",
     "service_tier", "store", "stream", "stream_options", "temperature", "text", "tool_choice", "tools",
     "top_logprobs", "top_p", "truncation", "user"})
-# A function tool's fields in the Responses API's flat shape (chat's FUNCTION_FIELDS beside `type`); others refused.
-_TOOL_FIELDS = FUNCTION_FIELDS | {"type"}
+# A function tool's fields in the Responses API's flat shape (the `openai` SDK's FunctionToolParam: chat's
+# FUNCTION_FIELDS beside `type`, and the fields checked by _tool_extras); others refused.
+_TOOL_FIELDS = FUNCTION_FIELDS | {"type", "defer_loading", "allowed_callers", "output_schema"}
 
 
 @dataclass
@@ -157,6 +158,35 @@ def _input_items(raw: Any, called: set[str]) -> Messages:
     return out
 
 
+def _tool_extras(tool: dict[str, Any], where: str) -> None:
+    """A function tool's fields that chat completions has no place for: accepted at what changes nothing here, a 400
+    naming the field where its value asks what this gateway cannot do (it has no tool search nor code calling
+    tools, and does not show the model a tool's output schema)."""
+    defer = tool.get("defer_loading")
+    if defer is not None and not isinstance(defer, bool):
+        raise _bad(f"'{where}.defer_loading' must be true or false", f"{where}.defer_loading")
+    if defer:
+        raise _bad(f"'{where}.defer_loading': deferred tools (loaded by a tool search) are not served by this "
+                   "gateway: every tool is given to the model; drop the field", f"{where}.defer_loading",
+                   code="unsupported_parameter")
+    callers = tool.get("allowed_callers")
+    if callers is not None and (not isinstance(callers, list)
+                                or any(c not in ("direct", "programmatic") for c in callers)):
+        raise _bad(f"'{where}.allowed_callers' must be a list of 'direct' and 'programmatic'",
+                   f"{where}.allowed_callers")
+    if callers is not None and "direct" not in callers:
+        raise _bad(f"'{where}.allowed_callers': a tool the model may not call directly is not served by this "
+                   "gateway (it runs no code that calls tools): include 'direct' or drop the field",
+                   f"{where}.allowed_callers", code="unsupported_parameter")
+    schema = tool.get("output_schema")
+    if schema is not None and not isinstance(schema, dict):
+        raise _bad(f"'{where}.output_schema' must be a JSON schema object", f"{where}.output_schema")
+    if schema is not None:
+        raise _bad(f"'{where}.output_schema': a function's output schema is not shown to the model by this "
+                   "gateway: describe the output in 'description' instead", f"{where}.output_schema",
+                   code="unsupported_parameter")
+
+
 def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, Any]:
     """Responses' flat function tools and tool_choice in chat completions' shapes; built-in tools are refused."""
     tools, choice = body.get("tools"), body.get("tool_choice")
@@ -177,6 +207,7 @@ def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, Any]:
                            "{\"type\": \"function\", \"function\": {...}}: move the function's fields up a level",
                            f"tools[{i}].function")
             check_fields(tool, _TOOL_FIELDS, "", where=f"tools[{i}]")  # a typo (`parameter`): no parameters
+            _tool_extras(tool, f"tools[{i}]")
             fn = {k: tool[k] for k in ("name", "description", "parameters") if tool.get(k) is not None}
             chat_tools.append({"type": "function", "function": fn})
     if isinstance(choice, dict):

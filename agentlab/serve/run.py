@@ -22,13 +22,13 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from agentlab.core.config import getenv
 from agentlab.core.errors import ConfigError, MissingPackage, UsageError, pip_install
-from agentlab.core.files import counted
+from agentlab.core.files import counted, deferred_interrupts
 from agentlab.core.llm.check import local_problem
 from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, LLMConfig, load_llm_config
 from agentlab.core.llm.router import Router
@@ -183,56 +183,45 @@ def run(cfg: ServeConfig, run_dir: RunDir | None = None, *, progress: Progress |
     if llm is None or sock is None:
         prepared = prepare(cfg)
         llm, client_keys, sock = prepared["llm"], prepared["client_keys"], prepared["sock"]
-    with _stop_signals() as stop:  # a Ctrl-C / SIGTERM before the server serves (or after): kept, not raised
-        gateway = Gateway(cfg, llm, run_dir, client_keys=client_keys or [], sock=sock)
-        gateway.stop_signals = stop
-        say = announce or (lambda line: log.warning("%s", line))
-        for note in gateway.notes():
-            say(f"note: {note}")
-        gateway.on_started = lambda: say(gateway.describe())
-        gateway.on_stopping = say
-        try:
-            results = gateway.serve_forever()
-        finally:
-            if cfg.otlp_endpoint is not None:  # configured in prepare: flush the spans still batched before exit
-                shutdown_tracing()
-        if run_dir is not None:
-            run_dir.stopped_by = results["stopped_by"]  # Ctrl-C / SIGTERM, the only way out: run.json: interrupted
-            run_dir.save_results(results)
-            run_dir.save_report(render(results))
-    return results
+    say = announce or (lambda line: log.warning("%s", line))
+    serving = [False]  # set once the server has run: a signal kept then is not one while starting
 
+    def kept(signum: int) -> None:  # the first Ctrl-C / SIGTERM before the server's own handlers are set
+        if not serving[0]:
+            with contextlib.suppress(RuntimeError):  # a write to the console it interrupted: reentrant, left unsaid
+                say("stopping as soon as the gateway is up; Ctrl-C again to stop now")
 
-@contextlib.contextmanager
-def _stop_signals() -> Iterator[list[str]]:
-    """Ctrl-C and SIGTERM while ``run`` starts the gateway and while it writes its results (uvicorn's own handlers
-    take them while it serves): the first is named in the list yielded, and the server, once started, stops at once
-    (``Server.capture_signals``), so the run folder ends as a stop while serving does, with results.json, report.md
-    and the signal in run.json (it had only run.json, which said "Ctrl-C or SIGTERM"). A second one stops at once
-    (the user insists), run.json still naming it. Off the main thread (where handlers cannot be set): nothing kept.
-    Not ``core.files.deferred_interrupts``: that delivers the signal again when its block ends."""
-    kept: list[str] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield kept
-        return
-    from agentlab.core.runs import interrupted_by
-
-    def keep(signum: int, frame: Any) -> None:
-        name = signal.Signals(signum).name
-        if kept:
-            interrupted_by(f"interrupted ({name})")
-            raise KeyboardInterrupt
-        kept.append(name)
-
-    previous = {sig: handler for sig in (signal.SIGINT, signal.SIGTERM)
-                if (handler := signal.getsignal(sig)) is not signal.SIG_IGN}
-    for sig in previous:
-        signal.signal(sig, keep)
+    # A Ctrl-C / SIGTERM while the gateway starts, and while it writes its results (uvicorn's own handlers take them
+    # while it serves, and count as the first here: ``Server.handle_exit``): the first is kept, and the server, once
+    # started, stops at once (``Server.capture_signals``), so the run folder ends as a stop while serving does, with
+    # results.json, report.md and the signal in run.json. A second stops at once (the user insists), run.json still
+    # naming the stop. Off the main thread (where handlers cannot be set): nothing kept.
+    caught: list[int] = []
     try:
-        yield kept
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+        with deferred_interrupts(on_first=kept, redeliver=False) as caught:
+            gateway = Gateway(cfg, llm, run_dir, client_keys=client_keys or [], sock=sock)
+            gateway.stop_signals = caught
+            for note in gateway.notes():
+                say(f"note: {note}")
+            gateway.on_started = lambda: say(gateway.describe())
+            gateway.on_stopping = say
+            try:
+                results = gateway.serve_forever()
+            finally:
+                serving[0] = True
+                if cfg.otlp_endpoint is not None:  # configured in prepare: flush the spans still batched before exit
+                    shutdown_tracing()
+            if run_dir is not None:
+                run_dir.stopped_by = results["stopped_by"]  # Ctrl-C / SIGTERM, the only way out: run.json: interrupted
+                run_dir.save_results(results)
+                run_dir.save_report(render(results))
+    except KeyboardInterrupt:
+        from agentlab.core.runs import interrupted_by
+
+        if caught:  # a second signal: run.json names the stop (it said "Ctrl-C or SIGTERM")
+            interrupted_by(f"interrupted ({signal.Signals(caught[0]).name})")
+        raise
+    return results
 
 
 def _not_graceful_cancel(record: logging.LogRecord) -> bool:
@@ -250,25 +239,34 @@ def _server_class() -> type:
         stopped_by: str | None = None
         # called once, as shutdown begins, with the number of requests still in flight (none: not called)
         on_stop: Callable[[int], None] | None = None
-        # the signals that came before the server's own handlers were set (``_stop_signals``): it stops at once
-        stop_signals: Sequence[str] = ()
+        # the signals held while ``run`` starts the gateway (``core.files.deferred_interrupts``): one there, it stops
+        # at once; the one that stops it is added, so that a signal while the results are written stops at once
+        stop_signals: list[int]
+
+        def __init__(self, config: Any) -> None:
+            super().__init__(config)
+            self.stop_signals = []
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             if threading.current_thread() is not threading.main_thread():
                 yield
                 return
-            original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-            if self.stop_signals:  # stopped while starting: stop now, the run folder written as for any stop
-                self.handle_exit(signal.Signals[self.stop_signals[0]], None)
-            try:
+            original: dict[int, Any] = {}
+            try:  # set inside the try: a signal between the two leaves no handler of this server bound after it
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    original[sig] = signal.signal(sig, self.handle_exit)
+                if self.stop_signals:  # stopped while starting: stop now, the run folder written as for any stop
+                    self.handle_exit(self.stop_signals[0], None)
                 yield
             finally:
-                for sig, handler in original.items():
-                    signal.signal(sig, handler)
+                for which, handler in original.items():
+                    signal.signal(which, handler)
 
         def handle_exit(self, sig: int, frame: Any) -> None:
             self.stopped_by = signal.Signals(sig).name
+            if not self.stop_signals:  # the first: the next one, while the gateway closes, stops at once
+                self.stop_signals.append(sig)
             super().handle_exit(sig, frame)
 
         async def shutdown(self, sockets: list[Any] | None = None) -> None:
@@ -324,7 +322,8 @@ class Gateway:
         # said once when a stop has requests in flight to wait for (the CLI prints it: the wait is otherwise silent)
         self.on_stopping: Callable[[str], None] | None = None
         self.started_at: float | None = None
-        self.stop_signals: list[str] = []  # a Ctrl-C / SIGTERM that came before serving (``run``): stop at once
+        # the Ctrl-C / SIGTERM held while ``run`` starts the gateway: it stops at once (``Server.stop_signals``)
+        self.stop_signals: list[int] = []
         # where every request's messages and reply are kept (--log-prompts), said at start: None when nowhere
         self.prompts_file: Path | None = run_dir.path / "llm_calls.jsonl" if run_dir is not None and getattr(
             run_dir, "log_prompts", False) else None
