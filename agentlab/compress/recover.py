@@ -10,11 +10,8 @@ the functions.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from agentlab.compress.prune import decoder_linears, sparsity_of, token_chunks
 from agentlab.core.errors import InputError
+from agentlab.core.files import said_at_once
 from agentlab.core.models.device import quiet_imports, quiet_library_warnings, seed_everything
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.train.model import lora_config
@@ -218,49 +216,6 @@ def train_loop(params: list[Any], chunks: torch.Tensor, loss_fn: Callable[[torch
             losses.append(float(loss.detach()))
             task.advance(description=f"{description}: step {step + 1}/{steps}, loss {losses[-1]:.4g}")
     return losses
-
-
-@contextlib.contextmanager
-def said_at_once(say: Callable[[int], None]) -> Iterator[None]:
-    """``say(signum)`` called at once, from a thread, on the first Ctrl-C or SIGTERM while the block runs, though
-    the main thread is inside a long call into torch (a training step's backward pass): Python runs its signal
-    handler, which raises the KeyboardInterrupt, only when torch hands back, and until then nothing was printed.
-    The signal itself is left to its handler, as it was. Through ``signal.set_wakeup_fd``, which the C-level handler
-    writes to at once; nothing is done off the main thread, or where another wakeup fd is set (an asyncio loop's)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    read, write = os.pipe()
-    watcher: threading.Thread | None = None
-    previous: int | None = None
-
-    def watch() -> None:
-        said = False
-        while data := os.read(read, 64):  # empty: the block ended (the write end closed)
-            for signum in data:
-                if not said and signum in (signal.SIGINT, signal.SIGTERM):
-                    said = True
-                    with contextlib.suppress(Exception):  # a console gone: the interrupt still comes
-                        say(signum)
-
-    try:  # from the pipe on: a Ctrl-C while this is set up leaves no fd open and no wakeup fd set
-        os.set_blocking(write, False)
-        with contextlib.suppress(ValueError):
-            previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
-        if previous == -1:
-            watcher = threading.Thread(target=watch, name="agentlab-said-at-once", daemon=True)
-            watcher.start()
-        elif previous is not None:  # another one's (an asyncio loop's): put back, nothing watched
-            signal.set_wakeup_fd(previous)
-        yield
-    finally:
-        if previous == -1:
-            signal.set_wakeup_fd(-1)
-        os.close(write)
-        if watcher is not None and watcher.is_alive():
-            watcher.join(timeout=5)
-        if watcher is None or not watcher.is_alive():  # else left open: the watcher may still read it
-            os.close(read)
 
 
 def _batches(n: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:

@@ -279,6 +279,49 @@ def deferred_interrupts(on_first: Callable[[int], None] | None = None, *,
             signal.raise_signal(caught[0])  # the restored handler runs now: KeyboardInterrupt, or the default
 
 
+@contextlib.contextmanager
+def said_at_once(say: Callable[[int], None]) -> Iterator[None]:
+    """``say(signum)`` called at once, from a thread, on the first Ctrl-C or SIGTERM while the block runs, though
+    the main thread is inside a long call into torch (a training step's backward pass): Python runs its signal
+    handler, which raises the KeyboardInterrupt, only when torch hands back, and until then nothing was printed.
+    The signal itself is left to its handler, as it was. Through ``signal.set_wakeup_fd``, which the C-level handler
+    writes to at once; nothing is done off the main thread, or where another wakeup fd is set (an asyncio loop's)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    read, write = os.pipe()
+    watcher: threading.Thread | None = None
+    previous: int | None = None
+
+    def watch() -> None:
+        said = False
+        while data := os.read(read, 64):  # empty: the block ended (the write end closed)
+            for signum in data:
+                if not said and signum in (signal.SIGINT, signal.SIGTERM):
+                    said = True
+                    with contextlib.suppress(Exception):  # a console gone: the interrupt still comes
+                        say(signum)
+
+    try:  # from the pipe on: a Ctrl-C while this is set up leaves no fd open and no wakeup fd set
+        os.set_blocking(write, False)
+        with contextlib.suppress(ValueError):
+            previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        if previous == -1:
+            watcher = threading.Thread(target=watch, name="agentlab-said-at-once", daemon=True)
+            watcher.start()
+        elif previous is not None:  # another one's (an asyncio loop's): put back, nothing watched
+            signal.set_wakeup_fd(previous)
+        yield
+    finally:
+        if previous == -1:
+            signal.set_wakeup_fd(-1)
+        os.close(write)
+        if watcher is not None and watcher.is_alive():
+            watcher.join(timeout=5)
+        if watcher is None or not watcher.is_alive():  # else left open: the watcher may still read it
+            os.close(read)
+
+
 def human_size(n: float | None) -> str:
     """A byte count for people: ``512 B``, ``1.5 KiB``, ``97.3 MiB``, ``2.1 GiB``; ``-`` for None."""
     if n is None:

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -84,33 +82,6 @@ def test_an_evaluation_text_of_one_word_is_about_1_token(tmp_path: Path, caplog:
     with caplog.at_level(logging.WARNING):
         load_texts(CompressConfig(eval_text=tmp_path / "short.txt"))
     assert "short.txt: about 1 token, fewer than one perplexity window" in caplog.text
-
-
-def test_ctrl_c_inside_a_long_call_is_said_at_once(sigint_raises: None) -> None:
-    """A Ctrl-C while the main thread is inside torch (a backward pass) raised KeyboardInterrupt only when torch
-    handed back, 16 s later, with nothing printed. Here the main thread waits, in C, for the line itself: were it
-    said only once the main thread ran Python again, the wait would end by its timeout and ``said`` stay unset."""
-    from agentlab.compress.recover import said_at_once
-
-    said = threading.Event()
-    got: list[int] = []
-
-    def say(signum: int) -> None:
-        got.append(signum)
-        said.set()
-
-    with pytest.raises(KeyboardInterrupt):
-        with said_at_once(say):
-            # blocked here, the signal goes to another thread, as while the main one is inside torch's C++ code
-            before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-            try:
-                os.kill(os.getpid(), signal.SIGINT)
-                said.wait(60)  # the lock's wait is not interrupted: the signal was another thread's
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, before)
-            for _ in range(1000):  # the handler runs at the main thread's next step
-                pass
-    assert got == [signal.SIGINT]
 
 
 def test_ctrl_c_in_a_recovery_step_says_it_is_stopping(sigint_raises: None, caplog: pytest.LogCaptureFixture) -> None:

@@ -1,16 +1,17 @@
 """``core.files.deferred_interrupts``: ``redeliver=False`` (serve answers the signal itself), a signal the caller
 took in another way counting as the first, and no handler of the block left bound when a signal comes while the
-handlers are set."""
+handlers are set. ``said_at_once``: the line said while the main thread is still blocked."""
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Iterator
 
 import pytest
 
-from agentlab.core.files import deferred_interrupts
+from agentlab.core.files import deferred_interrupts, said_at_once
 
 
 def to_interrupt(signum: int, frame: object) -> None:
@@ -64,3 +65,28 @@ def test_a_signal_while_the_handlers_are_set_leaves_none_bound(monkeypatch: pyte
     with pytest.raises(KeyboardInterrupt), deferred_interrupts():
         pass
     assert raised and signal.getsignal(signal.SIGINT) is to_interrupt
+
+
+def test_ctrl_c_inside_a_long_call_is_said_at_once(sigint_raises: None) -> None:
+    """A Ctrl-C while the main thread is inside torch (a backward pass) raised KeyboardInterrupt only when torch
+    handed back, 16 s later, with nothing printed. Here the main thread waits, in C, for the line itself: were it
+    said only once the main thread ran Python again, the wait would end by its timeout and ``said`` stay unset."""
+    said = threading.Event()
+    got: list[int] = []
+
+    def say(signum: int) -> None:
+        got.append(signum)
+        said.set()
+
+    with pytest.raises(KeyboardInterrupt):
+        with said_at_once(say):
+            # blocked here, the signal goes to another thread, as while the main one is inside torch's C++ code
+            before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                said.wait(60)  # the lock's wait is not interrupted: the signal was another thread's
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, before)
+            for _ in range(1000):  # the handler runs at the main thread's next step
+                pass
+    assert got == [signal.SIGINT]
