@@ -325,7 +325,7 @@ class LineProgress:
         if now - self._last < self.every_s:
             return
         self._last = now
-        done = f" {_count(task.completed)}/{_count(task.total)}" if task.total else ""
+        done = f" {_count(task.completed)}/{_count(task.total)} done" if task.total else ""
         elapsed = int(now - self._start)
         console.print(safe_text(f"progress: {task.description}{done} "
                                 f"({elapsed // 3600}:{elapsed % 3600 // 60:02d}:{elapsed % 60:02d} elapsed)"),

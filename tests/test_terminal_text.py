@@ -119,8 +119,8 @@ def test_progress_where_stderr_is_no_terminal_is_a_line_now_and_then(monkeypatch
         task.advance(4, description="[2] nas [tpe]")  # as written: no markup, no backslash
         lines.task("tokens", total=2_000_000).update(completed=1_000_000)
         lines.close()
-    assert captured.get().splitlines() == ["progress: [2] nas [tpe] 4/10 (0:00:00 elapsed)",
-                                           "progress: tokens 1000000/2000000 (0:00:00 elapsed)"]
+    assert captured.get().splitlines() == ["progress: [2] nas [tpe] 4/10 done (0:00:00 elapsed)",
+                                           "progress: tokens 1000000/2000000 done (0:00:00 elapsed)"]
 
 
 def test_a_credential_in_a_library_log_line_is_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:

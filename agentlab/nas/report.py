@@ -301,7 +301,7 @@ def render_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[str, Any
                  f"{_fmt(best.metrics.get('test_mae'))}, {best.metrics.get('n_params', 0):,} parameters.")
     if base is not None:
         lines.append(f"Base config ({base.run_id}): val MSE {_fmt(base.value)}, test MSE "
-                     f"{_fmt(base.metrics.get('test_mse'))}. Change in val MSE from the base: {-gain:+.1%} "
+                     f"{_fmt(base.metrics.get('test_mse'))}. Change in val MSE from the base: {-gain or 0.0:+.1%} "
                      "(negative: lower error)." if gain is not None else "")
     lines.append("Every MSE and MAE here is on standardised data: each channel scaled by the mean and standard "
                  "deviation of its train split.")

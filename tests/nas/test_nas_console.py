@@ -295,3 +295,11 @@ def test_the_report_says_what_a_trials_changes_are_against(in_tmp: Path) -> None
     report = (out / "report.md").read_text()
     assert "Changes are against the best trial when each trial was planned" in report
     assert "| run | planner | changes vs the best then | val MSE |" in report
+
+
+def test_no_change_from_the_base_is_written_without_a_sign(in_tmp: Path) -> None:
+    """A search whose best is its base config: report.md said "-0.0%" where the console said "+0%"."""
+    out = in_tmp / "r"
+    assert main(["nas", *sets([*TINY, "data.synthetic_steps=400"]), "-n", "1", "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "Change in val MSE from the base: +0.0%" in report and "-0.0%" not in report

@@ -285,8 +285,8 @@ def test_llm_planners_without_a_planner_model_are_one_line(in_tmp: Path, capsys:
     config = write_project(in_tmp)
     assert main(["nas", "-c", str(config), "--llm", "llm.yaml", "--planner", planner]) == 2
     err = capsys.readouterr().err
-    assert f"--planner {planner} needs a planner model" in err and "Traceback" not in err
-    assert run_folders(in_tmp) == []
+    assert f"--planner {planner} needs a planner model, and the routing config llm.yaml has none" in err
+    assert "Traceback" not in err and run_folders(in_tmp) == []
 
 
 @pytest.mark.parametrize("planner", ["llm", "agent"])

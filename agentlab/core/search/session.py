@@ -238,7 +238,9 @@ def require_planner_model(llm: LLMConfig, kind: str, *, source: str | None = Non
         return
     chain = llm.route("planner").chain()
     if not chain:
-        raise UsageError(f"--planner {kind} needs a planner model, and the routing config has none",
+        config = (f"the routing config {source} has none" if source is not None else
+                  f"no --llm was given{' and configs/llm.yaml has none' if DEFAULT_LLM_CONFIG.is_file() else ''}")
+        raise UsageError(f"--planner {kind} needs a planner model, and {config}",
                          hint=f"give --llm FILE with a `planner` route, or {OFFLINE_LLM}, "
                          f"or use --planner {fallback}")
     check_planner_keys(llm, kind, fallback)

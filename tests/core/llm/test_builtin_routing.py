@@ -47,10 +47,12 @@ def test_a_missing_routing_config_names_the_builtin_models(in_tmp: Path) -> None
     assert "qwen2.5-coder-1.5b" in (err.value.hint or "") and "agentlab config examples" in (err.value.hint or "")
 
 
-def test_the_planner_hint_offers_a_builtin_model(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_planner_hint_offers_a_builtin_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from agentlab.core.search import session
 
-    with pytest.raises(UsageError, match="needs a planner model") as err:
+    # no --llm and no configs/llm.yaml: no routing config to blame (it said "and the routing config has none")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match="needs a planner model, and no --llm was given$") as err:
         require_planner_model(LLMConfig(), "agent", fallback="nsga2")
     assert "--llm qwen2.5-coder-0.5b" in (err.value.hint or "")
     # that built-in given but not installed: how to install it, not the same --llm again, nor "fix models.x in y"
