@@ -246,6 +246,10 @@ def plot_history(records: list[TrialRecord], path: Path) -> Path | None:
         xs.append(r.number)
         ys.append(best)
     if xs:
+        last = max(r.number for r in done)
+        if last > xs[-1]:  # the line runs to the last trial: a later one below it was not accepted (min_delta)
+            xs.append(last)
+            ys.append(ys[-1])
         ax.step(xs, ys, where="post", color="black", linewidth=1.2, label="best accepted")
     ax.set_xlabel("trial")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials are whole numbers, even with 2 of them

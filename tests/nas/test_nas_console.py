@@ -303,3 +303,22 @@ def test_no_change_from_the_base_is_written_without_a_sign(in_tmp: Path) -> None
     assert main(["nas", *sets([*TINY, "data.synthetic_steps=400"]), "-n", "1", "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
     assert "Change in val MSE from the base: +0.0%" in report and "-0.0%" not in report
+
+
+def test_the_history_plots_best_line_runs_to_the_last_trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The best-accepted line stopped at the last accepted trial: a later trial below it (not accepted under
+    min_delta) looked like a plotting error."""
+    import matplotlib.axes
+
+    from agentlab.core.search.records import TrialRecord
+    from agentlab.nas.report import plot_history
+
+    steps: list[tuple[list[int], list[float]]] = []
+    real = matplotlib.axes.Axes.step
+    monkeypatch.setattr(matplotlib.axes.Axes, "step",
+                        lambda self, x, y, *a, **k: steps.append((list(x), list(y))) or real(self, x, y, *a, **k))
+    records = [TrialRecord(0, "complete", 0.7, {}, planner="base", accepted=True),
+               TrialRecord(1, "complete", 0.69, {}, planner="tpe", accepted=True),
+               TrialRecord(2, "complete", 0.6899, {}, planner="tpe", accepted=False)]
+    assert plot_history(records, tmp_path / "h.png") is not None
+    assert steps == [([0, 1, 2], [0.7, 0.69, 0.69])]
