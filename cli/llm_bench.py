@@ -29,10 +29,15 @@ def _print_table(results: dict[str, Any]) -> None:
         status = "[green]yes[/]" if m["available"] else f"[red]no: {m['error_kind']}[/]"
         table.add_row(safe_text(m["name"]), status, f"{m['ok']}/{m['requests']}", ms(m["ttft_s"]["p50"]),
                       ms(m["latency_s"]["p50"]), ms(m["latency_s"]["p90"]), ms(m["latency_s"]["p99"]),
-                      "-" if m["output_tokens_per_s"] is None else f"{m['output_tokens_per_s']:.0f}")
+                      "-" if m["output_tokens_per_s"] is None else
+                      f"{'~' if m.get('tokens_estimated') else ''}{m['output_tokens_per_s']:.0f}")
     console.print(table)
     console.print("latency: a whole request's; decode tok/s: the median per request, output tokens after the first "
                   "over the time after the first token (`-` when not streamed)", style="dim")
+    if any(m.get("tokens_estimated") for m in results["models"]):
+        from agentlab.llm_bench.report import ESTIMATED
+
+        console.print(safe_text(ESTIMATED.replace("`", "")), style="dim")
     for m in results["models"]:
         if not m["available"] and m.get("error"):
             console.print(safe_text(f"{m['name']}: {m['error']}"), style="red")  # safe_text escapes the markup

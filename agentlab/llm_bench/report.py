@@ -19,23 +19,26 @@ def best_model(models: list[dict[str, Any]]) -> str | None:
 
 
 def route_summary(route: list[dict[str, Any]]) -> dict[str, Any]:
-    """Who answered the routed requests, how many failed (every model of the route did), how many answered ones
-    needed a fallback, and the time those fallbacks cost."""
+    """Who answered the routed requests, how many failed (every model of the route did) and the time they took, how
+    many answered ones needed a fallback, and the time those fallbacks cost before the answers (a failed request's
+    ``fallback_time_s`` is null: it has no answer, all its time was lost)."""
     answered: dict[str, int] = {}
     for r in route:
         if r["model"]:
             answered[r["model"]] = answered.get(r["model"], 0) + 1
     return {"answered_by": ", ".join(f"{k} x{v}" for k, v in answered.items()) or "none",
             "requests": len(route), "failed": sum(1 for r in route if not r["model"]),
+            "failed_s": sum(r["latency_s"] for r in route if not r["model"]),
             "with_fallback": sum(1 for r in route if r["model"] and r["fallbacks"]),
-            "lost_s": sum(r["fallback_time_s"] for r in route)}
+            "lost_s": sum(r["fallback_time_s"] or 0.0 for r in route if r["model"])}
 
 
 def route_line(s: dict[str, Any]) -> str:
     """The route's outcome in one sentence (console and report)."""
-    failed = f"; {s['failed']}/{s['requests']} failed (every model of the route)" if s["failed"] else ""
-    return (f"answered by {s['answered_by']}{failed}; {s['with_fallback']}/{s['requests']} needed a fallback, "
-            f"{s['lost_s']:.3f} s lost to fallbacks")
+    failed = (f"; {s['failed']}/{s['requests']} failed (every model of the route, {s['failed_s']:.3f} s spent on "
+              "them)" if s["failed"] else "")
+    return (f"answered by {s['answered_by']}{failed}; {s['with_fallback']}/{s['requests']} answered after a "
+            f"fallback, {s['lost_s']:.3f} s lost to fallbacks before their answers")
 
 
 def _why(model: dict[str, Any]) -> str:
@@ -61,6 +64,16 @@ def _fmt(value: float | None, scale: float = 1000.0, unit: str = "ms") -> str:
     return "-" if value is None else f"{value * scale:.0f} {unit}" if scale != 1 else f"{value:.1f}"
 
 
+MIN_DECODE_MS = 1.0  # the least time after the first token a decode speed is taken over (run.MIN_DECODE_S)
+ESTIMATED = ("`~`: estimated: the server sent no token counts (`usage`), so each stream chunk counted as one output "
+             "token (a server that sends several tokens a chunk reads slower than it is)")
+
+
+def _tokens(value: float | None, estimated: bool) -> str:
+    """A tokens/s cell: ``~`` before one counted from stream chunks (``tokens_estimated``)."""
+    return "-" if value is None else f"{'~' if estimated else ''}{value:.1f}"
+
+
 def save_chart(models: list[dict[str, Any]], path: Path) -> Path | None:
     """Horizontal bars of TTFT and latency p50/p90 per available model (no TTFT bars when no model was streamed:
     ``--no-stream`` drew an empty series). None when matplotlib is not installed."""
@@ -81,37 +94,39 @@ def save_chart(models: list[dict[str, Any]], path: Path) -> Path | None:
     if not series:
         return None
     height = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.7 * len(rows)))
+    fig, ax = plt.subplots(figsize=(8, 1.6 + 0.7 * len(rows)), layout="constrained")
     for k, (label, key, q) in enumerate(series):
         values = [(m[key][q] or 0.0) * 1000 for m in rows]
         ax.barh([i + k * height for i in range(len(rows))], values, height=height, label=label)
-    ax.set_yticks([i + height for i in range(len(rows))], [m["name"] for m in rows])
+    # each name at the middle of its group of bars (it sat on the second bar of two)
+    ax.set_yticks([i + (len(series) - 1) * height / 2 for i in range(len(rows))], [m["name"] for m in rows])
     ax.invert_yaxis()
     ax.set_xlabel("milliseconds")
     ax.set_title("llm-bench: time to first token and total latency" if series[0][1] == "ttft_s"
                  else "llm-bench: total latency (not streamed: no time to first token)")
-    ax.legend(loc="lower right")
+    # under the plot: inside it (lower right), it covered the ends of the longest bars
+    fig.legend(loc="outside lower center", ncol=len(series), frameon=False)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
     save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
 
-def measure_again(config: str | Path | None = None, rerun: str | None = None) -> str:
+def measure_again(config: str | Path | None = None, rerun: str | None = None, *, demo: bool | None = None) -> str:
     """What to do after a stopped measurement (or instead of ``--resume``): llm-bench repeats a run, never continues
     it. The one text of Ctrl-C's line, the hidden ``--resume``'s hint and an interrupted report.md; ``config``: the
     run folder's config.yaml when known, else ``RUN/config.yaml`` with RUN explained; ``rerun``: the command line
     after ``agentlab`` that repeats this run when it is not ``-c`` its config.yaml (a --demo run's, with its
-    options: its config names the port of a demo server that is gone)."""
+    options: its config names the port of a demo server that is gone); ``demo``: False for a run known not to be a
+    --demo run (no advice for one), None when unknown."""
     if rerun is not None:
         return f"measure again with `agentlab {rerun}`"
     if config is None:
         return ("measure again with `agentlab llm-bench -c RUN/config.yaml` (RUN: the run folder, whose results.json "
                 "and report.md hold the models measured so far; a --demo run: `agentlab llm-bench --demo` with the "
                 "run's options)")
-    return (f"measure again with `agentlab llm-bench -c {shell_word(config)}` (a --demo run: `agentlab llm-bench "
-            "--demo`)")
+    again = f"measure again with `agentlab llm-bench -c {shell_word(config)}`"
+    return again if demo is False else again + " (a --demo run: `agentlab llm-bench --demo` with the run's options)"
 
 
 def after_stop(folder: Path | None) -> str:
@@ -141,8 +156,10 @@ def render_report(results: dict[str, Any], run_path: Path, *, planned: int | Non
     chart = save_chart(models, run_path / "latency.png") if planned is None else None
     lines = ["# llm-bench", ""]
     config = run_path / "config.yaml"
-    # a --demo run's own command line (its braces escaped for str.format: a --prompt holding "{config}" is text)
-    again = measure_again(config, rerun.format(config=config, run=run_path) if rerun is not None else None)
+    # a --demo run's own command line (its braces escaped for str.format: a --prompt holding "{config}" is text);
+    # any other run's config.yaml holds its options, named as its first line and the terminal name it (absolute)
+    again = measure_again(config.absolute(), rerun.format(config=config, run=run_path) if rerun is not None else None,
+                          demo=False)
     if results.get("interrupted") and planned is not None:
         lines += [f"**Incomplete**: the {len(models)} of {planned} model(s) measured so far; the run is still going, "
                   f"or was stopped before the rest (run.json's status says which); {again}.", ""]
@@ -168,7 +185,16 @@ def render_report(results: dict[str, Any], run_path: Path, *, planned: int | Non
             f"| {m['ok']}/{m['requests']} "
             f"| {_fmt(m['ttft_s']['p50'])} | {_fmt(m['ttft_s']['p90'])} | {_fmt(m['latency_s']['p50'])} "
             f"| {_fmt(m['latency_s']['p90'])} | {_fmt(m['latency_s']['p99'])} "
-            f"| {_fmt(m['output_tokens_per_s'], 1, '')} |")
+            f"| {_tokens(m['output_tokens_per_s'], m.get('tokens_estimated', False))} |")
+    if any(m["available"] and m.get("stream", True) and m["ttft_s"]["p50"] is None for m in models):
+        lines += ["", "Asked for a stream but answered whole (a server or proxy that ignores `stream: true`): no time "
+                  "to first token, so TTFT and decode tokens/s are `-`."]
+    if any(m["available"] and m["ttft_s"]["p50"] is not None and m["output_tokens_per_s"] is None for m in models):
+        lines += ["", "Decode tokens/s `-` with a TTFT: every answer was one token, or came in one piece (under "
+                  f"{MIN_DECODE_MS:g} ms after its first token), too fast to time."]
+    if any(m.get("tokens_estimated") or any(lv.get("tokens_estimated") for lv in m.get("levels", []))
+           for m in models):
+        lines += ["", ESTIMATED + "."]
     if chart is not None:
         lines += ["", f"![latency]({chart.name})"]
     probed = [m for m in models if m.get("tool_call")]
@@ -206,8 +232,10 @@ def render_report(results: dict[str, Any], run_path: Path, *, planned: int | Non
                   "| model | concurrency | ok | latency p50 | requests/s | throughput tokens/s |",
                   "|---|---|---|---|---|---|"]
         for name, lv in level_rows:
+            throughput = lv["throughput_tokens_per_s"]
             lines.append(f"| {name} | {lv['concurrency']} | {lv['ok']}/{lv['requests']} | "
-                         f"{_fmt(lv['latency_s']['p50'])} | {lv['requests_per_s']} | {lv['throughput_tokens_per_s']} |")
+                         f"{_fmt(lv['latency_s']['p50'])} | {lv['requests_per_s']} | "
+                         f"{'~' if lv.get('tokens_estimated') and throughput is not None else ''}{throughput} |")
     if "route" in results:
         summary = route_summary(results["route"])
         line = route_line(summary)  # str.capitalize would lower-case the model names after its first letter

@@ -11,9 +11,13 @@ which model answered each one and the time lost to fallbacks.
 
 ``results.json`` is a contract for scripts:
 ``{"models": [{"name", "available", "error_kind", "error", "hint", "requests", "ok", "ttft_s": {"p50","p90","p99"},
-"latency_s": {...}, "output_tokens_per_s", "tool_call": {"called", "valid", "problem", "latency_s", "error_kind",
-"error", "hint"},
-...}], "route": [{"request", "model", "fallbacks", "latency_s", ...}]}``.
+"latency_s": {...}, "output_tokens_per_s", "tokens_estimated", "tool_call": {"called", "valid", "problem", "latency_s",
+"error_kind", "error", "hint"},
+...}], "route": [{"request", "model", "fallbacks", "latency_s", "fallback_time_s", ...}]}``. ``tokens_estimated``: some
+answer came without the server's token count (usage), so its output tokens are the stream's chunks counted
+(``Usage.reported``). A route record's ``fallbacks`` is how many times the request moved on to another model (retries
+of one model not counted), answered or not; ``fallback_time_s`` the time lost before the answering model's attempt,
+null for a failed request.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from agentlab.core.llm.types import Completion, GenParams
 from agentlab.core.progress import NullProgress, Progress, ProgressTask
 from agentlab.core.runs import RunDir
 from agentlab.llm_bench.config import BenchConfig, BenchSettings
-from agentlab.llm_bench.report import best_model, render_report
+from agentlab.llm_bench.report import MIN_DECODE_MS, best_model, render_report
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +54,13 @@ class Sample:
     hint: str | None = None  # what to do about it (an unset API key, a server that is down), as the error gives it
     model: str | None = None
     fallbacks: int = 0
-    fallback_time_s: float = 0.0
+    fallback_time_s: float | None = 0.0  # None: the request failed (no answer the time was lost before)
+    tokens_reported: bool = True  # False: the server sent no usage, output_tokens counts the stream's chunks
+
+
+# Below this many seconds after the first token the answer came at once (one chunk, or a server that ignored
+# `stream: true`): the time is the event loop's, not decoding, and tokens over it read as billions a second.
+MIN_DECODE_S = MIN_DECODE_MS / 1000
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
@@ -75,9 +85,10 @@ def _summarise(samples: list[Sample]) -> dict[str, Any]:
         if not s.ok:
             errors[s.error_kind or "unknown"] = errors.get(s.error_kind or "unknown", 0) + 1
     # Per-request decode speed: the output tokens after the first over the time after the first token. Only for a
-    # streamed answer (without a stream there is no first token's time: None, not tokens over the whole request).
-    speeds = [(s.output_tokens - 1) / max(s.latency_s - s.ttft_s, 1e-9) for s in good
-              if s.ttft_s is not None and s.output_tokens > 1]
+    # streamed answer (without a stream there is no first token's time: None, not tokens over the whole request)
+    # of two tokens or more whose tokens came over MIN_DECODE_S at least (not all at once).
+    speeds = [(s.output_tokens - 1) / (s.latency_s - s.ttft_s) for s in good
+              if s.ttft_s is not None and s.output_tokens > 1 and s.latency_s - s.ttft_s >= MIN_DECODE_S]
     ttfts = [s.ttft_s for s in good if s.ttft_s is not None]
     return {
         "requests": len(samples),
@@ -86,6 +97,7 @@ def _summarise(samples: list[Sample]) -> dict[str, Any]:
         "ttft_s": percentiles(ttfts),
         "latency_s": percentiles([s.latency_s for s in good]),
         "output_tokens_per_s": round(percentiles(speeds)["p50"] or 0.0, 3) if speeds else None,
+        "tokens_estimated": any(not s.tokens_reported for s in good),
     }
 
 
@@ -97,8 +109,12 @@ async def _timed(call: Any) -> Sample:
         return Sample(ok=False, latency_s=time.perf_counter() - start, error_kind=exc.kind,
                       error=redact(" ".join(str(exc).split()))[:300],
                       hint=redact(" ".join(exc.hint.split()))[:300] if exc.hint else None)
-    return Sample(ok=True, latency_s=completion.latency_s or time.perf_counter() - start, ttft_s=completion.ttft_s,
-                  output_tokens=completion.usage.completion_tokens, model=completion.model)
+    latency = completion.latency_s or time.perf_counter() - start
+    # A server that ignores `stream: true` answers whole: the router then times the first piece after the whole
+    # answer was read, at or past the latency, which is no first token's time (docs: llm-bench)
+    ttft = completion.ttft_s if completion.ttft_s is not None and completion.ttft_s < latency else None
+    return Sample(ok=True, latency_s=latency, ttft_s=ttft, output_tokens=completion.usage.completion_tokens,
+                  model=completion.model, tokens_reported=completion.usage.reported)
 
 
 async def _level(make_call: Any, requests: int, concurrency: int, task: ProgressTask) -> tuple[list[Sample], float]:
@@ -210,14 +226,18 @@ async def bench_route(router: Router, route: str, settings: BenchSettings, task:
         try:
             routed = await router.generate(messages, route=route, params=params)
         except LLMError as exc:
+            # as for an answer, the times it moved on to another model, not its attempts (retries counted 4 on a
+            # route of two models); no time "lost to fallbacks": there is no answer, all of latency_s was lost
+            tried = {attempt[0] for attempt in getattr(exc, "attempts", []) if attempt[0] != "-"}  # "-": deadline
             sample = Sample(ok=False, latency_s=time.perf_counter() - start, error_kind=exc.kind,
-                            fallbacks=len(getattr(exc, "attempts", [])))
+                            fallbacks=max(len(tried) - 1, 0), fallback_time_s=None)
         else:
             sample = Sample(ok=True, latency_s=time.perf_counter() - start, model=routed.model,
                             output_tokens=routed.completion.usage.completion_tokens, fallbacks=routed.fallbacks,
                             fallback_time_s=routed.fallback_time_s)
+        lost = None if sample.fallback_time_s is None else round(sample.fallback_time_s, 6)
         records.append({"request": index, "model": sample.model, "fallbacks": sample.fallbacks,
-                        "latency_s": round(sample.latency_s, 6), "fallback_time_s": round(sample.fallback_time_s, 6),
+                        "latency_s": round(sample.latency_s, 6), "fallback_time_s": lost,
                         "ok": sample.ok, "error_kind": sample.error_kind})
         return sample
 

@@ -74,15 +74,17 @@ def test_route_reports_who_answered_and_fallbacks(srv: ScriptedServer, in_tmp: P
     # only the broken model benched (-m): the route's fallback answered every request, so something works: exit 0
     assert main(["llm-bench", "-c", str(config), "-m", "broken", "--route", "default", "--requests", "2",
                  "--concurrency", "1", "--out", str(in_tmp / "r2")]) == 0
-    assert "route: answered by local x2; 2/2 needed a fallback" in " ".join(capsys.readouterr().err.split())
-    # a route whose every model fails: its requests failed, none "needed a fallback" (it said "(failed) x2; 2/2")
+    assert "route: answered by local x2; 2/2 answered after a fallback" in " ".join(capsys.readouterr().err.split())
+    # a route whose every model fails: its requests failed, none was answered after a fallback (it said
+    # "(failed) x2; 2/2")
     config.write_text(f"providers:\n  loop: {{kind: openai, base_url: '{srv.base_url}'}}\n"
                       "models:\n  broken: {provider: loop, model: broken}\nroutes:\n  default: {primary: [broken]}\n"
                       "retries: 0\n")
     assert main(["llm-bench", "-c", str(config), "--route", "default", "--requests", "2", "--concurrency", "1",
                  "--out", str(in_tmp / "r3")]) == 1
     said = " ".join(capsys.readouterr().err.split())
-    assert "route: answered by none; 2/2 failed (every model of the route); 0/2 needed a fallback" in said
+    assert "route: answered by none; 2/2 failed (every model of the route, " in said
+    assert "s spent on them); 0/2 answered after a fallback, 0.000 s lost to fallbacks before their answers" in said
 
 
 def test_all_dead_exits_1_but_writes_results(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:

@@ -674,8 +674,10 @@ class OpenAIProvider:
         usage = data.get("usage") or {}
         if text:
             yield StreamDelta(text)
+        # Not streamed: the whole answer came at once, so there is no first token's time (it read as the latency,
+        # and llm-bench divided the tokens after the first by the ~0 s after it)
         yield Completion(text=text, model=model, usage=usage_of(usage),
-                         latency_s=latency, ttft_s=latency, finish_reason=data["choices"][0].get("finish_reason"),
+                         latency_s=latency, ttft_s=None, finish_reason=data["choices"][0].get("finish_reason"),
                          tool_calls=calls_from_message(message))
 
     # -- embeddings ------------------------------------------------------------------------------------------------
