@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from agentlab.core.config import ModelName, RunName, StrictModel
 from agentlab.core.skills import DATA_DIR
@@ -48,6 +48,10 @@ class DataConfig(StrictModel):
 
 
 class LoraSettings(StrictModel):
+    # every number finite: `--lr inf` or `train.weight_decay: .inf` passed (`--epochs inf` then failed with an
+    # OverflowError once the model had loaded, in a run folder left failed); NaN failed its bound already
+    model_config = ConfigDict(allow_inf_nan=False)
+
     r: int = Field(16, ge=1, le=512, description="LoRA rank (16-32 for personas)")
     alpha: int | None = Field(None, ge=1, description="LoRA alpha; empty: 2 x r")
     dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
@@ -56,6 +60,8 @@ class LoraSettings(StrictModel):
 
 
 class TrainSettings(StrictModel):
+    model_config = ConfigDict(allow_inf_nan=False)  # as LoraSettings
+
     epochs: float = Field(3.0, gt=0, description="passes over the data (max_steps wins when set); 3 x 150 "
                            "conversations is ~30 steps, ~4 minutes for SmolLM2-135M on 2 CPU cores")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
@@ -81,6 +87,8 @@ class TrainSettings(StrictModel):
 
 
 class EvalSettings(StrictModel):
+    model_config = ConfigDict(allow_inf_nan=False)  # as LoraSettings
+
     tasks: list[str] = Field(default_factory=list, description="lm-eval tasks that score the adapter against its "
                              "base when training ends (e.g. agentlab_style_pirate; `agentlab eval tasks` lists the "
                              "bundled ones); empty: no evaluation")

@@ -102,7 +102,8 @@ def load_chat_jsonl(path: str | Path) -> ChatData:
         lines.append(number)
         turns += len(record["messages"])
     if problems:
-        _fail(problems, "fix the lines above (or drop them) and run again")
+        _fail(problems, "fix the line above (or drop it) and run again" if len(problems) == 1 else
+              "fix the lines above (or drop them) and run again")
     if not rows:
         raise InputError(f"{path}: no conversations in the file", hint="one JSON object per line: {\"messages\": "
                          "[...]}; see the shipped examples in agentlab/train_persona/data/")

@@ -23,7 +23,13 @@ from typing import Any
 from agentlab.core.errors import AgentlabError, InputError, missing_package
 from agentlab.core.files import cannot_write, nearest_existing, ordinary_mode
 from agentlab.core.models import gguf_export
-from agentlab.core.models.adapters import ADAPTER_CONFIG, check_lora_rank, read_lora, warn_other_base
+from agentlab.core.models.adapters import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    check_lora_rank,
+    read_lora,
+    warn_other_base,
+)
 from agentlab.core.models.builtin import BUILTIN_MODELS
 from agentlab.core.models.convert import gguf_to_hf, quiet_transformers
 from agentlab.core.models.gguf_export import ARCHITECTURES, gguf_architecture
@@ -84,6 +90,7 @@ def export_gguf(adapter_dir: str | Path, out: str | Path, *, base_model: str | N
     adapter, out = Path(adapter_dir), Path(out)
     if dtype not in gguf_export.GGUF_DTYPES:
         raise InputError(f"unsupported GGUF dtype '{dtype}'", hint=f"use one of: {', '.join(gguf_export.GGUF_DTYPES)}")
+    quantize = quantize.lower() if quantize is not None else None  # Q8_0 as llama.cpp's own tools spell it
     if quantize is not None and quantize not in gguf_export.QUANT_KINDS:
         raise InputError(f"unknown quantization '{quantize}'",
                          hint=f"use one of: {', '.join(gguf_export.QUANT_KINDS)}")
@@ -96,10 +103,13 @@ def export_gguf(adapter_dir: str | Path, out: str | Path, *, base_model: str | N
     created: list[Path] = []  # folders made for ``out``: removed again if the export fails
     done = False
     try:
+        check_finite_weights(adapter)
         base = resolve_base(adapter, adapter_config, base_model)
         with tempfile.TemporaryDirectory(prefix="agentlab-merge-") as tmp:
             start = time.perf_counter()
             merged = merge_adapter(adapter, base, Path(tmp) / "merged", progress)
+            if base_model:  # once it has loaded: one whose layers do not fit is refused with no warning before
+                warn_other_base(adapter, adapter_config, base_model)
             timings["merge"] = time.perf_counter() - start
             start = time.perf_counter()
             created = _make_parents(out)  # only now: bad input above leaves no empty folder behind
@@ -132,6 +142,28 @@ def export_gguf(adapter_dir: str | Path, out: str | Path, *, base_model: str | N
     return out
 
 
+def check_finite_weights(adapter: Path) -> None:
+    """Refuse (``InputError``, exit 2, naming the file) an adapter whose weights hold NaN or inf, before any model
+    loads: a training run that diverged saved such an adapter, and its GGUF answered nothing but NaN."""
+    import torch
+
+    weights = next((adapter / name for name in ADAPTER_WEIGHTS if (adapter / name).is_file()), None)
+    if weights is None:  # read_lora refused a folder without weights
+        return
+    if weights.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as handle:
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    else:
+        tensors = torch.load(weights, map_location="cpu", weights_only=True)
+    broken = [key for key, tensor in tensors.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if broken:
+        raise InputError(f"{weights}: {len(broken)} of its {len(tensors)} tensors hold NaN or inf (e.g. {broken[0]}): "
+                         "the training run that made it diverged; nothing was written",
+                         hint="train the adapter again with a lower learning rate (--lr)")
+
+
 def resolve_base(adapter: Path, adapter_config: dict[str, Any], base_model: str | None) -> ExportBase:
     """The base to merge into: ``base_model`` if given, else the adapter's ``base_model_name_or_path``, resolved by
     ``resolve_model`` (relative paths from the current folder); a GGUF is de-quantized (cached) first."""
@@ -147,8 +179,6 @@ def resolve_base(adapter: Path, adapter_config: dict[str, Any], base_model: str 
         # resolve_model says "model 'REF' not found; tried ..."
         raise InputError(f"{adapter}: base model{source} {exc.message.removeprefix('model ')}", hint=hint) from None
     description = found.describe()
-    if base_model:
-        warn_other_base(adapter, adapter_config, base_model)
     if found.format == "gguf":
         arch = gguf_info(found.path).arch
         if arch not in ARCHITECTURES.values():

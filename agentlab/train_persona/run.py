@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.core.config import absolute_paths
-from agentlab.core.errors import AgentlabError, UsageError
+from agentlab.core.errors import AgentlabError, InputError, UsageError
 from agentlab.core.files import cannot_write, check_replace, counted, ordinary_modes, rename_into_place, replace_problem
 from agentlab.core.gpu import gpu_usage, peak_rss_bytes
 from agentlab.core.harness import ScoreModelsSettings, load_tasks, score_models, task_manager
@@ -135,8 +136,12 @@ def check_resume(cfg: TrainPersonaConfig, folder: Path) -> None:
     budget or settings its finished work cannot honour (``_check_budget``), and one whose data file no longer holds
     what the run started on: the same ``data.path`` with other content would mix two data sets in one adapter, as a
     new ``data.path`` would (``core.runs.check_data_unchanged``: the run's first ``data`` event holds the file's
-    sha256)."""
+    sha256); a data file that is gone is ``InputError`` asking for it back at its path."""
     check_out_beside_run(cfg.out, folder, given="--resume", resuming=True)
+    if not Path(cfg.data.path).exists():  # not "a shipped data name": a resume cannot change its data
+        raise InputError(f"{cfg.data.path}: the chat data file this run trains on is gone; nothing was written",
+                         hint="put the file back at that path (the same content) and resume again, or start a new "
+                         "run")
     _check_budget(cfg, folder)
     if cfg.out is not None and not _saved_at(folder, cfg.out):  # a new --out (or one the run never wrote to)
         check_replace(cfg.out, cfg.force, "adapter_config.json", "an adapter folder", when=" when training ends")
@@ -279,7 +284,7 @@ def _train(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, tracker: Trac
     logged = tracker.last_step("loss")  # a resumed run: steps past its checkpoint that MLflow already has
 
     def on_log(entry: dict[str, Any]) -> None:
-        run_dir.event("train_log", **entry)
+        run_dir.event("train_log", **_json_numbers(entry))
         if logged is None or entry["step"] > logged:
             tracker.log_metrics({k: v for k, v in entry.items() if k not in ("step", "max_steps")},
                                 step=entry["step"])
@@ -291,7 +296,9 @@ def _train(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, tracker: Trac
         epochs=cfg.train.epochs, max_steps=cfg.train.max_steps or -1, batch_size=cfg.train.batch_size,
         grad_accum=cfg.train.grad_accum, learning_rate=cfg.train.learning_rate, lr_scheduler="cosine",
         warmup=cfg.train.warmup_ratio, weight_decay=cfg.train.weight_decay, logging_steps=cfg.train.logging_steps,
-        save_steps=cfg.train.save_steps, seed=cfg.train.seed, gradient_checkpointing=cfg.train.gradient_checkpointing)
+        save_steps=cfg.train.save_steps, seed=cfg.train.seed, gradient_checkpointing=cfg.train.gradient_checkpointing,
+        # a NaN or inf loss logged as it is: Trainer's filter logged a diverged run's NaN steps as loss 0.0
+        sft_args={"logging_nan_inf_filter": False})
     trainer, summary = build_sft_trainer(
         model=model, tokenizer=tokenizer, train_dataset=data.rows, output_dir=run_dir.file(CHECKPOINTS),
         peft_config=lora_config(r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
@@ -318,9 +325,11 @@ def _train(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, tracker: Trac
     if output is None:
         announce(f"{Path(str(resume_from)).name} holds the whole budget ({state.global_step} steps): nothing to "
                  "train, its adapter is saved")
-    run_dir.write_json("trainer_state.json", {"log_history": state.log_history, "global_step": state.global_step,
-                                              "max_steps": state.max_steps, "epoch": state.epoch,
+    run_dir.write_json("trainer_state.json", {"log_history": [_json_numbers(e) for e in state.log_history],
+                                              "global_step": state.global_step, "max_steps": state.max_steps,
+                                              "epoch": state.epoch,
                                               "num_input_tokens_seen": state.num_input_tokens_seen})
+    check_finite(trainer.model, state.log_history, cfg.train.learning_rate)
     losses = [(e["step"], e["loss"]) for e in state.log_history if "loss" in e and "step" in e]
     out = cfg.out if cfg.out is not None else run_dir.file("adapter")
     results = {
@@ -350,6 +359,30 @@ def changes_nothing(model: Any) -> bool:
     (B is zero-initialised: a first step with a warm-up's learning rate of 0 moves nothing)."""
     factors = [p for name, p in model.named_parameters() if "lora_B" in name]
     return bool(factors) and not any(bool(p.detach().any()) for p in factors)
+
+
+def check_finite(model: Any, log_history: list[dict[str, Any]], learning_rate: float) -> None:
+    """Fail the run (``AgentlabError``, exit 1, before the adapter is written) when a weight of the adapter is NaN or
+    inf: a run that diverged (a learning rate far too high) saved such an adapter and ended "completed", and
+    `export` made a GGUF of it. The message names the first logged step whose loss or grad_norm was not finite."""
+    import torch
+
+    broken = [name for name, p in model.named_parameters() if p.requires_grad and not bool(torch.isfinite(p).all())]
+    if not broken:
+        return
+    total = sum(1 for _, p in model.named_parameters() if p.requires_grad)
+    first = next(((e["step"], key, e[key]) for e in log_history for key in ("loss", "grad_norm")
+                  if isinstance(e.get(key), float) and not math.isfinite(e[key]) and "step" in e), None)
+    when = f"the logged {first[1]} was {first[2]} at step {first[0]}" if first else "no logged step said when"
+    raise AgentlabError(f"training diverged: {len(broken)} of the adapter's {total} weight tensors hold NaN or inf "
+                        f"({when}); no adapter was written",
+                        hint=f"train again with a lower learning rate (--lr; this run's was {learning_rate:g})")
+
+
+def _json_numbers(entry: dict[str, Any]) -> dict[str, Any]:
+    """``entry`` with its NaN and infinite floats as None: events.jsonl and trainer_state.json stay JSON that every
+    reader takes (``jq`` refuses Python's bare ``NaN``)."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in entry.items()}
 
 
 def _resumed(run_dir: RunDir | FollowerRun) -> bool:

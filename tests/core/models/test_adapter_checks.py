@@ -183,10 +183,12 @@ def test_export_on_another_base_warns(models: dict[str, Path], good: Path, tmp_p
                                       monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     import agentlab.train_persona.export as export
 
-    def merge(*args: object, **kwargs: object) -> Path:
+    def stop(*args: object, **kwargs: object) -> Path:
         raise AgentlabError("stop here")
 
-    monkeypatch.setattr(export, "merge_adapter", merge)
+    # warned once the adapter has merged (loaded): one that does not fit is refused with no warning before
+    monkeypatch.setattr(export, "merge_adapter", lambda *args, **kwargs: tmp_path / "merged")
+    monkeypatch.setattr(export, "_make_parents", stop)
     with caplog.at_level(logging.WARNING, logger="agentlab.core.models.adapters"), pytest.raises(AgentlabError):
         export_gguf(good, tmp_path / "x.gguf", base_model=str(models["q"]))
     assert any("not on" in r.getMessage() for r in caplog.records), caplog.records
