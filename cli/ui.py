@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib.util
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
-from typing import Annotated
+from typing import IO, Annotated, TextIO
 
 import typer
 
@@ -85,14 +88,22 @@ def ui(
                host, "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType",
                "none", "--client.toolbarMode", "minimal", "--", "--runs", str(runs.absolute())]
     env = {**os.environ, "AGENTLAB_RUNS": str(runs.absolute())}
-    console.print(f"agentlab ui on http://{host}:{port} showing {safe_text(runs.absolute())}/ (Ctrl-C stops it)"
+    # an IPv6 address in a URL is bracketed (http://[::1]:8501), and escaped: rich read [fe80::1] as markup
+    url_host = safe_text(f"[{host}]" if ":" in host else host)
+    console.print(f"agentlab ui on http://{url_host}:{port} showing {safe_text(runs.absolute())}/ (Ctrl-C stops it)"
                   + ("" if runs.is_dir() else "; it does not exist yet (made when a run starts there)"))
     # A shell that starts a command in the background (`agentlab ui &`, a script, nohup) hands it SIGINT ignored, and
     # Python then never turns SIGINT into KeyboardInterrupt: `kill -INT` did nothing. Stop on it as on Ctrl-C (the
     # handler resets to the default in streamlit's process, so Ctrl-C stops it too).
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Streamlit's output comes through pipes that this process relays: a reader that goes away (`agentlab ui | head
+    # -1`) is ours to see, not Streamlit's (which died on it with a BrokenPipeError traceback); its last line of
+    # stderr says why it stopped, if it does. A terminal gets its stdout as it is (colours).
+    relayed = not sys.stdout.isatty()
     # dies with us on kill -9 too (it was left serving, holding the port, and the next `agentlab ui` refused it)
-    process = subprocess.Popen(command, env=env, preexec_fn=die_with_parent())
+    process = subprocess.Popen(command, env={**env, "PYTHONUNBUFFERED": "1"}, preexec_fn=die_with_parent(),
+                               stdout=subprocess.PIPE if relayed else None, stderr=subprocess.PIPE)
+    relay = _Relay(process)
     try:
         code = process.wait()
     except KeyboardInterrupt:  # Ctrl-C reached streamlit too (same process group); SIGTERM only us
@@ -102,5 +113,59 @@ def ui(
         except subprocess.TimeoutExpired:
             process.kill()
         raise
+    finally:
+        relay.join()
+    if relay.reader_gone:
+        console.print("[yellow]stopped[/]: the reader of its output went away (a closed pipe)")
+        raise typer.Exit(141)  # as a process killed by SIGPIPE, and as the other commands exit then
     if code:
-        raise typer.Exit(1)
+        from agentlab.core.errors import AgentlabError
+
+        how = f"exit code {code}" if code > 0 else f"killed by signal {-code}"
+        said = f": {relay.last_error}" if relay.last_error else ""
+        raise AgentlabError(f"the Streamlit server stopped ({how}){said}",
+                            hint="its own messages are above; a port taken since the check: pass another --port")
+
+
+# a log line's date and time, as Streamlit's logger starts each line (2026-12-03 08:24:17.250 Port 8641 is not ...)
+_LOG_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? ")
+
+
+class _Relay:
+    """Copies the child's stdout and stderr pipes to this process's own (a thread each), and keeps the last line of
+    its stderr. A reader that went away (EPIPE) stops the server: the rest is read and dropped, so Streamlit never
+    meets the closed pipe."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process, self.reader_gone, self.last_error = process, False, ""
+        self.threads = [threading.Thread(target=self._copy, args=(pipe, target, pipe is process.stderr),
+                                         name="agentlab-ui-relay", daemon=True)
+                        for pipe, target in ((process.stdout, sys.stdout), (process.stderr, sys.stderr))
+                        if pipe is not None]
+        for thread in self.threads:
+            thread.start()
+
+    def _copy(self, pipe: IO[bytes], target: TextIO, errors: bool) -> None:
+        out = getattr(target, "buffer", None)
+        for line in iter(pipe.readline, b""):
+            if errors and line.strip():
+                self.last_error = _LOG_TIME.sub("", line.decode("utf-8", "replace").strip())
+            if self.reader_gone:
+                continue
+            try:
+                if out is not None:
+                    target.flush()  # what was written as text before the bytes comes first
+                    out.write(line)
+                    out.flush()
+                else:
+                    target.write(line.decode("utf-8", "replace"))
+                    target.flush()
+            except (BrokenPipeError, ValueError):  # the reader went away (or the stream is closed)
+                self.reader_gone = True
+                with contextlib.suppress(OSError):
+                    self.process.terminate()
+        pipe.close()
+
+    def join(self) -> None:
+        for thread in self.threads:
+            thread.join(timeout=5)

@@ -58,6 +58,10 @@ def runs_page() -> None:
     st.title("Runs")
     rows = runs.list_runs(root)
     if not rows:
+        if root.exists() and not root.is_dir():  # AGENTLAB_RUNS naming a file (`agentlab ui` refuses one at start)
+            st.warning(f"{root.absolute()} is not a folder (a file?): no run can be listed or made there; restart "
+                       "`agentlab ui` with --runs naming the runs folder", icon=":material/error:")
+            return
         where = (f"no run folders under {root.absolute()}/ yet" if root.is_dir() else
                  f"{root.absolute()} does not exist (a typo in --runs?); it is made when a run starts there")
         st.info(f"{where}: start one from the shell (`{_start_command(root)}`) or from the Pipeline pages")

@@ -27,9 +27,17 @@ def plain(text: str) -> str:
     return re.sub(r"([\\`*_\[\]!|<>~$])", r"\\\1", runs.shown(text))
 
 
+# what a config error's hint offers on the command line (core.config: an empty file, one not found), where the option
+# naming the file may be left out
+_LEAVE_OUT = (", or give no file for the defaults", ", or leave that option out for the defaults")
+
+
 def error(exc: AgentlabError) -> None:
     """An error as the CLI prints it: the message, and the next step."""
-    st.error(runs.shown(exc.message) + (f"  \nhint: {exc.hint}" if exc.hint else ""), icon=":material/error:")
+    hint = exc.hint
+    for offer in _LEAVE_OUT:  # the CLI's hint offers to leave the file out: a page's file field has no such way
+        hint = hint.replace(offer, "") if hint else hint
+    st.error(runs.shown(exc.message) + (f"  \nhint: {hint}" if hint else ""), icon=":material/error:")
 
 
 def link_to_run(run_id: str, label: str = "open in Runs") -> None:
@@ -101,12 +109,14 @@ def _detail(row: runs.RunRow) -> None:
 
 
 def events_tab(path: Path) -> None:
-    """The last events of the run folder's events.jsonl, and how many of its lines could not be read: one read of
-    the file a render."""
-    events, unread = runs.event_table(path)
-    st.caption(f"the last {len(events)} events of events.jsonl" + (
-        f"; {unread} line{'s' if unread != 1 else ''} of it could not be read (not a JSON object: torn by a "
-        "crash, or edited) and are left out" if unread else ""))
+    """The last events of the run folder's events.jsonl, and how many lines among them could not be read: one read
+    of the file's end a render (a long file's earlier lines are not read, and said so)."""
+    events, unread, whole = runs.event_table(path)
+    one = unread == 1
+    st.caption(f"the last {len(events)} events of events.jsonl" + ("" if whole else " (the lines before them are "
+                                                                   "not read)") + (
+        f"; {unread} line{'' if one else 's'} {'of it' if whole else 'among them'} could not be read (not a JSON "
+        f"object: torn by a crash, or edited) and {'is' if one else 'are'} left out" if unread else ""))
     st.dataframe(events, hide_index=True)
 
 
@@ -173,6 +183,8 @@ def _report(row: runs.RunRow) -> None:
         why = ("the run was interrupted (Ctrl-C, a kill, or its process died) before it finished"
                if row.status != FAILED else f"the run failed ({plain(row.error)})" if row.error else "the run failed")
         st.warning(f"{why}, so it wrote no report.md; {runs.shown(advice)}", icon=":material/pause_circle:")
+    elif not parts and row.status == runs.DAMAGED:  # no run to finish: the warning above says what is wrong
+        st.caption("no report.md (the run folder is damaged: see the warning above)")
     elif not parts:
         st.caption("no report.md yet (the command writes it when it finishes)")
     for kind, value in parts:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -105,13 +106,17 @@ def duration(seconds: float | None) -> str:
 
 
 def no_run_json(path: Path) -> str:
-    """What a folder without run.json is, where a run folder was expected."""
+    """What a folder without run.json (a file of that name) is, where a run folder was expected."""
+    if (path / "run.json").exists():  # a folder (or another thing) of that name: there, but not the file
+        kind = "a folder" if (path / "run.json").is_dir() else "no regular file"
+        return f"{path / 'run.json'}: not a file ({kind}), so the run cannot be read"
     return f"{path}: no run.json (not a run folder, or its start was cut short)"
 
 
 def read_run(path: Path, root: Path) -> RunRow:
     """One run folder: run.json (command, status as it really is, times) and the key result of results.json. A
-    run.json that is missing, not JSON or no object makes the status ``damaged``."""
+    run.json that is missing, not JSON or no object, or whose status is missing or no string, makes the status
+    ``damaged``."""
     problems: dict[str, str] = {}
     info = _read(path / "run.json", problems)
     info = info if isinstance(info, dict) else {}
@@ -120,7 +125,7 @@ def read_run(path: Path, root: Path) -> RunRow:
                                 else no_run_json(path))
     damaged = "run.json" in problems
     info = dict(info)
-    fields: list[str] = []
+    fields: list[str] = [] if damaged or info.get("status") is not None else ["no status"]
     for key in ("command", "status", "started", "ended"):  # each field of the wrong type: named, left empty
         value = info.get(key)
         wrong = value is not None and not isinstance(value, str)
@@ -129,7 +134,8 @@ def read_run(path: Path, root: Path) -> RunRow:
             info[key] = None
     if fields:
         problems.setdefault("run.json", f"{path / 'run.json'}: {'; '.join(fields)}")
-    status = DAMAGED if damaged else str(info.get("status") or "unknown")
+    # a status that is missing or no string (nulled above) is no status: the run cannot be read as any
+    status = DAMAGED if damaged or not info.get("status") else str(info["status"])
     if status == RUNNING:
         status = run_status(path, info)  # `running` whose process died is `interrupted`
     started, ended = _time(info.get("started")), _time(info.get("ended"))
@@ -392,14 +398,55 @@ def event_rows(path: Path, limit: int = 500) -> list[dict[str, Any]]:
     return event_table(path, limit)[0]
 
 
-def event_table(path: Path, limit: int = 500) -> tuple[list[dict[str, Any]], int]:
-    """The Events tab from one read of the run folder's events.jsonl: ``event_rows`` and its ``unreadable_lines``
-    (the file is read once a render, however long it has grown)."""
-    events, bad = _scan_jsonl(path / "events.jsonl", limit, settled=_settled(path))
+def event_table(path: Path, limit: int = 500) -> tuple[list[dict[str, Any]], int, bool]:
+    """The Events tab from one read of the end of the run folder's events.jsonl: ``event_rows``, how many lines among
+    them are unreadable (as ``unreadable_lines`` counts them), and whether the file was read whole (False: the lines
+    before the oldest event shown were not read, however long the file has grown: a render reads what it shows)."""
+    events, bad, whole = _tail_jsonl(path / "events.jsonl", limit, settled=_settled(path))
     rows = []
     for e in events:
         ts = e.get("ts")
         when = datetime.fromtimestamp(ts).strftime("%H:%M:%S") if isinstance(ts, (int, float)) else ""
         rest = {k: v for k, v in e.items() if k not in ("ts", "kind")}
         rows.append({"time": when, "kind": str(e.get("kind", "")), "data": json.dumps(rest, default=str)[:2000]})
-    return rows, bad
+    return rows, bad, whole
+
+
+_BLOCK = 1 << 16  # the bytes read at a time from the end of a JSONL file
+
+
+def _tail_jsonl(path: Path, limit: int, *, settled: bool = False) -> tuple[list[dict[str, Any]], int, bool]:
+    """The last ``limit`` JSON objects of a JSONL file a live run may be appending to, read from its end a block at a
+    time (a file of 100 MB costs what its last lines do), with the count of the unreadable lines among them (as
+    ``unreadable_lines`` counts them: ``settled`` as there), and whether every line of the file was read."""
+    records: list[dict[str, Any]] = []
+    bad = 0
+    if not path.is_file():
+        return [], bad, True
+    try:
+        with open(path, "rb") as handle:
+            start = handle.seek(0, os.SEEK_END)
+            rest, last = b"", True  # rest: the start of a line cut by a block; last: the file's last line comes next
+            while True:
+                step = min(_BLOCK, start)
+                start -= step
+                handle.seek(start)
+                lines = (handle.read(step) + rest).split(b"\n")
+                rest = lines.pop(0) if start else b""  # cut by the block unless it is the file's first line
+                for i in range(len(lines) - 1, -1, -1):
+                    line = lines[i].decode("utf-8", "replace")
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:
+                        record = None
+                    if isinstance(record, dict):
+                        records.append(record)
+                        if len(records) == limit:
+                            return records[::-1], bad, not start and not i
+                    elif (settled or not last) and line.strip():  # the last line, with no newline: being written
+                        bad += 1
+                    last = False
+                if not start:
+                    return records[::-1], bad, True
+    except OSError:
+        return records[::-1], bad, False

@@ -155,7 +155,7 @@ def test_a_stopped_run_says_how_to_continue_and_a_damaged_one_says_so(in_tmp: Pa
             f"report.md; continue it with `agentlab nas --resume {stopped.absolute()}`") in texts(at, "warning")
     assert "no report.md yet" not in texts(at, "caption")
     assert ("the last 2 events of events.jsonl; 1 line of it could not be read (not a JSON object: torn by a crash, "
-            "or edited) and are left out") in texts(at, "caption")
+            "or edited) and is left out") in texts(at, "caption")
     at = app(run="evolve/20260102-110000-failed")
     assert (f"the run failed (ValueError: no seeds), so it wrote no report.md; continue it with `agentlab evolve run "
             f"--resume {failed.absolute()}`") in texts(at, "warning")
