@@ -148,8 +148,8 @@ def _parent_path(value: str) -> Path:
 @app.command("blend", context_settings={"allow_extra_args": True})
 def blend(
     ctx: typer.Context,
-    parents: Annotated[list[Path], typer.Option("--parents", help="The parent adapter folders: `--parents A B C` "
-                                                "(or --parents repeated).", show_default=False,
+    parents: Annotated[list[Path], typer.Option("--parents", help="The parent adapter folders, at least 2: "
+                                                "`--parents A B C` (or --parents repeated).", show_default=False,
                                                 parser=_parent_path)],
     child_: Annotated[str, typer.Option("--child", help="The child adapter folder to write (must not exist).",
                                         show_default=False, callback=_child_not_empty, metavar="PATH")],
@@ -186,6 +186,9 @@ def blend(
     except typer.BadParameter as exc:
         exc.param_hint = "'--parents'"
         raise
+    if len(folders) < 2:  # was a copy of the parent (times its weight), recorded in lineage.json as a blend, exit 0
+        raise UsageError(f"--parents: a blend needs at least 2 parents (got 1: {folders[0]})",
+                         hint="give another parent; to copy an adapter, copy its folder")
     if alpha is not None and weights is not None:
         raise UsageError("--alpha and --weights exclude each other",
                          hint="--alpha a for two parents, --weights for any number")

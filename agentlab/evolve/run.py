@@ -54,7 +54,7 @@ from agentlab.core.train.blend import (
     read_parent,
     ties_merge,
 )
-from agentlab.core.vote import wilson_interval
+from agentlab.core.vote import normalise, wilson_interval
 from agentlab.evolve.config import EvolveConfig
 from agentlab.evolve.population import FORMER, Population, check_owner, open_population
 from agentlab.evolve.report import fitness_line, fitness_plot, generation_line, render_report
@@ -131,7 +131,7 @@ def prepare(cfg: EvolveConfig, *, resuming: bool = False) -> dict[str, Any]:
         check_storage(cfg.store, what="store")  # a journal whose folder does not exist too (``check_journal_folder``)
         if not resuming:  # a resume's settings and seeds are checked against its own config.yaml (check_resume)
             check_store(cfg)
-    fitness, validation, test = split_task(cfg)
+    fitness, validation, test = split_task(cfg, resuming=resuming)
     if cfg.task.harness is not None:
         check_harness(cfg)
     for name, change in logit_changes(cfg.base_model, {p.name: p for p in cfg.seeds}, cfg.probe,
@@ -143,9 +143,13 @@ def prepare(cfg: EvolveConfig, *, resuming: bool = False) -> dict[str, Any]:
     return {"fitness": fitness, "validation": validation, "test": test}
 
 
-def split_task(cfg: EvolveConfig) -> tuple[list[Question], list[Question], list[Question]]:
+def split_task(cfg: EvolveConfig, *, resuming: bool = False) -> tuple[list[Question], list[Question],
+                                                                       list[Question]]:
     """The fitness, validation and test questions: the shipped mixed task's own splits, or a task file (or a
-    generated arithmetic task) shuffled and cut in three."""
+    generated arithmetic task) shuffled and cut in three. A task file's repeated questions are dropped first
+    (``distinct_questions``): a file of 20 copies of one line put it in every split, and the test split "no selection
+    saw" held the questions selection scored. A resume scores the split its run recorded (``_settings``), whatever
+    this returns; one of a run started before repeats were dropped is not refused for them here."""
     t = cfg.task
     sizes = {"fitness": t.fitness_questions, "validation": t.validation_questions, "test": t.test_questions}
     if t.file is None and t.generate == "mixed":
@@ -163,17 +167,50 @@ def split_task(cfg: EvolveConfig) -> tuple[list[Question], list[Question], list[
     if t.file is None:
         questions = as_questions(make_task(need, t.generate, t.seed))
     else:
-        questions = load_task(t.file)
+        rows = load_task(t.file)
+        try:
+            questions, repeats = distinct_questions(t.file, rows)
+        except UsageError:
+            if not resuming:
+                raise
+            questions, repeats = rows, []
+        if resuming and len(questions) < need <= len(rows):
+            questions, repeats = rows, []  # a run started before repeats were dropped: the rows it was split from
         if len(questions) < need:
-            raise UsageError(f"{t.file}: {counted(len(questions), 'question')}; the splits need {need} "
+            dropped = f" ({counted(len(repeats), 'repeat')} dropped)" if repeats else ""
+            raise UsageError(f"{t.file}: {counted(len(questions), 'distinct question' if repeats else 'question')}"
+                             f"{dropped}; the splits need {need} "
                              f"({t.fitness_questions} fitness + {t.validation_questions} validation + "
                              f"{t.test_questions} test)",
                              hint="lower task.fitness_questions / validation_questions / test_questions, or give a "
                              "longer task file")
+        if repeats and not resuming:
+            copy = repeats[0]
+            log.warning("%s: %s dropped (the first: line %d, a copy of line %d): each question is in one split "
+                        "alone, asked once", t.file, counted(len(repeats), "repeated question"), copy.line,
+                        next(q.line for q in questions if q.question == copy.question))
         questions = list(questions)
         random.Random(t.seed).shuffle(questions)
     a, b = t.fitness_questions, t.fitness_questions + t.validation_questions
     return questions[:a], questions[a:b], questions[b:need]
+
+
+def distinct_questions(path: Path, questions: list[Question]) -> tuple[list[Question], list[Question]]:
+    """``questions`` with each question's first line alone, and the repeats dropped; ``UsageError`` naming both lines
+    when two copies of a question disagree on the answer (compared as votes are, ``normalise``: "Paris" and "paris."
+    agree)."""
+    first: dict[str, Question] = {}
+    repeats: list[Question] = []
+    for q in questions:
+        kept = first.setdefault(q.question, q)
+        if kept is q:
+            continue
+        if normalise(kept.answer) != normalise(q.answer):
+            raise UsageError(f"{path}:{q.line}: repeats the question of line {kept.line} with another answer "
+                             f"({json.dumps(q.answer)}; line {kept.line}: {json.dumps(kept.answer)})",
+                             hint="keep one line per question, with its right answer")
+        repeats.append(q)
+    return list(first.values()), repeats
 
 
 def check_harness(cfg: EvolveConfig) -> None:

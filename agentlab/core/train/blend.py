@@ -169,6 +169,8 @@ def blend_adapters(parents: list[str | Path], weights: list[float], child: str |
     - ``child`` is written into a temporary folder beside it and renamed into place; an existing ``child`` is
       refused unless ``force`` (then replaced). ``lineage.json`` records parents, weights, method, mutation, seed,
       rank and discarded energy.
+    - One parent is allowed: the child is it times its weight, mutated (the GA's child when its tournament finds no
+      second parent); `agentlab evolve blend` refuses one, as there it was a plain copy recorded as a blend.
     """
     try:
         import torch
