@@ -274,7 +274,11 @@ def _main(argv: list[str] | None) -> int:
             return ""
         folder = this_run()
         advice = continue_with(name, sub, folder)  # here, not at start: a command's own advice may import its package
-        if advice != RESUME_ADVICE:
+        command = next((c for c in COMMANDS if c.name == name), None)
+        # a command's own advice as a text (pipeline's "the finished stages are kept") speaks of the run folder it
+        # made: with none made, what every command says (a function of the folder knows it made none)
+        no_folder = folder is None and bool(advice) and command is not None and advice == command.continue_with
+        if advice != RESUME_ADVICE and not no_folder:
             return "[yellow]interrupted[/]" + (f"; {escape(advice)}" if advice else "")
         if folder is None:
             resuming = _resume_value(args)

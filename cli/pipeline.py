@@ -376,7 +376,8 @@ def _advice(data: dict[str, Any]) -> str:
         return _no_rerun_hint(lacks)
     failed = data["failed_stage"]
     if failed:
-        return failed_hint(ref, failed["name"], failed.get("position"))
+        return failed_hint(ref, failed["name"], failed.get("position"), kept=bool(data["steps"]),
+                           routed=bool(failed.get("routed")))
     return continue_hint(ref, data["continue_from"], bool(data["steps"]))
 
 

@@ -194,7 +194,8 @@ def test_an_error_raised_while_handling_ctrl_c_exits_130_not_internal_error(monk
 
 @pytest.mark.parametrize("command, advice", [
     ("nas", "before a run folder was made: nothing to resume; run the command again"),
-    ("pipeline", "agentlab pipeline rerun SESSION --from STAGE"), ("serve", None)])
+    # pipeline's own advice (rerun --from) speaks of its session: stopped before one was made, what nas says
+    ("pipeline", "before a run folder was made: nothing to resume; run the command again"), ("serve", None)])
 def test_ctrl_c_says_how_to_continue(command: str, advice: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
     """A command with --resume says so; pipeline has none, its rerun --from continues (it said only "interrupted")."""
     import agentlab.cli as cli

@@ -122,9 +122,22 @@ def secret_values(extra_names: Iterable[str] = ()) -> dict[str, str]:
     return dict(sorted(found.items(), key=lambda item: -len(item[0])))
 
 
+# value -> (variable name, the folder whose .env it may come from) for each ${NAME} a config file read
+# (``interpolate_env``): a credential field or header holding one is written back as ``${NAME}``, whatever the name
+_READ_FROM_ENV: dict[str, tuple[str, Path | None]] = {}
+
+
+def _values_read_from_env() -> dict[str, str]:
+    """value -> name for the values a config's ``${NAME}`` read that the variable still holds, longest first."""
+    found = {value: name for value, (name, folder) in list(_READ_FROM_ENV.items())
+             if getenv(name, load_dotenv_values(folder)) == value}
+    return dict(sorted(found.items(), key=lambda item: -len(item[0])))
+
+
 def scrub_text(text: str, secrets: Iterable[str] = (), known: dict[str, str] | None = None) -> str:
     """``text`` with every secret removed: values of secret variables become ``${NAME}`` (so a snapshot still
-    re-runs), other ``secrets`` and credentials in URLs (``user:PASSWORD@``, ``?key=...``) become ``***``."""
+    re-runs), other ``secrets`` and credentials in URLs (``user:PASSWORD@``, ``?key=...``) become ``***`` (a URL's
+    credential a config read from ``${NAME}`` becomes ``${NAME}``)."""
     for value, name in (secret_values() if known is None else known).items():
         text = text.replace(value, f"${{{name}}}")
     for secret in secrets:
@@ -133,7 +146,10 @@ def scrub_text(text: str, secrets: Iterable[str] = (), known: dict[str, str] | N
 
     def hide(match: re.Match[str]) -> str:
         secret = match.group("secret")
-        return match.group(0) if _ENV_RE.fullmatch(secret) else match.group("head") + REDACTED
+        if _ENV_RE.fullmatch(secret):
+            return match.group(0)
+        name = _values_read_from_env().get(secret) if secret in _READ_FROM_ENV else None  # a config's ${NAME}
+        return match.group("head") + (f"${{{name}}}" if name else REDACTED)
 
     # Each pattern needs its marker in the text: most texts (a run's event lines) skip both scans.
     if "://" in text:
@@ -615,6 +631,8 @@ def interpolate_env(data: Any, source: _Source, dotenv: dict[str, str], path: Pa
                 f"{source.where(path)}: {_dotted(path)}: environment variable {name} is not set",
                 hint=f"export {name}=... or add it to .env, or write ${{{name}:-default}} in the config",
             )
+        if len(value) >= _MIN_SECRET_LEN and not _ENV_RE.fullmatch(value):
+            _READ_FROM_ENV[value] = (name, source.path.parent if source.path else None)
         return value
 
     return _ENV_RE.sub(repl, data)
@@ -1095,6 +1113,10 @@ def _redact(data: Any, secrets: list[str], known: dict[str, str], headers: bool 
         for key, value in data.items():
             if value and _secret_key(key, headers):
                 kept = scrub_text(value, secrets, known) if isinstance(value, str) else None
+                if kept is not None and not _ENV_ONLY_RE.fullmatch(kept) and _READ_FROM_ENV:
+                    # read from a ${NAME} of a config, whatever the name (X-Token: ${MY_HDR}): written back as ${NAME}
+                    both = {**_values_read_from_env(), **known}
+                    kept = scrub_text(value, secrets, dict(sorted(both.items(), key=lambda item: -len(item[0]))))
                 out[key] = kept if kept is not None and _ENV_ONLY_RE.fullmatch(kept) else REDACTED
             else:
                 out[key] = _redact(value, secrets, known, key == "headers")

@@ -260,8 +260,11 @@ def models_file_checked(used: Iterable[str], routed_models: Iterable[str] | None
 # --------------------------------------------------------------------------- pipeline.yaml
 
 
+STAGE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # a stage's name: it names its step file (steps/NN-NAME.json)
+
+
 class StageConfig(StrictModel):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="unique stage name (letters, digits, "
+    name: str = Field(pattern=STAGE_NAME, description="unique stage name (letters, digits, "
                       "_ . -); names the step file and the `stages` template variable")
     type: Literal["single", "multi"] = Field("single", description="single: one model answers; multi: several "
                                              "models answer concurrently and `aggregation` makes one output")
@@ -287,6 +290,18 @@ class StageConfig(StrictModel):
                                  "(each model of a multi stage, the aggregator) cannot answer: a load error, out of "
                                  "memory (after one retry on smaller settings), a timeout or HTTP error (after the "
                                  "models file's retries)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_param_at_the_stage_level(cls, data: Any) -> Any:
+        """A generation setting written on the stage (``temperature: 0.3``, ``temprature: 0.3``) is said to go under
+        ``params``: the unknown key's "did you mean" offered the nearest stage field (``template``)."""
+        for key in data if isinstance(data, dict) else ():
+            param = _param_meant(key) if isinstance(key, str) and key not in cls.model_fields else None
+            if param is not None:
+                raise ValueError(f"{key}: unknown key: a generation setting goes under the stage's `params` "
+                                 f"(did you mean params.{param}?)")
+        return data
 
     def model_names(self) -> list[str]:
         """Every model the stage calls (aggregator included), in call order."""
@@ -337,11 +352,30 @@ class PipelineConfig(StrictModel):
         return self
 
 
+def _param_meant(key: str) -> str | None:
+    """The generation param (``params``) an unknown stage ``key`` names, or looks closer to than to any stage field
+    (``temprature``: temperature, not template), else None."""
+    from agentlab.core.llm.config import GenerationParams
+
+    params = list(GenerationParams.model_fields)
+    if key in params:
+        return key
+
+    def nearest(names: Iterable[str]) -> tuple[float, str]:
+        return max((difflib.SequenceMatcher(None, key, name).ratio(), name) for name in names)
+
+    score, param = nearest(params)
+    return param if score >= 0.8 and score > nearest(StageConfig.model_fields)[0] else None
+
+
 def _check_stage_fields(stage: StageConfig, at: str) -> None:
     def wrong(field: str, why: str) -> ValueError:
         return ValueError(f"{at}.{field}: {why}")
 
     if stage.type == "single":
+        if stage.model is None and stage.models:  # several models: what a multi stage takes
+            raise wrong("models", "a single stage takes one `model`; for several, write `type: multi` with an "
+                        "`aggregation` (concat, vote, synthesis or template)")
         if stage.model is None:
             raise wrong("model", "a single stage needs `model`")
         for field in ("models", "aggregation", "aggregator", "template"):

@@ -3,6 +3,8 @@ the routing config when a routed model is used, and the files of the models that
 
 from __future__ import annotations
 
+import re
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,7 @@ from agentlab.core.errors import ConfigError, MissingPackage, UsageError
 from agentlab.core.llm.config import DEFAULT_LLM_CONFIG, LLMConfig, load_llm_config
 from agentlab.core.models.builtin import BUILTIN_MODELS
 from agentlab.pipeline.config import (
+    STAGE_NAME,
     ModelsConfig,
     PipelineConfig,
     StageConfig,
@@ -60,6 +63,16 @@ def load_models(path: str | Path | None = None) -> ModelsConfig:
     return load_config(file, ModelsConfig, schema="models")
 
 
+def check_defines_models(models: ModelsConfig, file: Path) -> None:
+    """Exit 2 when the models ``file`` a run is given defines no model (only ``defaults:``, or ``models:`` left out):
+    said of that file, not as an unknown model of the pipeline file ("unknown model 'smollm2' (known: none)")."""
+    if not models.models:
+        raise ConfigError(f"{file}: defines no models (its `models:` section is missing or empty)",
+                          hint="name each model the pipeline uses under `models:`, e.g. `models: {smollm2: {file: "
+                          "models/smollm2.gguf}}` (a routed one: `{routed: NAME}`); `agentlab config show models` "
+                          "lists every field")
+
+
 def load_pipeline(path: str | Path | None, models: ModelsConfig, overrides: Iterable[str] | None = None
                   ) -> PipelineConfig:
     """The pipeline file checked against ``models`` (None: an empty pipeline, for --stage only runs)."""
@@ -69,12 +82,22 @@ def load_pipeline(path: str | Path | None, models: ModelsConfig, overrides: Iter
 STAGE_USAGE = "use --stage NAME=MODEL or --stage NAME=M1,M2,M3:vote (concat, vote, synthesis:AGGREGATOR)"
 
 
+def _example_name(name: str) -> str:
+    """``name`` made a stage name (``a b`` -> ``a-b``), for the hint of one that is not."""
+    made = re.sub(r"[^A-Za-z0-9_.-]+", "-", name.strip()).strip("-_.")
+    return made if made and re.fullmatch(STAGE_NAME, made) else "answer"
+
+
 def parse_stage(spec: str) -> dict[str, Any]:
     """``NAME=MODEL`` (single) or ``NAME=M1,M2,M3:AGG[:AGGREGATOR]`` (multi) as a stage dict."""
     name, sep, rest = spec.partition("=")
     usage = STAGE_USAGE
     if not sep or not name.strip() or not rest.strip():
         raise UsageError(f"--stage {spec}: expected NAME=MODEL or NAME=M1,M2:AGGREGATION", hint=usage)
+    if not re.fullmatch(STAGE_NAME, name.strip()):  # said here: pydantic's "should match pattern '^[A-Za-z0-9]..'"
+        example = shlex.quote(f"{_example_name(name)}={rest.strip()}")
+        raise UsageError(f"--stage {spec}: bad stage name {name.strip()!r}: a stage name is letters, digits and _ . - "
+                         "(starting with a letter or digit)", hint=f"e.g. --stage {example}")
     parts = [p.strip() for p in rest.split(":")]
     models = [m.strip() for m in parts[0].split(",") if m.strip()]
     if len(parts) == 1 and len(models) == 1:
@@ -167,11 +190,13 @@ def prepare(models_path: str | Path | None, pipeline_path: str | Path | None, *,
     """Everything ``pipeline run`` loads before the run folder exists. Without ``pipeline_path``: the default
     pipeline file, unless ``--stage`` stages are given (then they are the whole pipeline)."""
     stages = list(stages or [])
-    models_file: Path | None = Path(models_path) if models_path is not None else DEFAULT_MODELS
+    given = Path(models_path) if models_path is not None else DEFAULT_MODELS
+    models_file: Path | None = given
     if models_path is None and not DEFAULT_MODELS.exists():  # no models file: the built-in models by their names
         models, models_file = builtin_models(), None
     else:
-        models = load_models(models_file)
+        models = load_models(given)
+        check_defines_models(models, given)
     if pipeline_path is None and not stages:
         pipeline_path = DEFAULT_PIPELINE
         if not pipeline_path.is_file():

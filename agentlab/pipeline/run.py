@@ -308,11 +308,12 @@ async def _call(server: StageServer, stage: StageConfig, name: str, messages: Me
 
 def _record_failure(run_dir: RunDir, stage: str, index: int, position: int, exc: StageFailed) -> None:
     """What happened to a stage no model served: in session.json (``failed_stage``: ``index`` its step number, from 1
-    in run order; ``position`` its place in ``base_pipeline.stages``, from 0) and as a stage_failed event."""
+    in run order; ``position`` its place in ``base_pipeline.stages``, from 0; ``routed``: every model asked was routed,
+    for `show`'s hint) and as a stage_failed event."""
     session = run_dir.path / "session.json"
     data = json.loads(session.read_text(encoding="utf-8")) if session.is_file() else {}
     data["failed_stage"] = {"name": stage, "index": index, "position": position, "error": exc.message,
-                            "serving": exc.serving}
+                            "serving": exc.serving, "routed": exc.routed}
     run_dir.write_json("session.json", data)
     run_dir.event("stage_failed", stage=stage, index=index, outcome=exc.kind, error=exc.message)
 

@@ -37,20 +37,28 @@ MIN_CTX, MIN_BATCH = 128, 32
 class StageFailed(LLMError):
     """No model could serve a stage: the run stops there (the steps before it are kept)."""
 
-    def __init__(self, stage: str, message: str, kind: str, serving: list[dict[str, Any]], hint: str | None = None):
+    def __init__(self, stage: str, message: str, kind: str, serving: list[dict[str, Any]], hint: str | None = None,
+                 routed: bool = False):
         super().__init__(message, kind, hint=hint)
         self.stage = stage
         self.serving = serving
+        self.routed = routed  # every model asked is routed (HTTP): the fix is in the routing config or its server
 
 
-def failed_hint(session: str, stage: str, position: int | None = None) -> str:
+def failed_hint(session: str, stage: str, position: int | None = None, *, kept: bool = True,
+                routed: bool = False) -> str:
     """What to do about a stage no model served (said by `pipeline run` and `pipeline show`); ``session`` as a command
     line names it (``sessions.session_ref``); ``position``: the stage's place in ``base_pipeline.stages`` (from 0, as
-    ``--set`` counts; not the step number, which follows the run's order). A rerun reads the session's saved
-    models.yaml: a model fixed in the models file is run by naming that file (``--models FILE``)."""
-    return (f"the steps before it are kept: fix the model in your models file, then `agentlab pipeline rerun "
-            f"{session} --from {stage} --models FILE`; or give the stage `fallbacks:` instead, with --set "
-            f"base_pipeline.stages.{'N' if position is None else position}.fallbacks=[MODEL] on that rerun")
+    ``--set`` counts; not the step number, which follows the run's order); ``kept``: whether a stage before it
+    finished; ``routed``: every model asked is routed. A rerun reads the session's saved models.yaml and llm.yaml: a
+    model fixed in the models file is run by naming that file (``--models FILE``), a routed model's provider fixed in
+    the routing config by naming that one (``--llm FILE``; a routed model's failure, a connection refused, a timeout,
+    an HTTP error, is its server's or its provider's, not the models file's)."""
+    rerun = f"agentlab pipeline rerun {session} --from {stage}"
+    fix = (f"start the model's server, or fix its provider (base_url, key) or model in your routing config, then "
+           f"`{rerun} --llm FILE`" if routed else f"fix the model in your models file, then `{rerun} --models FILE`")
+    return (f"{'the steps before it are kept: ' if kept else ''}{fix}; or give the stage `fallbacks:` instead, with "
+            f"--set base_pipeline.stages.{'N' if position is None else position}.fallbacks=[MODEL] on that rerun")
 
 
 def smaller(settings: ModelSettings, backend: str, memory: str) -> tuple[ModelSettings, str] | None:
@@ -128,8 +136,11 @@ class StageServer:
                           for a in serving)
         last = serving[-1] if serving else {"outcome": "unavailable", "error": None}
         detail = f"; last error: {last['error']}" if last.get("error") else ""
+        routed = bool(serving) and all(self.models_cfg.backend(a["model"]) == "routed" for a in serving)
+        kept = any((self.run_dir.path / "steps").glob("*.json"))  # the stages before it (run, or reused) are written
         raise StageFailed(stage, f"stage '{stage}' could not be served: {tried}{detail}", str(last["outcome"]),
-                          serving, hint=failed_hint(session_ref(self.run_dir.path), stage, self.positions.get(stage)))
+                          serving, hint=failed_hint(session_ref(self.run_dir.path), stage, self.positions.get(stage),
+                                                    kept=kept, routed=routed), routed=routed)
 
     async def _ask(self, stage: str, name: str, messages: Messages, params: GenParams,
                    serving: list[dict[str, Any]]) -> Completion | None:

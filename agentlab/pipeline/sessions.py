@@ -28,7 +28,14 @@ from agentlab.pipeline.config import (
     execution_order,
     pipeline_checked,
 )
-from agentlab.pipeline.load import Loaded, check_used_models, load_models, load_routed, used_models
+from agentlab.pipeline.load import (
+    Loaded,
+    check_defines_models,
+    check_used_models,
+    load_models,
+    load_routed,
+    used_models,
+)
 
 COMMAND = "pipeline"
 DAMAGED = "damaged"  # the status of a listed session with a file that `show` cannot read
@@ -254,6 +261,9 @@ def session_tree(sessions: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
 
 def find_session(ref: str, root: str | Path | None = None) -> Path:
     """A session folder from a path, a folder name, or a unique prefix of a folder name."""
+    if not ref.strip():  # "" is a prefix of every name ("'' matches 10 sessions"), and Path("") the current folder
+        raise UsageError(f"the session name is empty ({ref!r}): name a session by its folder name, a unique prefix "
+                         "of it, or its path", hint="list them with `agentlab pipeline history`")
     as_path = Path(ref)
     if (as_path / "run.json").is_file():
         from agentlab.core.runs import run_info
@@ -392,6 +402,8 @@ def prepare_rerun(parent: Path, from_stage: str | None, *, sets: Iterable[str] |
                          "them; start a new session with `agentlab pipeline run`")
     saved = load_models(saved_models)
     models = saved if models_path is None else load_models(models_path)
+    if models_path is not None:
+        check_defines_models(models, Path(models_path))
     sets = list(sets or [])
     # checked against the parent's models too: a model FILE lacks is named below, as FILE's, not as config.yaml's
     known = {**saved.models, **models.models}

@@ -178,7 +178,9 @@ def test_show_of_a_failed_session_says_why_and_how_to_continue(in_tmp: Path, cap
     flat = " ".join(err.split())
     assert code == 1 and out == "", err
     assert "failed: stage 'a' could not be served: model 'deadm': server_error" in flat
-    assert "then `agentlab pipeline rerun f --from a --models FILE`" in flat and "final answer" not in flat
+    # a routed model's failure is its server's or routing config's; no stage before it was kept
+    assert "in your routing config, then `agentlab pipeline rerun f --from a --llm FILE`" in flat
+    assert "steps before it are kept" not in flat and "models file" not in flat and "final answer" not in flat
     assert "--set base_pipeline.stages.0.fallbacks=[MODEL]" in flat  # a's place in the file, as run said it
     code, out, _ = cli(capsys, "pipeline", "show", "f", "--json")
     data = json.loads(out)
@@ -326,9 +328,9 @@ def test_hints_name_a_session_outside_runs_pipeline_by_its_path(in_tmp: Path, ca
         write_routed_models(other, ["deadm"])
         code, _, err = cli(capsys, "pipeline", "run", "--models", "models.yaml", "--llm", "llm.yaml", "--stage",
                            "a=deadm", "-i", "hi", "--out", "out/f")
-    assert code == 1 and "then `agentlab pipeline rerun out/f --from a --models FILE`" in " ".join(err.split()), err
+    assert code == 1 and "then `agentlab pipeline rerun out/f --from a --llm FILE`" in " ".join(err.split()), err
     code, _, err = cli(capsys, "pipeline", "show", "out/f")
-    assert code == 1 and "then `agentlab pipeline rerun out/f --from a --models FILE`" in " ".join(err.split()), err
+    assert code == 1 and "then `agentlab pipeline rerun out/f --from a --llm FILE`" in " ".join(err.split()), err
 
 
 @pytest.mark.parametrize("damage", ["remove", "steps_a_file"])
