@@ -304,8 +304,9 @@ def render_report(cfg: NASConfig, outcome: SearchOutcome, results: dict[str, Any
                  f"{_fmt(best.value)}, test MSE {_fmt(best.metrics.get('test_mse'))}, test MAE "
                  f"{_fmt(best.metrics.get('test_mae'))}, {best.metrics.get('n_params', 0):,} parameters.")
     if base is not None:
+        change = round(-gain, 3) or 0.0 if gain is not None else 0.0  # under 0.05%: +0.0%, not -0.0%
         lines.append(f"Base config ({base.run_id}): val MSE {_fmt(base.value)}, test MSE "
-                     f"{_fmt(base.metrics.get('test_mse'))}. Change in val MSE from the base: {-gain or 0.0:+.1%} "
+                     f"{_fmt(base.metrics.get('test_mse'))}. Change in val MSE from the base: {change:+.1%} "
                      "(negative: lower error)." if gain is not None else "")
     lines.append("Every MSE and MAE here is on standardised data: each channel scaled by the mean and standard "
                  "deviation of its train split.")
