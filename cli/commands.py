@@ -37,7 +37,8 @@ COMMANDS: tuple[Command, ...] = (
             continue_with="agentlab.llm_bench.report:after_stop"),
     Command("pipeline", "pipeline", "agentlab.pipeline.config:PipelineConfig", group=True, resumable=False,
             continue_with="the finished stages are kept: continue with `agentlab pipeline rerun SESSION --from STAGE` "
-            "(SESSION: the run folder's name; `agentlab pipeline show SESSION` lists its finished stages)"),
+            "(SESSION: the run folder's name; `agentlab pipeline show SESSION` lists its finished stages)",
+            no_run_folder=("show", "history")),
     Command("models", "models", "agentlab.pipeline.config:ModelsConfig", group=True, resumable=False),
     Command("train-persona", "train_persona", "agentlab.train_persona.config:TrainPersonaConfig", group=True,
             no_run_folder=("export",)),

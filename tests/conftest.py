@@ -92,6 +92,15 @@ def _no_debug(monkeypatch: pytest.MonkeyPatch) -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+@pytest.fixture(autouse=True)
+def _no_values_read_from_env() -> None:
+    """Each test starts with no credential remembered as read from a config's ``${NAME}`` (a process-wide map: a
+    literal credential of one test was written as another test's ``${NAME}``)."""
+    from agentlab.core import config
+
+    config._READ_FROM_ENV.clear()
+
+
 @pytest.fixture(scope="session")
 def _torch_default_threads() -> int:
     import torch

@@ -122,15 +122,17 @@ def secret_values(extra_names: Iterable[str] = ()) -> dict[str, str]:
     return dict(sorted(found.items(), key=lambda item: -len(item[0])))
 
 
-# value -> (variable name, the folder whose .env it may come from) for each ${NAME} a config file read
-# (``interpolate_env``): a credential field or header holding one is written back as ``${NAME}``, whatever the name
-_READ_FROM_ENV: dict[str, tuple[str, Path | None]] = {}
+# value -> variable name for each ${NAME} a config file read into a credential field, a header that holds one, or a
+# URL (``interpolate_env``): a credential holding one is written back as ``${NAME}``, whatever the name. No file is
+# read to check it (scrub_text runs in logging filters and error paths, which must not fail).
+_READ_FROM_ENV: dict[str, str] = {}
 
 
 def _values_read_from_env() -> dict[str, str]:
-    """value -> name for the values a config's ``${NAME}`` read that the variable still holds, longest first."""
-    found = {value: name for value, (name, folder) in list(_READ_FROM_ENV.items())
-             if getenv(name, load_dotenv_values(folder)) == value}
+    """value -> name for the values a config's ``${NAME}`` read, longest first; not one whose variable the
+    environment now sets to something else (a .env's value is taken as read)."""
+    found = {value: name for value, name in list(_READ_FROM_ENV.items())
+             if os.environ.get(name, value) == value}
     return dict(sorted(found.items(), key=lambda item: -len(item[0])))
 
 
@@ -631,9 +633,13 @@ def interpolate_env(data: Any, source: _Source, dotenv: dict[str, str], path: Pa
                 f"{source.where(path)}: {_dotted(path)}: environment variable {name} is not set",
                 hint=f"export {name}=... or add it to .env, or write ${{{name}:-default}} in the config",
             )
-        if len(value) >= _MIN_SECRET_LEN and not _ENV_RE.fullmatch(value):
-            _READ_FROM_ENV[value] = (name, source.path.parent if source.path else None)
+        if len(value) >= _MIN_SECRET_LEN and not _ENV_RE.fullmatch(value) and (credential or "://" in data):
+            _READ_FROM_ENV[value] = name
         return value
+
+    # only a credential's value (or a URL's, whose key or password scrub_text hides): a header that is no credential
+    # (X-Feature: ${MODE}) does not make a literal credential of the same text ${MODE}
+    credential = bool(path) and _secret_key(path[-1], len(path) > 1 and path[-2] == "headers")
 
     return _ENV_RE.sub(repl, data)
 

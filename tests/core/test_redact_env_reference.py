@@ -49,3 +49,24 @@ def test_a_variable_that_no_longer_holds_the_value_is_not_named(in_tmp: Path, mo
     cfg = _llm(in_tmp, {"X-Token": "${MY_OTHER_HDR}"})
     monkeypatch.setenv("MY_OTHER_HDR", "changed-value-123456")
     assert redact(cfg.model_dump(mode="json"))["providers"]["p"]["headers"] == {"X-Token": "***"}
+
+
+def test_a_non_credential_value_read_from_a_variable_names_no_credential(
+        in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a credential's (or a URL's) value is remembered: a literal credential equal to a plain header read from
+    ``${MODE_WORD}`` stays ``***`` (it was written as ``${MODE_WORD}``, a rerun then sent whatever MODE_WORD held)."""
+    monkeypatch.setenv("MODE_WORD", "enabled-mode")
+    cfg = _llm(in_tmp, {"X-Feature": "${MODE_WORD}", "X-Auth-Mode": "enabled-mode"})
+    assert redact(cfg.model_dump(mode="json"))["providers"]["p"]["headers"] == {"X-Feature": "enabled-mode",
+                                                                              "X-Auth-Mode": "***"}
+
+
+def test_scrubbing_reads_no_file(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """scrub_text runs in logging filters and error paths: a .env made unreadable after the config was read (not
+    UTF-8) made it raise; the value read is taken as read."""
+    from agentlab.core.config import scrub_text
+
+    (in_tmp / ".env").write_text("DOTENV_HDR=dotenv-value-123456\n")
+    _llm(in_tmp, {"X-Token": "${DOTENV_HDR}"})
+    (in_tmp / ".env").write_bytes(b"DOTENV_HDR=\xff\xfe\n")
+    assert scrub_text("http://u:dotenv-value-123456@h/v1", known={}) == "http://u:${DOTENV_HDR}@h/v1"
