@@ -106,12 +106,18 @@ def ui(
     relay = _Relay(process)
     try:
         code = process.wait()
-    except KeyboardInterrupt:  # Ctrl-C reached streamlit too (same process group); SIGTERM only us
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    except KeyboardInterrupt:
+        # Ctrl-C (and `kill -INT %1`) reached streamlit too (same process group), which stops on it in about a second:
+        # a SIGTERM sent at once made it stop twice ("Stopping..." printed twice). A SIGINT or SIGTERM to us alone is
+        # passed on after that wait, and a streamlit that does not stop then is killed.
+        with contextlib.suppress(subprocess.TimeoutExpired, KeyboardInterrupt):  # a second Ctrl-C: no more waiting
+            process.wait(timeout=_STOPS_WITHIN)
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
         raise
     finally:
         relay.join()
@@ -121,20 +127,41 @@ def ui(
     if code:
         from agentlab.core.errors import AgentlabError
 
-        how = f"exit code {code}" if code > 0 else f"killed by signal {-code}"
+        if code < 0:  # its last line (its start, a request) is no reason why: something outside stopped it
+            raise AgentlabError(f"the Streamlit server stopped (killed by signal {-code}, {_signal_name(-code)})",
+                                hint="it was stopped from outside agentlab (a kill, the out-of-memory killer); "
+                                     "start agentlab ui again")
         said = f": {relay.last_error}" if relay.last_error else ""
-        raise AgentlabError(f"the Streamlit server stopped ({how}){said}",
-                            hint="its own messages are above; a port taken since the check: pass another --port")
+        raise AgentlabError(f"the Streamlit server stopped (exit code {code}){said}",
+                            hint="its own messages are above" + ("; a port taken since the check: pass another --port"
+                                                                 if _PORT_TAKEN.search(relay.last_error) else ""))
+
+
+# how long a streamlit sent SIGINT with us (Ctrl-C) takes to stop on its own, at most (about a second, measured)
+_STOPS_WITHIN = 3.0
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "no signal this system names"
 
 
 # a log line's date and time, as Streamlit's logger starts each line (2026-12-03 08:24:17.250 Port 8641 is not ...)
 _LOG_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? ")
+# what Streamlit says as it starts, serves and stops (on stderr, its log, or stdout): no reason why it stopped
+_INFORMATIONAL = re.compile(r"^(?:You can now view |Uvicorn server started |(?:Local |Network |External )?URL: |"
+                            r"https?://|Stopping\.\.\.$)", re.IGNORECASE)
+# Streamlit's words for a port it cannot listen on ("Port 8641 is not available", "Cannot start Streamlit server.
+# Port 8641 is not available, and ...")
+_PORT_TAKEN = re.compile(r"\bport \d+ is not available\b", re.IGNORECASE)
 
 
 class _Relay:
     """Copies the child's stdout and stderr pipes to this process's own (a thread each), and keeps the last line of
-    its stderr. A reader that went away (EPIPE) stops the server: the rest is read and dropped, so Streamlit never
-    meets the closed pipe."""
+    its stderr that is not one of its informational ones (the error it stopped on, if it did). A reader that went away
+    (EPIPE) stops the server: the rest is read and dropped, so Streamlit never meets the closed pipe."""
 
     def __init__(self, process: subprocess.Popen[bytes]) -> None:
         self.process, self.reader_gone, self.last_error = process, False, ""
@@ -148,8 +175,9 @@ class _Relay:
     def _copy(self, pipe: IO[bytes], target: TextIO, errors: bool) -> None:
         out = getattr(target, "buffer", None)
         for line in iter(pipe.readline, b""):
-            if errors and line.strip():
-                self.last_error = _LOG_TIME.sub("", line.decode("utf-8", "replace").strip())
+            said = _LOG_TIME.sub("", line.decode("utf-8", "replace").strip()) if errors else ""
+            if said and not _INFORMATIONAL.match(said):
+                self.last_error = said
             if self.reader_gone:
                 continue
             try:

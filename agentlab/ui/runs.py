@@ -115,7 +115,7 @@ def no_run_json(path: Path) -> str:
 
 def read_run(path: Path, root: Path) -> RunRow:
     """One run folder: run.json (command, status as it really is, times) and the key result of results.json. A
-    run.json that is missing, not JSON or no object, or whose status is missing or no string, makes the status
+    run.json that is missing, not JSON or no object, or whose status is missing, empty or no string, makes the status
     ``damaged``."""
     problems: dict[str, str] = {}
     info = _read(path / "run.json", problems)
@@ -125,7 +125,9 @@ def read_run(path: Path, root: Path) -> RunRow:
                                 else no_run_json(path))
     damaged = "run.json" in problems
     info = dict(info)
-    fields: list[str] = [] if damaged or info.get("status") is not None else ["no status"]
+    given = info.get("status")
+    blank = isinstance(given, str) and not given.strip()  # "" (or spaces): a status, but no run's
+    fields: list[str] = [] if damaged else ["no status"] if given is None else ["status is empty"] if blank else []
     for key in ("command", "status", "started", "ended"):  # each field of the wrong type: named, left empty
         value = info.get(key)
         wrong = value is not None and not isinstance(value, str)
@@ -134,8 +136,8 @@ def read_run(path: Path, root: Path) -> RunRow:
             info[key] = None
     if fields:
         problems.setdefault("run.json", f"{path / 'run.json'}: {'; '.join(fields)}")
-    # a status that is missing or no string (nulled above) is no status: the run cannot be read as any
-    status = DAMAGED if damaged or not info.get("status") else str(info["status"])
+    # a status that is missing, empty or no string (nulled above) is no status: the run cannot be read as any
+    status = DAMAGED if damaged or blank or not info.get("status") else str(info["status"])
     if status == RUNNING:
         status = run_status(path, info)  # `running` whose process died is `interrupted`
     started, ended = _time(info.get("started")), _time(info.get("ended"))

@@ -5,9 +5,12 @@ stood in for by a small script (fast)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -82,6 +85,72 @@ def test_streamlit_stopping_on_its_own_is_one_line_saying_why(in_tmp: Path, monk
     err = capfd.readouterr().err.splitlines()
     assert err[-2:] == ["error: the Streamlit server stopped (exit code 1): Port 8641 is not available",
                         "hint: its own messages are above; a port taken since the check: pass another --port"]
+
+
+def test_streamlit_killed_by_a_signal_says_so_not_its_last_log_line(in_tmp: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      capfd: pytest.CaptureFixture) -> None:
+    """`kill -9` of the server said "stopped (killed by signal 9): Uvicorn server started on 127.0.0.1:18654" and
+    hinted at a port taken since the check."""
+    stand_in(monkeypatch, "import os, signal, sys\n"
+                          "print('2026-12-03 08:24:17.250 Uvicorn server started on 127.0.0.1:18654', file=sys.stderr,"
+                          " flush=True)\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    assert main(["ui", "--runs", "r", "--port", str(free_port())]) == 1
+    err = capfd.readouterr().err.splitlines()
+    assert err[-2:] == ["error: the Streamlit server stopped (killed by signal 9, SIGKILL)",
+                        "hint: it was stopped from outside agentlab (a kill, the out-of-memory killer); start agentlab "
+                        "ui again"]
+
+
+@pytest.mark.parametrize(("stderr", "said"), [
+    (["You can now view your Streamlit app in your browser.", "URL: http://127.0.0.1:8501",
+      "2026-12-03 08:24:17.250 Uvicorn server started on 127.0.0.1:8501"], ""),
+    (["2026-12-03 08:24:17.250 Uvicorn server started on 127.0.0.1:8501", "Traceback (most recent call last):",
+      "RuntimeError: no event loop"], ": RuntimeError: no event loop")])
+def test_an_exit_code_quotes_its_error_only_and_no_port_hint(in_tmp: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capfd: pytest.CaptureFixture, stderr: list[str],
+                                                             said: str) -> None:
+    """Its informational lines are no reason why it stopped, and an error not about the port gets no port hint."""
+    written = "".join(line + "\n" for line in stderr)
+    stand_in(monkeypatch, f"import sys\nsys.stderr.write({written!r})\nsys.exit(3)\n")
+    assert main(["ui", "--runs", "r", "--port", str(free_port())]) == 1
+    err = capfd.readouterr().err.splitlines()
+    assert err[-2:] == [f"error: the Streamlit server stopped (exit code 3){said}", "hint: its own messages are above"]
+
+
+def test_ctrl_c_stops_streamlit_once(in_tmp: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capfd: pytest.CaptureFixture) -> None:
+    """Ctrl-C reaches Streamlit too (one process group), which stops on it in its own time: a SIGTERM sent at once
+    made it stop again ("Stopping..." printed twice)."""
+    started = stand_in(monkeypatch, "import signal, sys, time\n"
+                                    "def stop(*_):\n    print('  Stopping...', flush=True)\n"
+                                    "    time.sleep(0.5)\n    sys.exit(0)\n"
+                                    "signal.signal(signal.SIGINT, stop)\nsignal.signal(signal.SIGTERM, stop)\n"
+                                    "print('ready', flush=True)\ntime.sleep(30)\n")
+
+    def ctrl_c() -> None:  # as a terminal's Ctrl-C: SIGINT to streamlit and to agentlab
+        deadline = time.monotonic() + 20
+        while not started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1)  # its handlers are set
+        started[0].send_signal(signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=ctrl_c)
+    thread.start()
+    begun = time.monotonic()
+    assert main(["ui", "--runs", "r", "--port", str(free_port())]) == 130
+    thread.join()
+    assert time.monotonic() - begun < 20
+    assert capfd.readouterr().out.count("Stopping...") == 1
+
+
+def test_a_sigint_to_agentlab_alone_still_stops_streamlit(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kill -INT PID` of agentlab: Streamlit did not get it, and is stopped after the wait (no hang)."""
+    started = stand_in(monkeypatch, "import time\nprint('ready', flush=True)\ntime.sleep(60)\n")
+    threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    begun = time.monotonic()
+    assert main(["ui", "--runs", "r", "--port", str(free_port())]) == 130
+    assert time.monotonic() - begun < 20 and started[0].poll() is not None
 
 
 def test_an_ipv6_host_is_bracketed_in_the_url(in_tmp: Path, monkeypatch: pytest.MonkeyPatch,

@@ -15,7 +15,8 @@ from agentlab.ui import runs
 
 @pytest.mark.parametrize(("fields", "said"), [
     ({"command": 5, "status": ["x"]}, "command is 5, not a string; status is ['x'], not a string"),
-    ({"status": None}, "no status"), ({"status": 7}, "status is 7, not a string")])
+    ({"status": None}, "no status"), ({"status": 7}, "status is 7, not a string"), ({"status": ""}, "status is empty"),
+    ({"status": "  "}, "status is empty"), ({"status": 0}, "status is 0, not a string")])
 def test_a_run_json_without_a_status_it_can_read_is_damaged(tmp_path: Path, fields: dict, said: str) -> None:
     """{"command": 5, "status": ["x"]} was status `unknown`: named nowhere in the docs, and the Status filter's
     `damaged` left it out."""
