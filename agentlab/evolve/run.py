@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentlab.core.config import absolute_path, absolute_paths
-from agentlab.core.debate.task import Question, answer_kind, as_questions, load_task, make_task, write_task
+from agentlab.core.debate.task import _SHAPES, Question, answer_kind, as_questions, load_task, make_task, write_task
 from agentlab.core.errors import (
     AgentlabError,
     ConfigError,
@@ -55,7 +55,7 @@ from agentlab.core.train.blend import (
     ties_merge,
 )
 from agentlab.core.vote import normalise, wilson_interval
-from agentlab.evolve.config import EvolveConfig
+from agentlab.evolve.config import EvolveConfig, TaskSettings
 from agentlab.evolve.population import FORMER, Population, check_owner, open_population
 from agentlab.evolve.report import fitness_line, fitness_plot, generation_line, render_report
 from agentlab.evolve.score import ScoreSettings, reference, test_accuracy
@@ -165,7 +165,7 @@ def split_task(cfg: EvolveConfig, *, resuming: bool = False) -> tuple[list[Quest
         return out[0], out[1], out[2]
     need = sum(sizes.values())
     if t.file is None:
-        questions = as_questions(make_task(need, t.generate, t.seed))
+        questions = generated_questions(t, need, resuming=resuming)
     else:
         rows = load_task(t.file)
         try:
@@ -193,6 +193,34 @@ def split_task(cfg: EvolveConfig, *, resuming: bool = False) -> tuple[list[Quest
         random.Random(t.seed).shuffle(questions)
     a, b = t.fitness_questions, t.fitness_questions + t.validation_questions
     return questions[:a], questions[a:b], questions[b:need]
+
+
+def generated_questions(t: TaskSettings, need: int, *, resuming: bool = False) -> list[Question]:
+    """``need`` distinct questions of the generated arithmetic task, the same for the same seed: ``make_task``
+    draws its expressions at random, repeats too (easy: 135 distinct of 162), and a repeat put one question in two
+    splits. ``make_task`` of more rows begins with the rows of fewer, so it is asked for more until the first
+    ``need`` distinct ones are there, in its order (a seed whose first ``need`` rows were distinct splits as before).
+    ``UsageError`` naming ``task.generate`` when it has fewer distinct questions than the splits need; a resume is
+    not refused (it scores the split its run recorded, ``_settings``): it gets ``make_task``'s rows, repeats too."""
+    difficulty, seed = t.generate, t.seed
+    shape, top = _SHAPES[difficulty]
+    space = (top + 1) ** shape.count("{")  # every expression of its shape: each a question of its own
+    if need > space:
+        if resuming:
+            return as_questions(make_task(need, difficulty, seed))
+        raise UsageError(f"task.generate {difficulty}: {counted(space, 'distinct question')}; the splits need "
+                         f"{need} ({t.fitness_questions} fitness + {t.validation_questions} validation + "
+                         f"{t.test_questions} test)",
+                         hint="lower task.fitness_questions / validation_questions / test_questions, or a harder "
+                         f"task.generate ({'hard' if difficulty == 'medium' else 'medium or hard'})")
+    drawn = need
+    while True:
+        first: dict[str, dict[str, str]] = {}
+        for row in make_task(drawn, difficulty, seed):
+            first.setdefault(row["question"], row)
+            if len(first) == need:
+                return as_questions(list(first.values()))
+        drawn *= 2
 
 
 def distinct_questions(path: Path, questions: list[Question]) -> tuple[list[Question], list[Question]]:

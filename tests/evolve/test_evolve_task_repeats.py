@@ -1,7 +1,8 @@
 """A task file's repeated questions: dropped before the split (a file of 20 copies of one line put that question in
 the fitness, validation and test splits alike, and the report called the test split unseen), said once on stderr;
 two copies with different answers refused, naming both lines; the "too few questions" check counts distinct ones;
-and a run started before repeats were dropped resumes with the split it recorded."""
+and a run started before repeats were dropped resumes with the split it recorded. A generated task (easy, medium,
+hard) draws distinct questions too, refusing splits larger than its space, and resumes likewise."""
 
 from __future__ import annotations
 
@@ -102,5 +103,66 @@ def test_a_run_started_before_repeats_were_dropped_resumes_with_its_own_split(
     capsys.readouterr()
     assert main(["evolve", "run", "--resume", str(in_tmp / "RUN")]) == 0, capsys.readouterr().err
     assert "repeated" not in capsys.readouterr().err  # what the resume scores is not what it would drop
+    pop = open_population(None, in_tmp / "RUN", create=False)
+    assert (pop.attr("settings")["questions"], pop.attr("test")) == recorded
+
+
+def test_a_generated_task_draws_distinct_questions_the_same_for_a_seed() -> None:
+    """``make_task(162, "easy")`` repeats questions (135 distinct): about 18 of the 90 test questions were also in
+    fitness or validation. The splits now hold the first 162 distinct ones of a longer draw, the same each time; a
+    draw without repeats (hard) splits as before."""
+    from agentlab.core.debate.task import as_questions, make_task
+
+    for generate in ("easy", "medium", "hard"):
+        cfg = EvolveConfig(task={"generate": generate})
+        splits = split_task(cfg)
+        asked = [q.question for split in splits for q in split]
+        assert [len(split) for split in splits] == [36, 36, 90]
+        assert len(set(asked)) == len(asked) == 162, generate
+        assert split_task(cfg) == splits  # deterministic for a seed
+        first = list(dict.fromkeys(row["question"] for row in make_task(2000, generate, 0)))[:162]
+        assert asked == first  # make_task's order, its repeats skipped
+    hard = EvolveConfig(task={"generate": "hard"})
+    assert [q for split in split_task(hard) for q in split] == as_questions(make_task(162, "hard", 0))
+
+
+def test_a_generated_task_with_too_few_distinct_questions_is_refused(
+        in_tmp: Path, tiny_model: dict[str, Path], seeds: dict[str, Path], capsys: Any) -> None:
+    """easy (a + b, each 0..20) has 441 distinct questions: 441 are split, 442 refused naming the setting."""
+    cfg = EvolveConfig(task={"generate": "easy", "fitness_questions": 300, "validation_questions": 41,
+                             "test_questions": 100})
+    asked = [q.question for split in split_task(cfg) for q in split]
+    assert len(set(asked)) == len(asked) == 441
+    config = write_config(in_tmp, tiny_model, seeds, task={"fitness_questions": 300, "validation_questions": 42,
+                                                           "test_questions": 100})
+    assert main(["evolve", "run", "-c", str(config), "--out", str(in_tmp / "RUN")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "error: task.generate easy: 441 distinct questions; the splits need 442 (300 fitness + 42 " \
+        "validation + 100 test)", err
+    assert err[-1].startswith("hint: ") and not (in_tmp / "RUN").exists()
+
+
+def test_a_generated_run_started_before_distinct_draws_resumes_with_its_own_split(
+        in_tmp: Path, tiny_model: dict[str, Path], seeds: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: Any) -> None:
+    """Seed 12's first 5 easy questions hold a repeat: a run split before the change recorded it across fitness and
+    test; its resume scores that recorded split, not the distinct draw a new run gets."""
+    import importlib
+
+    from agentlab.core.debate.task import as_questions, make_task
+    from agentlab.evolve.population import open_population
+
+    evolve_run = importlib.import_module("agentlab.evolve.run")
+    config = write_config(in_tmp, tiny_model, seeds, task={"seed": 12})
+    with monkeypatch.context() as old:  # as agentlab drew a generated task before: make_task's rows, repeats too
+        old.setattr(evolve_run, "generated_questions",
+                    lambda t, need, resuming=False: as_questions(make_task(need, t.generate, t.seed)))
+        assert main(["evolve", "run", "-c", str(config), "--out", str(in_tmp / "RUN")]) == 0
+    pop = open_population(None, in_tmp / "RUN", create=False)
+    recorded = pop.attr("settings")["questions"], pop.attr("test")
+    asked = [q["question"] for split in recorded for q in split]
+    assert len(asked) == 5 and len(set(asked)) == 4  # the old split: a repeat across the splits
+    capsys.readouterr()
+    assert main(["evolve", "run", "--resume", str(in_tmp / "RUN")]) == 0, capsys.readouterr().err
     pop = open_population(None, in_tmp / "RUN", create=False)
     assert (pop.attr("settings")["questions"], pop.attr("test")) == recorded
