@@ -66,11 +66,12 @@ def _fmt(value: float | None, scale: float = 1000.0, unit: str = "ms") -> str:
 
 MIN_DECODE_MS = 1.0  # the least time after the first token a decode speed is taken over (run.MIN_DECODE_S)
 ESTIMATED = ("`~`: estimated: the server sent no token counts (`usage`), so each stream chunk counted as one output "
-             "token (a server that sends several tokens a chunk reads slower than it is)")
+             "token (a server that sends several tokens a chunk reads slower than it is), and an answer sent whole "
+             "as one token per four characters")
 
 
 def _tokens(value: float | None, estimated: bool) -> str:
-    """A tokens/s cell: ``~`` before one counted from stream chunks (``tokens_estimated``)."""
+    """A tokens/s cell: ``~`` before one from estimated token counts (``tokens_estimated``)."""
     return "-" if value is None else f"{'~' if estimated else ''}{value:.1f}"
 
 

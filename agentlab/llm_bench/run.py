@@ -14,10 +14,10 @@ which model answered each one and the time lost to fallbacks.
 "latency_s": {...}, "output_tokens_per_s", "tokens_estimated", "tool_call": {"called", "valid", "problem", "latency_s",
 "error_kind", "error", "hint"},
 ...}], "route": [{"request", "model", "fallbacks", "latency_s", "fallback_time_s", ...}]}``. ``tokens_estimated``: some
-answer came without the server's token count (usage), so its output tokens are the stream's chunks counted
-(``Usage.reported``). A route record's ``fallbacks`` is how many times the request moved on to another model (retries
-of one model not counted), answered or not; ``fallback_time_s`` the time lost before the answering model's attempt,
-null for a failed request.
+answer came without the server's token count (usage), so its output tokens are estimated: the stream's chunks
+counted, or an answer sent whole at four characters a token (``Usage.reported``). A route record's ``fallbacks`` is
+how many times the request moved on to another model (retries of one model not counted), answered or not;
+``fallback_time_s`` the time lost before the answering model's attempt, null for a failed request.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class Sample:
     model: str | None = None
     fallbacks: int = 0
     fallback_time_s: float | None = 0.0  # None: the request failed (no answer the time was lost before)
-    tokens_reported: bool = True  # False: the server sent no usage, output_tokens counts the stream's chunks
+    tokens_reported: bool = True  # False: the server sent no usage, output_tokens is an estimate (Usage.reported)
 
 
 # Below this many seconds after the first token the answer came at once (one chunk, or a server that ignored
@@ -110,8 +110,8 @@ async def _timed(call: Any) -> Sample:
                       error=redact(" ".join(str(exc).split()))[:300],
                       hint=redact(" ".join(exc.hint.split()))[:300] if exc.hint else None)
     latency = completion.latency_s or time.perf_counter() - start
-    # A server that ignores `stream: true` answers whole: the router then times the first piece after the whole
-    # answer was read, at or past the latency, which is no first token's time (docs: llm-bench)
+    # A server that ignores `stream: true` answers whole, which has no first token's time (the router leaves it
+    # None); a time at or past the latency, from any provider, is none either (docs: llm-bench)
     ttft = completion.ttft_s if completion.ttft_s is not None and completion.ttft_s < latency else None
     return Sample(ok=True, latency_s=latency, ttft_s=ttft, output_tokens=completion.usage.completion_tokens,
                   model=completion.model, tokens_reported=completion.usage.reported)

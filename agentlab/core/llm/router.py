@@ -584,9 +584,12 @@ def _check_messages(messages: Any) -> None:
 async def _stream(provider: Provider, model: str, messages: Messages, params: GenParams,
                   timeout_s: float, on_delta: Callable[[str], None] | None = None) -> Completion:
     """Drain a provider stream into its final ``Completion``, measuring the time to first token when it has none;
-    ``on_delta`` gets each non-empty piece as it arrives."""
+    ``on_delta`` gets each non-empty piece as it arrives. A provider without its own time whose text came in one
+    piece (a server that ignored ``stream: true`` and answered whole) keeps ``ttft_s`` None: that piece's time is
+    the whole answer's, no first token's."""
     start = time.perf_counter()
     ttft: float | None = None
+    pieces = 0
     final: Completion | None = None
     chunks = provider.stream(model, messages, params, timeout_s)
     try:
@@ -594,6 +597,7 @@ async def _stream(provider: Provider, model: str, messages: Messages, params: Ge
             if isinstance(item, Completion):
                 final = item
             elif item.text:
+                pieces += 1
                 if ttft is None:
                     ttft = time.perf_counter() - start
                 if on_delta is not None:
@@ -604,6 +608,6 @@ async def _stream(provider: Provider, model: str, messages: Messages, params: Ge
             await aclose()
     if final is None:
         raise LLMError(f"{model}: the stream ended without a final completion", "stream_cut", model=model)
-    if final.ttft_s is None:
+    if final.ttft_s is None and pieces > 1:
         final.ttft_s = ttft
     return final

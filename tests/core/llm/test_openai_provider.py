@@ -184,7 +184,8 @@ def test_authorization_header_only_with_key() -> None:
     assert b"authorization: bearer sk-abc\r\n" in heads[0].lower()
     assert b"x-title: agentlab" in heads[0].lower()
     assert b"authorization" not in heads[1].lower()
-    assert out.usage.prompt_tokens == 0 and out.usage.completion_tokens == 0  # no usage block: zeros
+    usage = out.usage  # no usage block: the prompt unknown, the completion estimated ("hi": 1 token), not reported
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.reported) == (0, 1, False)
 
 
 def test_total_deadline_on_trickled_body() -> None:

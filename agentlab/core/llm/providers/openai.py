@@ -64,6 +64,12 @@ def usage_of(usage: dict[str, Any]) -> Usage:
                  cached_tokens=(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0)
 
 
+def _unreported_usage(text: str) -> Usage:
+    """``Usage`` for a whole answer that came without ``usage``: the prompt unknown (0), the completion estimated at
+    about four characters a token, ``reported=False`` so run records and llm-bench show it as an estimate."""
+    return Usage(0, -(-len(text) // 4), reported=False)
+
+
 class _Secret:
     """Holds the API key for scrubbing only; its repr never shows the value."""
 
@@ -488,10 +494,7 @@ class OpenAIProvider:
             if not message.get("tool_calls"):
                 raise self._error("empty", model, "the answer has no text", status=response.status_code)
         usage = data.get("usage")
-        if usage:
-            used = usage_of(usage)
-        else:
-            used = Usage()
+        used = usage_of(usage) if usage else _unreported_usage(content or "")
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s: %.3fs, %d+%d tokens", self.name, model, latency, used.prompt_tokens,
                       used.completion_tokens)
@@ -671,12 +674,12 @@ class OpenAIProvider:
         latency = time.perf_counter() - start
         if (not text or text.isspace()) and not message.get("tool_calls"):
             raise self._error("empty", model, "the answer has no text", status=response.status_code)
-        usage = data.get("usage") or {}
+        usage = data.get("usage")
         if text:
             yield StreamDelta(text)
         # Not streamed: the whole answer came at once, so there is no first token's time (it read as the latency,
         # and llm-bench divided the tokens after the first by the ~0 s after it)
-        yield Completion(text=text, model=model, usage=usage_of(usage),
+        yield Completion(text=text, model=model, usage=usage_of(usage) if usage else _unreported_usage(text),
                          latency_s=latency, ttft_s=None, finish_reason=data["choices"][0].get("finish_reason"),
                          tool_calls=calls_from_message(message))
 
