@@ -53,10 +53,11 @@ def make_tiny(
     from agentlab.core.models.gguf_export import QUANT_KINDS
     from agentlab.core.train.tiny import make_tiny as build
 
-    if quantize is not None and quantize not in QUANT_KINDS:
+    if quantize is not None and quantize.lower() not in QUANT_KINDS:  # any case: Q8_0 as llama.cpp spells it
         from agentlab.core.errors import UsageError
 
         raise UsageError(f"--quantize: unknown kind '{quantize}'", hint=f"use one of: {', '.join(QUANT_KINDS)}")
+    quantize = quantize.lower() if quantize is not None else None
     with console.status(f"building a tiny {arch} model in {safe_text(out)}"):
         paths = build(out, seed=seed, arch=arch, dtype=dtype, quantize=quantize, overwrite=force)
     if json_:

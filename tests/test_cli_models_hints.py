@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
     (["."], ".: is the current folder or holds it"),
     (["afile/sub"], "afile/sub: afile is a file, not a folder"),
     (["/proc/x"], "/proc/x: cannot write in /proc"),
+    (["m", "--quantize", "Q9"], "--quantize: unknown kind 'Q9'"),  # as typed; Q8_0 is taken
 ])
 def test_every_make_tiny_refusal_has_a_hint(args: list[str], error: str, in_tmp: Path,
                                             capsys: pytest.CaptureFixture) -> None:

@@ -90,10 +90,10 @@ def export_gguf(adapter_dir: str | Path, out: str | Path, *, base_model: str | N
     adapter, out = Path(adapter_dir), Path(out)
     if dtype not in gguf_export.GGUF_DTYPES:
         raise InputError(f"unsupported GGUF dtype '{dtype}'", hint=f"use one of: {', '.join(gguf_export.GGUF_DTYPES)}")
-    quantize = quantize.lower() if quantize is not None else None  # Q8_0 as llama.cpp's own tools spell it
-    if quantize is not None and quantize not in gguf_export.QUANT_KINDS:
+    if quantize is not None and quantize.lower() not in gguf_export.QUANT_KINDS:  # any case, e.g. Q8_0
         raise InputError(f"unknown quantization '{quantize}'",
                          hint=f"use one of: {', '.join(gguf_export.QUANT_KINDS)}")
+    quantize = quantize.lower() if quantize is not None else None
     _check_out(out, force)
     adapter_config = read_lora(adapter, "merged and exported to GGUF")
     check_lora_rank(adapter, adapter_config)

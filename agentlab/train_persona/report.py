@@ -3,6 +3,7 @@ its loss curve."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -105,12 +106,13 @@ def _score(score: Any) -> str:
 
 
 def loss_plot(losses: list[tuple[float, float]], path: Path) -> None:
-    """The training loss per logged step."""
+    """The training loss per logged step; a NaN or inf loss (Trainer's filter is off) is left out, not drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    losses = [(s, v) for s, v in losses if isinstance(v, (int, float)) and math.isfinite(v)]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     if losses:
         ax.plot([s for s, _ in losses], [v for _, v in losses], marker="o", markersize=3)

@@ -44,7 +44,7 @@ from agentlab.core.models.builtin import upstream_id
 from agentlab.core.models.device import resolve_device_dtype, seed_everything, wants_4bit
 from agentlab.core.models.load import load_causal_lm
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir, check_data_unchanged, run_info, settings_changes
+from agentlab.core.runs import RunDir, check_data_unchanged, read_events, run_info, settings_changes
 from agentlab.core.tracking import NullTracker, Tracker, check_tracking, open_tracker
 from agentlab.core.train.chat import training_chat_template
 from agentlab.core.train.dist import FollowerRun
@@ -138,6 +138,7 @@ def check_resume(cfg: TrainPersonaConfig, folder: Path) -> None:
     new ``data.path`` would (``core.runs.check_data_unchanged``: the run's first ``data`` event holds the file's
     sha256); a data file that is gone is ``InputError`` asking for it back at its path."""
     check_out_beside_run(cfg.out, folder, given="--resume", resuming=True)
+    _check_not_diverged(folder)
     if not Path(cfg.data.path).exists():  # not "a shipped data name": a resume cannot change its data
         raise InputError(f"{cfg.data.path}: the chat data file this run trains on is gone; nothing was written",
                          hint="put the file back at that path (the same content) and resume again, or start a new "
@@ -146,6 +147,21 @@ def check_resume(cfg: TrainPersonaConfig, folder: Path) -> None:
     if cfg.out is not None and not _saved_at(folder, cfg.out):  # a new --out (or one the run never wrote to)
         check_replace(cfg.out, cfg.force, "adapter_config.json", "an adapter folder", when=" when training ends")
     check_data_unchanged(folder, cfg.data.path)
+
+
+def _check_not_diverged(folder: Path) -> None:
+    """Refuse (``UsageError``, before the model loads) a resume of a run that diverged (``check_finite`` recorded a
+    ``diverged`` event): its checkpoints hold NaN or inf weights and a resume keeps its learning rate, so it loaded
+    the model, said the newest checkpoint "holds the whole budget" and failed the same way again."""
+    diverged = next(read_events(folder, "diverged"), None)
+    if diverged is None:
+        return
+    step, lr = diverged.get("step"), diverged.get("learning_rate")
+    when = f" at step {step}" if isinstance(step, int) else ""
+    rate = f" (learning rate {lr:g})" if isinstance(lr, (int, float)) else ""
+    raise UsageError(f"{folder}: this run diverged{when}{rate}: its checkpoints hold NaN or inf weights and a resume "
+                     "keeps its settings; nothing was written",
+                     hint="start a new run with a lower --lr")
 
 
 def _check_budget(cfg: TrainPersonaConfig, folder: Path) -> None:
@@ -329,10 +345,10 @@ def _train(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, tracker: Trac
                                               "global_step": state.global_step, "max_steps": state.max_steps,
                                               "epoch": state.epoch,
                                               "num_input_tokens_seen": state.num_input_tokens_seen})
-    check_finite(trainer.model, state.log_history, cfg.train.learning_rate)
+    check_finite(trainer.model, state.log_history, cfg.train.learning_rate, record=run_dir.event)
     losses = [(e["step"], e["loss"]) for e in state.log_history if "loss" in e and "step" in e]
     out = cfg.out if cfg.out is not None else run_dir.file("adapter")
-    results = {
+    results = _json_numbers({  # a NaN loss (an fp16 step skipped, the weights finite) as null, not bare NaN
         "adapter": str(Path(out).absolute()), "base_model": cfg.base_model, "device": device.type,
         "qlora": four_bit, "steps": state.global_step, "epochs": state.epoch, "resumed_from": resume_from,
         "first_loss": losses[0][1] if losses else None, "final_loss": losses[-1][1] if losses else None,
@@ -340,7 +356,7 @@ def _train(cfg: TrainPersonaConfig, run_dir: RunDir | FollowerRun, tracker: Trac
         "tokens_seen": state.num_input_tokens_seen,
         "tokens_per_s": callback.tokens_per_s, "seconds": round(seconds, 2), "data": stats,
         "loss_tokens": loss_tokens, "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1), **gpu.to_dict(),
-    }
+    })
     announce(f"memory: peak RSS {results['peak_rss_mb']:.0f} MB; GPU: {gpu.describe()}")
     results["changes_nothing"] = changes_nothing(trainer.model)
     if results["changes_nothing"]:
@@ -361,10 +377,13 @@ def changes_nothing(model: Any) -> bool:
     return bool(factors) and not any(bool(p.detach().any()) for p in factors)
 
 
-def check_finite(model: Any, log_history: list[dict[str, Any]], learning_rate: float) -> None:
+def check_finite(model: Any, log_history: list[dict[str, Any]], learning_rate: float, *,
+                 record: Callable[..., None] | None = None) -> None:
     """Fail the run (``AgentlabError``, exit 1, before the adapter is written) when a weight of the adapter is NaN or
     inf: a run that diverged (a learning rate far too high) saved such an adapter and ended "completed", and
-    `export` made a GGUF of it. The message names the first logged step whose loss or grad_norm was not finite."""
+    `export` made a GGUF of it. The message names the first logged step whose loss or grad_norm was not finite.
+    ``record(kind, **data)`` (``RunDir.event``) gets a ``diverged`` event first: ``check_resume`` refuses a resume
+    of the run by it (its checkpoints hold the same weights, and a resume keeps the learning rate)."""
     import torch
 
     broken = [name for name, p in model.named_parameters() if p.requires_grad and not bool(torch.isfinite(p).all())]
@@ -374,9 +393,11 @@ def check_finite(model: Any, log_history: list[dict[str, Any]], learning_rate: f
     first = next(((e["step"], key, e[key]) for e in log_history for key in ("loss", "grad_norm")
                   if isinstance(e.get(key), float) and not math.isfinite(e[key]) and "step" in e), None)
     when = f"the logged {first[1]} was {first[2]} at step {first[0]}" if first else "no logged step said when"
+    if record is not None:
+        record("diverged", step=first[0] if first else None, learning_rate=learning_rate, tensors=len(broken))
     raise AgentlabError(f"training diverged: {len(broken)} of the adapter's {total} weight tensors hold NaN or inf "
                         f"({when}); no adapter was written",
-                        hint=f"train again with a lower learning rate (--lr; this run's was {learning_rate:g})")
+                        hint=f"start a new run with a lower --lr (a resume keeps this run's, {learning_rate:g})")
 
 
 def _json_numbers(entry: dict[str, Any]) -> dict[str, Any]:

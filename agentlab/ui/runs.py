@@ -276,7 +276,9 @@ def _bench(r: dict[str, Any]) -> str:
 
 
 def _persona(r: dict[str, Any]) -> str:
-    return f"loss {r['first_loss']:.3f} -> {r['final_loss']:.3f}, {counted(r['steps'], 'step')}"
+    """A loss results.json holds as null (none logged, or NaN) is `-`."""
+    first, final = (f"{r[k]:.3f}" if isinstance(r.get(k), (int, float)) else "-" for k in ("first_loss", "final_loss"))
+    return f"loss {first} -> {final}, {counted(r['steps'], 'step')}"
 
 
 def _lm_eval(r: dict[str, Any]) -> str:

@@ -5,6 +5,7 @@ line, a warning before an export that does not fit)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 from pathlib import Path
@@ -32,7 +33,7 @@ def test_a_diverged_run_fails_naming_the_step_and_writes_no_adapter(tiny_model: 
     err = capsys.readouterr().err
     assert code == 1, err
     assert "error: training diverged: " in err and "(the logged loss was nan at step 2); no adapter was written" in err
-    assert "hint: train again with a lower learning rate (--lr; this run's was 1e+30)" in err
+    assert "hint: start a new run with a lower --lr (a resume keeps this run's, 1e+30)" in err
     assert not (in_tmp / "adapters" / "big").exists() and not (in_tmp / "adapters" / ".big.partial").exists()
     run = in_tmp / "runs" / "big"
     assert json.loads((run / "run.json").read_text())["status"] == "failed"
@@ -41,6 +42,53 @@ def test_a_diverged_run_fails_naming_the_step_and_writes_no_adapter(tiny_model: 
     losses = {e["step"]: e.get("loss") for e in logged if e["kind"] == "train_log" and "loss" in e}
     assert losses[1] > 0 and losses[2] is None and losses[3] is None  # not 0.0: Trainer's filter is off
     assert _strict((run / "trainer_state.json").read_text())["log_history"][1]["grad_norm"] is None
+    assert [(e["step"], e["learning_rate"]) for e in logged if e["kind"] == "diverged"] == [(2, 1e30)]
+
+
+def test_a_diverged_run_is_not_resumed(tiny_model: dict[str, Path], in_tmp: Path, capsys: pytest.CaptureFixture,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--resume` of a diverged run loaded the model, said its checkpoint "holds the whole budget" and failed the same
+    way (a resume keeps --lr): it is refused before the model loads."""
+    assert main(["train-persona", "--base-model", str(tiny_model["hf"]), *FAST, "--max-steps", "3", "--lr", "1e30",
+                 "--set", "train.warmup_ratio=0", "--out", "adapters/big", "--run-dir", "runs/big"]) == 1
+    capsys.readouterr()
+    run = in_tmp / "runs" / "big"
+    before = (run / "events.jsonl").read_text()
+
+    def no_load(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(importlib.import_module("agentlab.train_persona.run"), "load_causal_lm", no_load)
+    assert main(["train-persona", "--resume", "runs/big"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {Path('runs/big')}: this run diverged at step 2 (learning rate 1e+30): its checkpoints hold " \
+           "NaN or inf weights and a resume keeps its settings; nothing was written" in err, err
+    assert "hint: start a new run with a lower --lr" in err
+    assert (run / "events.jsonl").read_text() == before and not (in_tmp / "adapters" / "big").exists()
+
+
+def test_a_nan_loss_with_finite_weights_is_null_in_results_and_left_off_the_plot(
+        tiny_model: dict[str, Path], in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NaN loss whose weights stay finite (fp16 steps skipped; here the weight check is bypassed) reached
+    results.json as bare NaN and was drawn in loss.png."""
+    import matplotlib.axes
+
+    drawn: list[list[float]] = []
+    plot = matplotlib.axes.Axes.plot
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        drawn.append(list(args[1]))
+        return plot(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
+    module = importlib.import_module("agentlab.train_persona.run")  # the package's `run` is the function
+    monkeypatch.setattr(module, "check_finite", lambda *args, **kwargs: None)
+    monkeypatch.setattr(module, "changes_nothing", lambda model: False)
+    assert main(["train-persona", "--base-model", str(tiny_model["hf"]), *FAST, "--max-steps", "3", "--lr", "1e30",
+                 "--set", "train.warmup_ratio=0", "--out", "adapters/big", "--run-dir", "runs/big"]) == 0
+    results = _strict((in_tmp / "runs" / "big" / "results.json").read_text())
+    assert results["first_loss"] > 0 and results["final_loss"] is None and results["train_loss"] is None
+    assert len(drawn) == 1 and len(drawn[0]) == 1 and drawn[0][0] == results["first_loss"]
 
 
 def test_export_refuses_an_adapter_of_nan_weights(tiny_model: dict[str, Path], in_tmp: Path,
@@ -101,15 +149,22 @@ def test_one_bad_line_is_named_in_the_singular(in_tmp: Path, capsys: pytest.Capt
 
 
 def test_quantize_is_read_in_any_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`--quantize Q8_0` (llama.cpp's own spelling) was "unknown quantization"; it goes on to the adapter."""
-    from agentlab.core.errors import InputError
+    """`--quantize Q8_0` (llama.cpp's own spelling) was "unknown quantization"; it goes on to the adapter. A kind
+    not known is echoed as typed (it said 'q9' for Q9)."""
+    from agentlab.core.errors import AgentlabError, InputError
+    from agentlab.core.models.gguf_export import quantize_gguf
     from agentlab.train_persona import export_gguf
 
     with pytest.raises(InputError) as info:
         export_gguf(tmp_path / "none", tmp_path / "n.gguf", quantize="Q8_0")
     assert "unknown quantization" not in info.value.message
-    with pytest.raises(InputError, match="unknown quantization 'q9'"):
+    with pytest.raises(InputError, match="unknown quantization 'Q9'"):
         export_gguf(tmp_path / "none", tmp_path / "n.gguf", quantize="Q9")
+    pytest.importorskip("llama_cpp")
+    with pytest.raises(AgentlabError, match="unknown quantization 'Q9'"):
+        quantize_gguf(tmp_path / "none.gguf", tmp_path / "n.gguf", "Q9")
+    with pytest.raises(AgentlabError, match="GGUF file not found"):  # Q8_0 is known: on to the file
+        quantize_gguf(tmp_path / "none.gguf", tmp_path / "n.gguf", "Q8_0")
 
 
 def test_an_adapter_that_does_not_fit_the_export_base_gets_no_warning_before_the_error(

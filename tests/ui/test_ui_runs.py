@@ -490,3 +490,10 @@ def test_a_torn_last_line_of_events_is_counted_once_the_run_is_not_running(root:
             assert runs.event_table(path)[1] == 0
         finally:
             os.close(fd)
+
+
+def test_a_persona_run_with_a_null_loss_is_summed_up() -> None:
+    """train-persona writes a NaN loss as null in results.json: the runs list's summary raised on None."""
+    from agentlab.ui.runs import _persona
+
+    assert _persona({"first_loss": None, "final_loss": 0.5, "steps": 3}) == "loss - -> 0.500, 3 steps"

@@ -296,9 +296,9 @@ def quantize_gguf(src: str | Path, dst: str | Path, kind: str = "q8_0", n_thread
     import llama_cpp
 
     _quiet_devnull(llama_cpp)
-    kind = kind.lower()
-    if kind not in QUANT_KINDS:
+    if kind.lower() not in QUANT_KINDS:  # any case; the message echoes it as given
         raise AgentlabError(f"unknown quantization '{kind}'", hint=f"use one of: {', '.join(QUANT_KINDS)}")
+    kind = kind.lower()
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise AgentlabError(f"GGUF file not found: {src}", hint="export one first with export_gguf")
