@@ -589,7 +589,7 @@ def test_when_the_base_model_is_the_recommendation_every_output_says_so(in_tmp: 
     assert "keep it, unless" not in err and "1 experiment and the base model (0 reused from the workspace" in err
     assert "**Keep the base model**: it meets the constraints and no experiment does" in (run / "report.md").read_text()
     assert "Model: the base model itself, unchanged." in (run / "report.md").read_text()
-    assert "; measured 1/2 (" in err and "; measured 0/2 (" in err  # [1] structured ...: <step>, ETA 0:01; measured
+    assert "; measured 1/2 done (" in err and "; measured 0/2 done (" in err  # [1] ...: <step>, ETA 0:01; measured
 
 
 def test_a_dry_run_checks_that_out_can_be_made_and_says_an_unused_llm(in_tmp: Path, tiny_model: dict[str, Path],
