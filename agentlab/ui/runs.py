@@ -377,6 +377,16 @@ def _settled(folder: Path) -> bool:
         return not is_live(folder)
 
 
+def _json_object(line: str) -> dict[str, Any] | None:
+    """A JSONL line's object (None: not JSON, or JSON that is no object): what ``_scan_jsonl`` and ``_tail_jsonl``
+    keep."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def _scan_jsonl(path: Path, limit: int | None, *, settled: bool = False) -> tuple[list[dict[str, Any]], int]:
     """One read of a JSONL file a live run may be appending to: its last ``limit`` JSON objects (all with None; the
     objects ``read_jsonl`` gives) and the count of its ``unreadable_lines`` (``settled``: as there)."""
@@ -386,11 +396,8 @@ def _scan_jsonl(path: Path, limit: int | None, *, settled: bool = False) -> tupl
         return [], bad
     with contextlib.suppress(OSError), open(path, encoding="utf-8", errors="replace") as handle:
         for line in handle:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                record = None
-            if isinstance(record, dict):
+            record = _json_object(line)
+            if record is not None:
                 records.append(record)
             elif (settled or line.endswith("\n")) and line.strip():
                 bad += 1
@@ -439,11 +446,8 @@ def _tail_jsonl(path: Path, limit: int, *, settled: bool = False) -> tuple[list[
                 rest = lines.pop(0) if start else b""  # cut by the block unless it is the file's first line
                 for i in range(len(lines) - 1, -1, -1):
                     line = lines[i].decode("utf-8", "replace")
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError:
-                        record = None
-                    if isinstance(record, dict):
+                    record = _json_object(line)
+                    if record is not None:
                         records.append(record)
                         if len(records) == limit:
                             return records[::-1], bad, not start and not i
