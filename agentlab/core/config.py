@@ -47,7 +47,9 @@ _ENV_ONLY_RE = re.compile(r"(?:(?:Bearer|Basic|Token)\s+)?(?:\$\{[A-Za-z_][A-Za-
 _SECRET_ENV_RE = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASS|CREDENTIALS?|AUTH)$", re.IGNORECASE)
 _MIN_SECRET_LEN = 6  # shorter values ("1", "true") would scrub ordinary text; no real key is this short
 # Credentials that can sit in a URL even when typed literally: user:password@ and ?key=... style parameters.
-_URL_USERINFO_RE = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)(?P<secret>[^@\s/]+)(?=@)")
+# A password runs to the authority's last "@" (where URL parsers split it): "user:pa@ss@host" hides "pa@ss".
+_URL_USERINFO_RE = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)(?P<secret>[^\s/?#]+)"
+                              r"(?=@[^@\s/?#]*(?:[/?#\s]|$))")
 _URL_PARAM_RE = re.compile(r"(?P<head>[?&](?:api[_-]?key|key|token|access_token|secret|password|sig|signature)=)"
                            r"(?P<secret>[^&#\s]+)", re.IGNORECASE)
 REDACTED = "***"
@@ -146,19 +148,30 @@ def scrub_text(text: str, secrets: Iterable[str] = (), known: dict[str, str] | N
         if secret:
             text = text.replace(secret, REDACTED)
 
-    def hide(match: re.Match[str]) -> str:
-        secret = match.group("secret")
-        if _ENV_RE.fullmatch(secret):
-            return match.group(0)
-        name = _values_read_from_env().get(secret) if secret in _READ_FROM_ENV else None  # a config's ${NAME}
-        return match.group("head") + (f"${{{name}}}" if name else REDACTED)
-
     # Each pattern needs its marker in the text: most texts (a run's event lines) skip both scans.
     if "://" in text:
-        text = _URL_USERINFO_RE.sub(hide, text)
+        text = _hide_url_secrets(_URL_USERINFO_RE, text)
     if "=" in text:
-        text = _URL_PARAM_RE.sub(hide, text)
+        text = _hide_url_secrets(_URL_PARAM_RE, text)
     return text
+
+
+def _hide_url_secrets(pattern: re.Pattern[str], text: str) -> str:
+    """``text`` with each ``pattern`` match's secret hidden: ``${NAME}`` where a config read the value there from
+    ``${NAME}``, the whole value even where it holds the pattern's stop character (``?key=ab&cd`` read from
+    ``${KEY}``: the pattern sees ``ab``, and ``&cd`` would be left in sight), else ``***``."""
+    read = _values_read_from_env() if _READ_FROM_ENV else {}
+    out, pos = [], 0
+    for match in pattern.finditer(text):
+        start = match.start("secret")
+        if start < pos or _ENV_RE.fullmatch(match.group("secret")):
+            continue
+        # the longest value read there that ends where a URL's secret can end (not a prefix of a longer literal)
+        value = next((v for v in read if text.startswith(v, start) and start + len(v) >= match.end("secret")
+                      and re.match(r"[&#/?@\s]|$", text[start + len(v):])), None)
+        out += [text[pos:start], f"${{{read[value]}}}" if value else REDACTED]
+        pos = start + len(value) if value else match.end("secret")
+    return "".join(out) + text[pos:]
 
 
 def getenv(name: str, dotenv: dict[str, str] | None = None) -> str | None:

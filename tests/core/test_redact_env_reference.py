@@ -70,3 +70,29 @@ def test_scrubbing_reads_no_file(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) 
     _llm(in_tmp, {"X-Token": "${DOTENV_HDR}"})
     (in_tmp / ".env").write_bytes(b"DOTENV_HDR=\xff\xfe\n")
     assert scrub_text("http://u:dotenv-value-123456@h/v1", known={}) == "http://u:${DOTENV_HDR}@h/v1"
+
+
+def test_a_url_credential_holding_its_own_stop_character_is_hidden_whole(
+        in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A password with "@" or a key with "&" read from ``${NAME}`` left its tail in sight ("user:***@ss-tail-2@db",
+    "?key=***&tail-secret-1"): the whole value is now written back as ``${NAME}``."""
+    from agentlab.core.config import scrub_text
+
+    monkeypatch.setenv("DB_WORD", "pa@ss-tail-2")
+    monkeypatch.setenv("URL_WORD", "abc&tail-secret-1")
+    monkeypatch.setenv("HDR_WORD", "abcdef-123")
+    cfg = _llm(in_tmp, {"X-Token": "${HDR_WORD}"},
+               base_url="http://user:${DB_WORD}@127.0.0.1:9/v1?key=${URL_WORD}&page=2")
+    out = redact(cfg.model_dump(mode="json"))
+    assert out["providers"]["p"]["base_url"] == "http://user:${DB_WORD}@127.0.0.1:9/v1?key=${URL_WORD}&page=2"
+    said = scrub_text(f"cannot reach {cfg.providers['p'].base_url} now", known={})
+    assert "tail" not in said and said.endswith("?key=${URL_WORD}&page=2 now")
+    # a value read for one credential is not taken for a longer literal that starts with it
+    assert scrub_text("http://h/v1?key=abcdef-123456&page=2", known={}) == "http://h/v1?key=***&page=2"
+
+
+def test_a_literal_url_password_with_an_at_sign_is_hidden_to_the_host() -> None:
+    from agentlab.core.config import scrub_text
+
+    assert scrub_text("https://user:pa@ss-word@host:1/x http://u:pw1234@h/v", known={}) == \
+        "https://user:***@host:1/x http://u:***@h/v"
