@@ -8,8 +8,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 
@@ -169,6 +171,32 @@ def server() -> Iterator[ScriptedServer]:
     """One scriptable loopback OpenAI-compatible server per test module; tests take ``srv``, which resets it."""
     with ScriptedServer() as s:
         yield s
+
+
+class LoopbackServer(ThreadingHTTPServer):
+    """A ``ThreadingHTTPServer`` on 127.0.0.1 serving from a daemon thread; ``url`` is ``http://127.0.0.1:PORT``."""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def http_server() -> Iterator[Callable[[type[BaseHTTPRequestHandler]], LoopbackServer]]:
+    """Starts a loopback server for a handler class (a test's fake provider, receiver or not-MLflow); every server it
+    started is shut down and closed when the test ends."""
+    started: list[LoopbackServer] = []
+
+    def start(handler: type[BaseHTTPRequestHandler]) -> LoopbackServer:
+        server = LoopbackServer(("127.0.0.1", 0), handler)
+        started.append(server)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    yield start
+    for server in started:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture

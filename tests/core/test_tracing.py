@@ -8,9 +8,8 @@ import asyncio
 import gzip
 import json
 import sys
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -236,14 +235,10 @@ class _Receiver(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def receiver() -> Iterator[Any]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    server.bodies = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def receiver(http_server: Callable[[type[BaseHTTPRequestHandler]], Any]) -> Any:
+    server = http_server(_Receiver)
+    server.bodies = []
+    return server
 
 
 def received_spans(bodies: list[tuple[str, bytes]]) -> list[dict[str, Any]]:

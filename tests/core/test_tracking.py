@@ -8,9 +8,9 @@ import http.server
 import logging
 import socket
 import sys
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,14 +147,9 @@ def closed_port() -> int:
 
 
 @pytest.fixture
-def not_mlflow() -> Iterator[str]:
+def not_mlflow(http_server: Callable[[type[http.server.BaseHTTPRequestHandler]], Any]) -> str:
     """An HTTP server that is not MLflow: it answers 501 to every GET."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    return str(http_server(http.server.BaseHTTPRequestHandler).url)
 
 
 @pytest.mark.parametrize("make, says", [

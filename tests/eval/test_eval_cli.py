@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -494,10 +495,10 @@ def test_credentials_in_a_url_never_reach_the_console(in_tmp: Path, tiny_model: 
 
 
 def test_a_server_that_returns_no_logprobs_is_refused_in_one_line(in_tmp: Path, tiny_model: dict[str, Path],
-                                                                   capsys: pytest.CaptureFixture) -> None:
+                                                                   capsys: pytest.CaptureFixture,
+                                                                   http_server: Callable[..., Any]) -> None:
     """A server answering /v1/completions with a chat body (no logprobs) was "internal error: KeyError", exit 1."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
 
     class Chat(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 (http.server's name)
@@ -513,13 +514,8 @@ def test_a_server_that_returns_no_logprobs_is_refused_in_one_line(in_tmp: Path, 
         def log_message(self, *args: Any) -> None:
             pass
 
-    with ThreadingHTTPServer(("127.0.0.1", 0), Chat) as httpd:
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-        try:
-            assert main(["eval", "--model", str(tiny_model["hf"]), "--base-url", url, "--limit", "2"]) == 2
-        finally:
-            httpd.shutdown()
+    url = f"{http_server(Chat).url}/v1"
+    assert main(["eval", "--model", str(tiny_model["hf"]), "--base-url", url, "--limit", "2"]) == 2
     err = capsys.readouterr().err
     assert f"{url}/completions returned no log-probabilities for '{tiny_model['hf']}'" in err, err
     assert "need /v1/completions with echo and logprobs" in err and "internal error" not in err

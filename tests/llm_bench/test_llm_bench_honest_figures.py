@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -70,15 +69,8 @@ class _Quirky(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def quirky() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Quirky)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+def quirky(http_server: Callable[[type[BaseHTTPRequestHandler]], Any]) -> str:
+    return f"{http_server(_Quirky).url}/v1"
 
 
 def _config(path: Path, base_url: str, *names: str) -> Path:

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import AsyncIterator, Callable
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +42,8 @@ class _Whole(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def whole() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Whole)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+def whole(http_server: Callable[[type[BaseHTTPRequestHandler]], Any]) -> str:
+    return f"{http_server(_Whole).url}/v1"
 
 
 def test_an_answer_without_usage_is_an_estimate_not_zero(whole: str) -> None:
