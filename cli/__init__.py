@@ -30,6 +30,20 @@ class _TableOrder(typer.core.TyperGroup):
         order = {c.name: i for i, c in enumerate(COMMANDS)}
         return sorted(super().list_commands(ctx), key=lambda name: order.get(name, len(order)))
 
+    # stdout's reader gone (`config show nas | head -0`): exit 141, not click's exit 1 (its EPIPE handler sits in
+    # main, around these two: --help, --version and every command's output)
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        from .common import stdout_closed_is_reader_gone
+
+        with stdout_closed_is_reader_gone():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        from .common import stdout_closed_is_reader_gone
+
+        with stdout_closed_is_reader_gone():
+            return super().invoke(ctx)
+
 
 app = typer.Typer(
     name="agentlab",
@@ -345,6 +359,15 @@ _REPORT = "run again with AGENTLAB_DEBUG=1 for the traceback, and report it with
 
 def run() -> None:
     code = main()
+    try:  # what is left in stdout's buffer, while an error can still be told from a reader gone
+        sys.stdout.flush()
+    except OSError as exc:
+        from .common import leave_stdout, stdout_reader_gone
+
+        if not stdout_reader_gone(exc):
+            raise
+        leave_stdout()
+        code = 141
     _exit_at_once_on_signal(code)
     sys.exit(code)
 

@@ -89,6 +89,59 @@ if _typer_option_type is not None:  # Typer's (0.29) help hook; another Typer sh
     typer.core.TyperOption.display_type_rich = _flag_shows_no_type  # type: ignore[method-assign, assignment]
 
 
+def stdout_reader_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` is the broken pipe of a stdout whose reader went away (``agentlab config show nas | head -0``):
+    not that of another pipe (a subprocess's, a socket's), which stays what it is."""
+    import errno
+    import select
+
+    if not isinstance(exc, OSError) or exc.errno != errno.EPIPE:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no file behind stdout (a test's capture): not its pipe
+        return False
+
+
+def leave_stdout() -> None:
+    """Point stdout at /dev/null, its reader gone: what else is written or flushed there is dropped, not an error
+    (Python's last flush of it at exit said "Exception ignored ... BrokenPipeError" and exited 120)."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+
+
+@contextmanager
+def stdout_closed_is_reader_gone() -> Iterator[None]:
+    """A broken pipe on stdout (``--json | head -0``) is a reader gone, as on the console's stderr: exit 141, as a
+    process SIGPIPE killed, not click's silent exit 1; ``ReaderGone`` (a stop like Ctrl-C) where a run folder was
+    opened meanwhile, so the run is recorded interrupted, else ``typer.Exit(141)`` (no "interrupted" to say)."""
+    runs = sys.modules.get("agentlab.core.runs")
+    before = runs.opened_count() if runs is not None else 0
+    try:
+        yield
+    except SystemExit as exc:  # rich's own console (Typer's --help) exits 1 on a broken pipe, stdout made /dev/null
+        if exc.code != 1 or not isinstance(exc.__context__, BrokenPipeError):
+            raise
+        console.reader_gone = True
+        raise typer.Exit(141) from None
+    except OSError as exc:
+        if not stdout_reader_gone(exc):
+            raise
+        leave_stdout()
+        console.reader_gone = True
+        runs = sys.modules.get("agentlab.core.runs")
+        if runs is not None and runs.opened_count() != before:
+            raise ReaderGone from None
+        raise typer.Exit(141) from None
+
+
 # Human output goes to stderr so --json stdout stays clean; soft wrap keeps long paths and messages on one line.
 # No emoji codes: model text saying ":fire:" prints as written (see safe_text).
 console = _Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)

@@ -37,6 +37,20 @@ def _command_of(path: Path) -> str | None:
     return None
 
 
+def _schema(command: str) -> type:
+    """``load_schema`` of ``command``, with a "did you mean" for a near name (`llm_bench`, `NAS`), as other typos
+    get."""
+    from agentlab.core.config import close_key
+    from agentlab.core.errors import UsageError
+
+    if command not in CONFIG_MODELS:
+        near = close_key(command.lower().replace("_", "-"), list(CONFIG_MODELS)) if command.strip() else None
+        if near is not None:
+            raise UsageError(f"no config schema for '{command}' (did you mean '{near}'?)",
+                             hint=f"choose one of: {', '.join(CONFIG_MODELS)}")
+    return load_schema(command)
+
+
 # the commands whose config a subcommand reads, as the files in configs/ open
 RUNS_IT = {"pipeline": "pipeline run --pipeline", "models": "models check", "evolve": "evolve run -c"}
 
@@ -46,7 +60,7 @@ def config_text(command: str) -> str:
     defaults as YAML, each field with its description (``core.config.describe_model``)."""
     from agentlab.core.config import describe_model
 
-    model = load_schema(command)
+    model = _schema(command)
     # The first line names the schema, as every file in configs/ does, so `config validate` reads the saved output.
     head = f"# agentlab {command}: the routing config that --llm FILE reads" if command in OTHER_SCHEMAS \
         else f"# agentlab {RUNS_IT.get(command, f'{command} -c')} FILE"
@@ -75,7 +89,7 @@ def validate(
     if not file.exists():  # the hint -c FILE gives (`agentlab config examples .`), not only "check the path"
         raise missing_config(file, optional=False)  # FILE is no option to leave out
     if command is not None:  # given, even empty (`--command ''`): that schema or none, never the file's header
-        load_schema(command)
+        _schema(command)
     command = command if command is not None else _command_of(file)
     # an empty file, or one that is not YAML, says so (with or without a schema), in hints that keep FILE
     read_config(file, command, optional=False)
@@ -83,7 +97,7 @@ def validate(
         raise UsageError(f"{file}: cannot tell which command this config is for",
                          hint=f"pass --command CMD ({', '.join(CONFIG_MODELS)}), or start the file with a line "
                          "`# agentlab CMD ...`")
-    load_config(file, load_schema(command), set_, schema=command)
+    load_config(file, _schema(command), set_, schema=command)
     console.print(f"[green]ok[/] {safe_text(file)} is a valid '{safe_text(command)}' config")
 
 
@@ -126,7 +140,14 @@ def _folder(value: str | Path) -> Path:
     path = Path(value)
     if path.exists() and not path.is_dir():
         raise typer.BadParameter(f"Directory {str(value)!r} is a file.")
+    if path.is_symlink() and not path.exists():
+        raise typer.BadParameter(f"{str(value)!r} is a link to a folder that is not there; nothing was written")
     return path
+
+
+def _there(path: Path) -> bool:
+    """Whether something is at ``path``, a link to nothing included (``exists`` follows the link)."""
+    return path.exists() or path.is_symlink()
 
 
 @app.command("examples")
@@ -149,13 +170,14 @@ def examples(
     for name, _ in bundled:  # every target checked before the first is written: a file or folder in the way writes
         path = folder / name  # none
         for parent in reversed(path.relative_to(folder).parents[:-1]):
-            if (folder / parent).exists() and not (folder / parent).is_dir():
-                raise UsageError(f"{folder / parent} exists and is not a folder; nothing was written",
-                                 hint="move it out of the way, or choose another FOLDER")
+            if _there(folder / parent) and not (folder / parent).is_dir():  # a link to nothing too
+                raise UsageError(f"{folder / parent} exists and is not a folder"
+                                 + (" (a link to one that is not there)" if not (folder / parent).exists() else "")
+                                 + "; nothing was written", hint="move it out of the way, or choose another FOLDER")
         if path.exists() and not path.is_file():
             raise UsageError(f"{path} exists and is not a file; nothing was written",
                              hint="move it out of the way, or choose another FOLDER")
-    unwritable = cannot_write(folder) if any(not (folder / name).exists() for name, _ in bundled) else None
+    unwritable = cannot_write(folder) if any(not _there(folder / name) for name, _ in bundled) else None
     if unwritable is not None:  # tried, not asked (root passes os.access on /proc): it failed at the first file, exit 1
         raise UsageError(f"{folder}: cannot write in {unwritable[0]} ({unwritable[1]}); nothing was written",
                          hint="choose a FOLDER you can write to")
@@ -165,8 +187,12 @@ def examples(
     for name, data in bundled:
         path = folder / name
         top, _, inner = name.partition("/")
-        if path.exists():
-            (same[top] if path.read_bytes() == data else kept).append(inner if top == "configs" else name)
+        if _there(path):  # yours: kept, a link to a file that is not there too (not replaced by a file)
+            shown = inner if top == "configs" else name
+            if not path.exists():
+                kept.append(f"{shown} (a link to nothing)")
+            else:
+                (same[top] if path.read_bytes() == data else kept).append(shown)
             continue
         atomic_write_bytes(path, data)
         written[top].append(name)

@@ -28,6 +28,10 @@ def _file(value: str | Path) -> Path:
     return nonempty_path(value, "the models YAML file")
 
 
+def _llm(value: str | Path) -> Path:
+    return nonempty_path(value, "the routing config file (or a built-in model's name), or leave --llm out")
+
+
 @app.command("make-tiny")
 def make_tiny(
     out: Annotated[Path, typer.Argument(help="Folder for the model (HF files) and OUT/model.gguf.", parser=_path)],
@@ -239,7 +243,7 @@ def check(
                                                 show_default=False, parser=_file, metavar="<path>")] = None,
     llm: Annotated[Path | None, typer.Option("--llm", help="The routing config whose models `routed:` names (as "
                                              "`agentlab pipeline run --llm`; default configs/llm.yaml when present).",
-                                             show_default=False, metavar="FILE|MODEL")] = None,
+                                             show_default=False, metavar="FILE|MODEL", parser=_llm)] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Which models of a models file exist on disk, their type and size, and the memory each needs at its configured
@@ -264,7 +268,7 @@ def check(
                               hint="add one, e.g. `models: {tiny: {file: tiny/model.gguf}}` (`agentlab models "
                               "make-tiny models/tiny` makes that file; configs/models.yaml has more examples)")
         statuses = check_models(cfg)
-    unchecked = _check_routed(cfg, statuses, llm)
+    unchecked = _check_routed(cfg, statuses, llm, models_file)
     together = check_together(cfg, statuses)
     failed = [s.name for s in statuses if s.required and (not s.ok or s.name in unchecked)]
     apart = together is not None and together["fits"] is False
@@ -316,7 +320,7 @@ def check(
         raise typer.Exit(1)
 
 
-def _check_routed(cfg: Any, statuses: list[Any], llm: Path | None) -> set[str]:
+def _check_routed(cfg: Any, statuses: list[Any], llm: Path | None, models_file: Path) -> set[str]:
     """Look each routed model up in the routing config (``llm``, else configs/llm.yaml when present), as `pipeline
     run` does before it starts: one it lacks is missing. Returns the names that could not be checked (no routing
     config), which are neither ok nor missing."""
@@ -324,6 +328,11 @@ def _check_routed(cfg: Any, statuses: list[Any], llm: Path | None) -> set[str]:
 
     routed = [s for s in statuses if s.backend == "routed"]
     if not routed:
+        if llm is not None:  # given, not silently left unread (as `pipeline run` refuses it)
+            from agentlab.core.errors import UsageError
+
+            raise UsageError(f"--llm {llm}: no model of {models_file} is routed, so no routing config is read",
+                             hint="drop --llm, or give a model `routed: NAME` in the models file")
         return set()
     if llm is None and not DEFAULT_LLM_CONFIG.is_file():
         for s in routed:

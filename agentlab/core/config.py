@@ -128,6 +128,10 @@ def secret_values(extra_names: Iterable[str] = ()) -> dict[str, str]:
 # URL (``interpolate_env``): a credential holding one is written back as ``${NAME}``, whatever the name. No file is
 # read to check it (scrub_text runs in logging filters and error paths, which must not fail).
 _READ_FROM_ENV: dict[str, str] = {}
+# those of its values read into a credential field or header (not only a URL): secrets wherever they are written
+# (`retries: ${TOK}` beside `Authorization: Bearer ${TOK}` printed the token in its error); one counts while it is in
+# _READ_FROM_ENV
+_CREDENTIALS_READ: set[str] = set()
 
 
 def _values_read_from_env() -> dict[str, str]:
@@ -141,7 +145,8 @@ def _values_read_from_env() -> dict[str, str]:
 def scrub_text(text: str, secrets: Iterable[str] = (), known: dict[str, str] | None = None) -> str:
     """``text`` with every secret removed: values of secret variables become ``${NAME}`` (so a snapshot still
     re-runs), other ``secrets`` and credentials in URLs (``user:PASSWORD@``, ``?key=...``) become ``***`` (a URL's
-    credential a config read from ``${NAME}`` becomes ``${NAME}``)."""
+    credential a config read from ``${NAME}`` becomes ``${NAME}``, and so does a value a config read from ``${NAME}``
+    into a credential field or header, wherever it stands)."""
     for value, name in (secret_values() if known is None else known).items():
         text = text.replace(value, f"${{{name}}}")
     for secret in secrets:
@@ -153,6 +158,12 @@ def scrub_text(text: str, secrets: Iterable[str] = (), known: dict[str, str] | N
         text = _hide_url_secrets(_URL_USERINFO_RE, text)
     if "=" in text:
         text = _hide_url_secrets(_URL_PARAM_RE, text)
+    # a credential a config read from ${NAME}, wherever else it stands (an error's "got '...'"), after the URLs: a
+    # URL's longer literal that starts with it is hidden whole there
+    if _CREDENTIALS_READ:
+        for value, name in _values_read_from_env().items():
+            if value in _CREDENTIALS_READ:
+                text = text.replace(value, f"${{{name}}}")
     return text
 
 
@@ -258,11 +269,57 @@ def load_yaml(text: str, where: str, *, lines: bool = True, refused: re.Pattern[
         if root is None:
             return None
         _check_alias_growth(root, where, lines, refused)
-        return loader.construct_document(root)
+        try:
+            return loader.construct_document(root)
+        except ValueError:  # an integer of over 4,300 digits (sys.set_int_max_str_digits), a date as 2024-13-45
+            raise _unreadable_value(loader, root, where, lines) from None
     except RecursionError:  # PyYAML reads nesting by recursion: [[[[... a few hundred deep
         raise _too_deep(where) from None
     finally:
         loader.dispose()
+
+
+_INT_DIGITS = 4300  # Python's default limit of int(text) (sys.get_int_max_str_digits)
+
+
+def _unreadable_value(loader: yaml.SafeLoader, root: yaml.Node, where: str, lines: bool) -> ConfigError:
+    """The error of a plain value PyYAML failed to build with a bare ``ValueError`` (an integer too long for Python
+    to read, a date with no such day), naming its line (``where`` alone when not ``lines``) and its key."""
+    seen: set[int] = set()
+
+    def walk(node: yaml.Node, path: Path_) -> tuple[Path_, yaml.Node, str] | None:
+        if id(node) in seen:
+            return None
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                loader.yaml_constructors[node.tag](loader, node)
+            except ValueError as exc:
+                return path, node, str(exc)
+            except Exception:  # a tag refused elsewhere: not this error
+                return None
+            return None
+        pairs = [(k, v, (*path, k.value)) for k, v in node.value] if isinstance(node, yaml.MappingNode) else \
+            [(None, v, (*path, i)) for i, v in enumerate(node.value)] if isinstance(node, yaml.SequenceNode) else []
+        for key, value, below in pairs:
+            found = (walk(key, path) if key is not None else None) or walk(value, below)
+            if found:
+                return found
+        return None
+
+    found = walk(root, ())
+    if found is None:
+        return ConfigError(f"{where}: a value YAML cannot read", hint="check the values of the file")
+    path, node, why = found
+    at = f"{where}:{node.start_mark.line + 1}" if lines else where
+    field = f"{_dotted(path)}: " if path else ""
+    digits = sum(c.isdigit() for c in node.value)
+    if node.tag == "tag:yaml.org,2002:int" and digits > _INT_DIGITS:
+        return ConfigError(f"{at}: {field}a number too long to read ({digits:,} digits); a config's numbers have at "
+                           f"most {_INT_DIGITS:,} digits", hint="write the number the setting needs")
+    shown = node.value if len(node.value) <= 40 else node.value[:39] + "…"
+    return ConfigError(f"{at}: {field}{shown!r} cannot be read as YAML reads it unquoted: {why}",
+                       hint="fix the value, or quote it to give it as text")
 
 
 def _too_deep(where: str) -> ConfigError:
@@ -648,6 +705,8 @@ def interpolate_env(data: Any, source: _Source, dotenv: dict[str, str], path: Pa
             )
         if len(value) >= _MIN_SECRET_LEN and not _ENV_RE.fullmatch(value) and (credential or "://" in data):
             _READ_FROM_ENV[value] = name
+            if credential:
+                _CREDENTIALS_READ.add(value)
         return value
 
     # only a credential's value (or a URL's, whose key or password scrub_text hides): a header that is no credential

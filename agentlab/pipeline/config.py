@@ -28,11 +28,16 @@ Aggregation = Literal["concat", "vote", "synthesis", "template"]
 # --------------------------------------------------------------------------- models.yaml
 
 
+# The largest context window a models file may set: 16M tokens, past any model's (a typo of digits was a memory
+# estimate of billions of GiB in `models check`).
+MAX_N_CTX = 2**24
+
+
 class ModelSettings(StrictModel):
-    n_ctx: int = Field(2048, ge=16, description="context window in tokens (the KV cache is sized for it)")
-    n_gpu_layers: int = Field(0, ge=-1, description="GGUF: layers offloaded to the GPU; -1: all")
-    n_threads: int | None = Field(None, ge=1, description="GGUF: CPU threads; empty: llama.cpp's default")
-    n_batch: int = Field(512, ge=1, description="GGUF: prompt-processing batch size")
+    n_ctx: int = Field(2048, ge=16, le=MAX_N_CTX, description="context window in tokens (the KV cache is sized for it)")
+    n_gpu_layers: int = Field(0, ge=-1, le=2**31 - 1, description="GGUF: layers offloaded to the GPU; -1: all")
+    n_threads: int | None = Field(None, ge=1, le=4096, description="GGUF: CPU threads; empty: llama.cpp's default")
+    n_batch: int = Field(512, ge=1, le=MAX_N_CTX, description="GGUF: prompt-processing batch size")
     cache_type: CacheType = Field("f16", description="GGUF: KV cache element type (f32, f16, q8_0, q4_0)")
     seed: int = Field(0, description="GGUF: sampling seed of the loaded model")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="HF: auto = CUDA when present, else CPU")
@@ -65,10 +70,10 @@ else:
 
 
 class ModelEntry(StrictModel):
-    file: str | None = Field(None, description="GGUF file (llama_cpp backend), HF model folder (hf backend) or a "
-                             "built-in model (smollm2-135m; llama_cpp unless backend: hf); relative paths resolve "
-                             "against models_directory")
-    routed: str | None = Field(None, description="instead of `file`: a model name of the routing config "
+    file: str | None = Field(None, min_length=1, description="GGUF file (llama_cpp backend), HF model folder (hf "
+                             "backend) or a built-in model (smollm2-135m; llama_cpp unless backend: hf); relative "
+                             "paths resolve against models_directory")
+    routed: str | None = Field(None, min_length=1, description="instead of `file`: a model name of the routing config "
                                "(--llm FILE) served over HTTP")
     backend: Literal["auto", "llama_cpp", "hf"] = Field("auto", description="auto: a .gguf file or a built-in "
                                                         "model -> llama_cpp, a folder -> hf; hf also runs a GGUF "
@@ -122,8 +127,8 @@ def same_type(a: str, b: str) -> bool:
 
 
 class ModelsConfig(StrictModel):
-    models_directory: str = Field("models", description="relative `file` paths resolve against this folder "
-                                  "(itself relative to the current directory)")
+    models_directory: str = Field("models", min_length=1, description="relative `file` paths resolve against this "
+                                  "folder (itself relative to the current directory)")
     defaults: ModelSettings = Field(default_factory=ModelSettings, description="settings of every local model")
     resources: ResourceConfig = Field(default_factory=ResourceConfig,
                                       description="memory check before the pipeline's local models load")

@@ -55,7 +55,7 @@ def load_models(path: str | Path | None = None) -> ModelsConfig:
     file = Path(path) if path is not None else DEFAULT_MODELS
     if file.is_dir():
         raise ConfigError(f"{file}: is a folder, not a models file", hint="give the models YAML file itself")
-    if not file.is_file():
+    if not file.exists():  # a device or a pipe is there: read_text names what it is (as `config validate` does)
         raise ConfigError(f"{file}: models file not found",
                           hint="give the models file (`pipeline run --models FILE`, `models check FILE`); "
                           "`agentlab config examples .` writes configs/models.yaml and configs/models.local.yaml; "

@@ -96,3 +96,25 @@ def test_a_literal_url_password_with_an_at_sign_is_hidden_to_the_host() -> None:
 
     assert scrub_text("https://user:pa@ss-word@host:1/x http://u:pw1234@h/v", known={}) == \
         "https://user:***@host:1/x http://u:***@h/v"
+
+
+def test_a_credential_read_from_any_variable_is_hidden_wherever_it_is_written(
+        in_tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """``Authorization: Bearer ${TOK}`` beside ``retries: ${TOK}``: the error of retries printed the token ("got
+    'sk-ENVSECRET7'"), TOK being no secret-looking name; it is written as ``${TOK}`` now. A value read only into a URL
+    keeps its URL-only hiding."""
+    from agentlab.cli import main
+    from agentlab.core.config import scrub_text
+
+    monkeypatch.setenv("TOK", "sk-ENVSECRET7")
+    monkeypatch.setenv("URL_ONLY", "url-only-value-1")
+    (in_tmp / "s7.yaml").write_text("# agentlab llm\nproviders:\n  p:\n    kind: openai\n"
+                                    "    base_url: http://u:${URL_ONLY}@127.0.0.1:9/v1\n"
+                                    "    headers: {Authorization: \"Bearer ${TOK}\"}\nretries: ${TOK}\n")
+    assert main(["config", "validate", "s7.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "sk-ENVSECRET7" not in err and "(got '${TOK}')" in err
+    assert scrub_text("the value sk-ENVSECRET7 here", known={}) == "the value ${TOK} here"
+    assert scrub_text("the word url-only-value-1 here", known={}) == "the word url-only-value-1 here"
+    monkeypatch.setenv("TOK", "something-else-9")  # the variable holds another value now: not named
+    assert scrub_text("sk-ENVSECRET7", known={}) == "sk-ENVSECRET7"
