@@ -134,7 +134,8 @@ def nas(
             if routing is not None and llm is None:
                 console.print(safe_text(f"routing config: the first run's ({routing})"))
             if folder is not None:
-                console.print(safe_text(resume_line(folder, cfg.search.max_iterations)))
+                console.print(safe_text(resume_line(folder, cfg.search.max_iterations, cfg.search.storage,
+                                                    cfg.search.study_name)))
         return kwargs
 
     def dry_run_and_folder(cfg: NASConfig, **kwargs: Any) -> dict[str, Any]:

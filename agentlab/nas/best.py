@@ -258,14 +258,17 @@ def apply_best(run: Path) -> list[tuple[Path, str]]:
                              hint="restore the file, or copy best/ by hand") from None
         new, said = best.read_bytes(), "written"
         if current != new and _sha(current) != sha:
-            if _sha(new) == sha:  # the best is the file as the search started: writing it would undo the change
+            # the best is the file as the search started: writing it would undo the change (one of a value not
+            # searched leaves the best values in place: nothing to write)
+            if _sha(new) == sha and (target != config or _searched_edits(run, str(meta["file"]) if meta else "",
+                                                                         target)):
                 raise UsageError(f"{target} has changed since the search started, and the best trial's version is "
                                  "the one the search started from: nothing written",
                                  hint=f"keep your file, or copy {best} over it to go back")
             if target == config:  # the best values written into the edited file, the user's other edits kept
                 new, keys = _into_edited(run, str(meta["file"]) if meta else "", target)
                 said = (f"written: the best {', '.join(keys)} in place into your edited file (your other edits "
-                        "kept)" if keys else "already holds the best values (your edits kept)")
+                        "kept)" if keys else "already holds the best values (your edits kept): nothing to write")
             else:
                 raise UsageError(f"{target} has changed since the search started: nothing written",
                                  hint=f"apply the patch by hand ({by_hand(project, run)}) to keep your edit"
@@ -307,6 +310,25 @@ def _into_edited(run: Path, rel: str, target: Path) -> tuple[bytes, list[str]]:
                              f"{run / 'best' / rel} over the file (discarding your edits)")
         values[key] = value
     return edited.encode(edited.render(values)), list(values)
+
+
+def _searched_edits(run: Path, rel: str, target: Path) -> list[str]:
+    """The searched keys (the run's search.space) whose value in the user's config file is no longer the one the
+    search started from; every key when the run's config.yaml cannot say which were searched."""
+    import yaml
+
+    base, edited = ConfigFile.load(run / "base" / rel), ConfigFile.load(target)
+    start = _leaves(base.values)
+    try:
+        keys = list(yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))["search"]["space"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        keys = list(start)
+    edits = []
+    for key in keys:
+        found, now = edited.lookup(key)
+        if not found or key not in start or not _same(now, start[key]):
+            edits.append(key)
+    return edits
 
 
 def _leaves(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -163,21 +163,30 @@ def guard_line(ensemble: dict[str, Any]) -> str:
             f"validation windows, fewer than {sel['needed']} (its val MSE {short(sel['greedy']['val_mse'], 4)})")
 
 
-def finished_runs(folder: Path) -> list[dict[str, Any]] | None:
-    """The finished trials a run folder's ``agent_state.json`` counts; None when it has none yet."""
+def finished_runs(folder: Path, storage: str | None = None, name: str = "nas") -> list[dict[str, Any]] | None:
+    """The finished trials a run folder keeps: its study's (``storage``, else the folder's study.db; a trial a stop
+    ended in the study before agent_state.json said so counts too), else its ``agent_state.json``'s; None when it
+    has none yet."""
+    from agentlab.core.search.records import state_dict
+    from agentlab.core.search.study import study_records
+
+    records = study_records(storage, folder, name)
     try:
-        runs = json.loads((folder / "agent_state.json").read_text(encoding="utf-8"))["runs"]
-        return [r for r in runs if r.get("counted", True) and r.get("state") in ("complete", "pruned", "failed")]
+        runs = state_dict(records, "value")["runs"] if records else \
+            json.loads((folder / "agent_state.json").read_text(encoding="utf-8"))["runs"]
+        done = [r for r in runs if r.get("counted", True) and r.get("state") in ("complete", "pruned", "failed")]
+        return done if done or not records else None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
-def resume_line(folder: Path, max_iterations: int) -> str:
+def resume_line(folder: Path, max_iterations: int, storage: str | None = None, name: str = "nas") -> str:
     """Before a resumed search starts (a dry run too): the folder it continues, which a bare ``--resume`` picks,
-    how many finished trials it keeps (``agent_state.json``) and how many it may still run; said also when it has
-    no state yet (it stopped before its first trial ended), or the folder picked would go unnamed."""
+    how many finished trials it keeps (its study's, else ``agent_state.json``'s: ``finished_runs``) and how many it
+    may still run; said also when it has no state yet (it stopped before its first trial ended), or the folder
+    picked would go unnamed."""
 
-    done = finished_runs(folder)
+    done = finished_runs(folder, storage, name)
     if done is None:
         return f"resuming {folder}: no trial finished there yet; up to {max_iterations} to run"
     states = {s: sum(1 for r in done if r["state"] == s) for s in ("complete", "pruned", "failed")}

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from agentlab.core.agent.approval import AwaitingApproval
 from agentlab.core.config import Flag, config_where, load_config, override_list
 from agentlab.core.errors import AgentlabError, ConfigError, RunDirError, UsageError, missing_package, storage_error
+from agentlab.core.files import deferred_interrupts
 from agentlab.core.llm.config import LLMConfig, builtin_name, load_llm_config
 from agentlab.core.models.device import resolve_device_dtype
 from agentlab.core.progress import NullProgress, Progress
@@ -357,7 +358,7 @@ def require_budget(folder: Path, max_iterations: int, storage: str | None = None
     below it, the trial a kill left running ran all the same and the summary said the smaller total was reached."""
     from agentlab.nas.report import finished_runs
 
-    done = len(finished_runs(folder) or [])
+    done = len(finished_runs(folder, storage, name) or [])
     # a study file of 0 bytes is as gone as a missing one: opening it would make a new, empty study in it
     if done and (file := missing_study(storage, folder, empty=True)) is not None:
         gone = "empty (0 bytes)" if Path(file).exists() else "missing"
@@ -577,42 +578,48 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
         spaces = objective.workspaces if isinstance(objective, CommandObjective) else None
         if spaces is not None:
             spaces.cleanup()  # worktrees a killed run left registered
-            holder["workspace"] = spaces.prepare()
-            announce(holder["workspace"])
-            words = cast(CommandObjective, objective).argv()
-            moved = [f"{word} -> {new}" for word, new in zip(words, map(spaces.anchored, words), strict=True)
-                     if new != word]
-            if moved:
-                announce(f"paths out of the project, given absolute to each trial: {'; '.join(moved)}")
-            remember_base(run_dir.path, cast(CommandObjective, objective).config, spaces.project)
-            hydra = _hydra_base(cast(CommandObjective, objective), run_dir.path, spaces.project)
-            if hydra is not None:
-                announce(hydra)
-        planner: Planner = NaiveFirst(WarmStart(session.planner, leads))
-        if code is not None:
-            planner = CodeHybrid(planner, code)
-            if spaces is not None:
-                code.repo, code.branch, code.start_commit = spaces.repo, spaces.branch, spaces.commit
-            announce(f"code changes: the agent may change {code.files_line()}; each runs as a trial and is "
-                     f"kept when {metric} improves by more than {cfg.search.min_delta:.0%}; then "
-                     f"{code.tune_every} {label(code.sampler)} trials tune the params on it")
-        loop = SearchLoop(study=study, space=space, base_params=space.complete(space.base),
-                          objective=objective, planner=planner,
-                          evaluator=evaluator,
-                          metric=metric, seed=cfg.search.seed,
-                          stop=StopRules(cfg.search.max_iterations, cfg.search.time_budget_s, cfg.search.patience,
-                                         cfg.search.target),
-                          hooks=Hooks(on_event=run_dir.event, progress=progress, run_dir=str(run_dir.path),
-                                      on_trial=_on_trial(cfg, run_dir, tracker, study, holder, announce, code,
-                                                         prepared)))
-        if isinstance(objective, CommandObjective) and objective.code is not None:
-            objective.code.plan_of = lambda number: loop.store.get(number).user_attrs.get("plan") or {}
-        finished = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+        loop: SearchLoop | None = None
+        finished: set[int] = set()
         stopped = False
-        # the loop changes the study from its first step (a trial a stop left is queued again, a new one added): a
-        # resume stopped from here on did work, and run.json keeps its record (not undone as one that did nothing)
-        run_dir.mark_worked()
+        # from the run's branch made (spaces.prepare) on, a stop releases it: a closed pipe while the workspaces line
+        # was said (a resume's ``| head``) left the branch in the user's repo with nothing committed on it
         try:
+            if spaces is not None:
+                holder["workspace"] = spaces.prepare()
+                announce(holder["workspace"])
+                words = cast(CommandObjective, objective).argv()
+                moved = [f"{word} -> {new}" for word, new in zip(words, map(spaces.anchored, words), strict=True)
+                         if new != word]
+                if moved:
+                    announce(f"paths out of the project, given absolute to each trial: {'; '.join(moved)}")
+                remember_base(run_dir.path, cast(CommandObjective, objective).config, spaces.project)
+                hydra = _hydra_base(cast(CommandObjective, objective), run_dir.path, spaces.project)
+                if hydra is not None:
+                    announce(hydra)
+            planner: Planner = NaiveFirst(WarmStart(session.planner, leads))
+            if code is not None:
+                planner = CodeHybrid(planner, code)
+                if spaces is not None:
+                    code.repo, code.branch, code.start_commit = spaces.repo, spaces.branch, spaces.commit
+                announce(f"code changes: the agent may change {code.files_line()}; each runs as a trial and is "
+                         f"kept when {metric} improves by more than {cfg.search.min_delta:.0%}; then "
+                         f"{code.tune_every} {label(code.sampler)} trials tune the params on it")
+            on_state, on_trial = _on_trial(cfg, run_dir, tracker, study, holder, announce, code, prepared)
+            loop = SearchLoop(study=study, space=space, base_params=space.complete(space.base),
+                              objective=objective, planner=planner,
+                              evaluator=evaluator,
+                              metric=metric, seed=cfg.search.seed,
+                              stop=StopRules(cfg.search.max_iterations, cfg.search.time_budget_s, cfg.search.patience,
+                                             cfg.search.target),
+                              hooks=Hooks(on_event=run_dir.event, progress=progress, run_dir=str(run_dir.path),
+                                          on_state=on_state, on_trial=on_trial))
+            if isinstance(objective, CommandObjective) and objective.code is not None:
+                objective.code.plan_of = lambda number: loop.store.get(number).user_attrs.get("plan") or {}
+            _record_unrecorded(run_dir, loop.records(), on_state)
+            finished = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+            # the loop changes the study from its first step (a trial a stop left is queued again, a new one added): a
+            # resume stopped from here on did work, and run.json keeps its record (not undone as one that did nothing)
+            run_dir.mark_worked()
             outcome = loop.run()
         except KeyboardInterrupt as exc:
             stopped = not isinstance(exc, AwaitingApproval)  # Ctrl-C, SIGTERM; not a question waiting for the UI
@@ -621,7 +628,7 @@ def _search(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, *, 
             if spaces is not None:
                 spaces.cleanup()
                 holder["workspace"] = spaces.release() or holder.get("workspace")
-            if stopped and own:  # Ctrl-C: the report of what finished, on its way out
+            if stopped and own and loop is not None:  # Ctrl-C: the report of what finished, on its way out
                 _partial_report(cfg, loop, finished, session.line, run_dir, study, holder.get("workspace"))
         planned = session.planner.report(trial_results(outcome.records, direction == "maximize",
                                                        without_llm(metric) if own else forecast_without_llm))
@@ -683,28 +690,36 @@ def _partial_report(cfg: NASConfig, loop: SearchLoop, finished: set[int], planne
 
 def _on_trial(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, study: Any, holder: dict[str, Any],
               announce: Callable[[str], None], code: CodeSearch | None = None,
-              prepared: PreparedData | None = None) -> Callable[[list[TrialRecord]], None]:
-    """After every trial: agent_state.json and ``holder["best"]``; for a command objective one console line per
-    trial finished here; for the forecaster the MLflow trials and the ensemble (``holder["ensemble"]``), the naive
-    reference forecasts of ``prepared`` in its pool."""
+              prepared: PreparedData | None = None
+              ) -> tuple[Callable[[list[TrialRecord]], None], Callable[[list[TrialRecord]], None]]:
+    """``Hooks``' ``on_state`` and ``on_trial``. ``on_state``, in one step with the trial's end (Ctrl-C held):
+    agent_state.json and ``holder["best"]``; for a command objective one console line per trial finished here.
+    ``on_trial``, after it: a command objective's checkpoints pruned and kept code committed; for the forecaster the
+    MLflow trials and the ensemble (``holder["ensemble"]``), the naive reference forecasts of ``prepared`` in its
+    pool."""
     metric, direction = metric_of(cfg)
     builder = EnsembleBuilder(run_dir.path) if cfg.search.ensemble and cfg.objective is None else None
-    # finished before: not announced again (an interrupted trial, waiting to run again, is announced when it ends)
-    shown = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    # finished before and recorded: not announced again (an interrupted trial, waiting to run again, is announced when
+    # it ends; one a stop left unrecorded, when ``_record_unrecorded`` records it)
+    unrecorded = set(_unrecorded(run_dir, [TrialRecord.from_frozen(t) for t in study.get_trials(deepcopy=False)]))
+    shown = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.number not in unrecorded}
 
-    def on_trial(records: list[TrialRecord]) -> None:
+    def on_state(records: list[TrialRecord]) -> None:
         state = state_dict(records, metric, direction)
         holder["best"] = state["best_value"]
         run_dir.write_json("agent_state.json", state)
         if cfg.objective is not None:
-            prune_checkpoints(run_dir.path, best_of(records, direction))
-            if code is not None:
-                code.commit_kept(records)
             for r in records:
                 if r.number not in shown and r.state in ("complete", "pruned", "failed"):
                     shown.add(r.number)
                     base = next((b.params for b in records if b.number == 0), None)
                     announce(trial_line(r, metric, base))
+
+    def on_trial(records: list[TrialRecord]) -> None:
+        if cfg.objective is not None:
+            prune_checkpoints(run_dir.path, best_of(records, direction))
+            if code is not None:
+                code.commit_kept(records)
             return
         log_trials(tracker, study, records, run_dir.path)
         if builder is not None:
@@ -713,7 +728,32 @@ def _on_trial(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, s
             if holder["ensemble"] is not None:
                 run_dir.write_json("ensemble.json", holder["ensemble"])
 
-    return on_trial
+    return on_state, on_trial
+
+
+def _unrecorded(run_dir: RunDir, records: list[TrialRecord]) -> dict[int, TrialRecord]:
+    """This run's trials the study holds finished whose ``trial`` event events.jsonl lacks: a run stopped (a
+    SIGKILL; a Ctrl-C before agentlab held it there) between the study's record of a trial's end and its own."""
+    here = run_dir.path.resolve()
+    ours = {r.number: r for r in records if r.state in ("complete", "pruned", "failed") and r.run_dir
+            and Path(r.run_dir).resolve() == here}
+    if not ours:
+        return {}
+    told = {e.get("number") for e in run_dir.events("trial")}
+    return {n: r for n, r in ours.items() if n not in told}
+
+
+def _record_unrecorded(run_dir: RunDir, records: list[TrialRecord],
+                       on_state: Callable[[list[TrialRecord]], None]) -> None:
+    """Before a resume runs anything: a trial the last run finished but did not record (``_unrecorded``) gets its
+    ``trial`` event, agent_state.json and its console line now, so the run's record holds every trial it kept."""
+    missing = _unrecorded(run_dir, records)
+    if not missing:
+        return
+    with deferred_interrupts():
+        for record in sorted(missing.values(), key=lambda r: r.number):
+            run_dir.event("trial", **{k: v for k, v in record.to_dict().items() if k != "intermediate"})
+        on_state(records)
 
 
 def code_search(cfg: NASConfig, run_dir: RunDir) -> CodeSearch | None:

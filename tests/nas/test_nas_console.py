@@ -108,7 +108,8 @@ def test_a_bare_resume_dry_run_names_the_folder_it_would_continue(in_tmp: Path,
     capsys.readouterr()
     assert main(["nas", "--resume", "--dry-run", "--json", "-n", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["resume"] == str(out)
-    (out / "agent_state.json").unlink()  # as a run killed before its first trial ended
+    (out / "agent_state.json").unlink()  # as a run killed before its first trial ended (its study holds none)
+    (out / "study.db").unlink()
     assert main(["nas", "--resume", "--dry-run", "-n", "2"]) == 0
     err = " ".join(capsys.readouterr().err.split())
     assert f"resuming {out}: no trial finished there yet; up to 2 to run" in err, err

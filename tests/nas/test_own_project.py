@@ -455,7 +455,14 @@ def test_apply_names_a_missing_folder_and_a_best_that_is_the_start(tmp_path: Pat
     assert main(["nas", "-c", str(project / "nas.yaml"), "-n", "2", "--out", str(run)]) == 0
     with open(project / "config.py", "a") as fh:
         fh.write("# moved on\n")
+    edited = (project / "config.py").read_text()
     capsys.readouterr()
+    # an edit of what was not searched: the file holds the best values already (the start's), nothing to write
+    assert main(["nas", "apply", str(run)]) == 0
+    said = capsys.readouterr()
+    assert "config.py: already holds the best values (your edits kept): nothing to write" in said.err + said.out
+    assert (project / "config.py").read_text() == edited
+    (project / "config.py").write_text(edited.replace("width=8", "width=1"))  # a searched value edited: refused
     assert main(["nas", "apply", str(run)]) == 2
     err = capsys.readouterr().err
     assert "the best trial's version is the one the search started from" in err and "git apply" not in err

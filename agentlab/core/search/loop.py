@@ -148,6 +148,9 @@ class Hooks:
     """What a command plugs into ``SearchLoop`` besides its objective, planner and evaluator; each optional."""
     on_event: Callable[..., None] | None = None  # ``on_event(kind, **data)``: recovered, plan, queued, trial
     on_trial: Callable[[list[TrialRecord]], None] | None = None  # the study's records, after each trial
+    # the study's records, after each trial, written in one step with its end (the study's tell, on_event "trial")
+    # that Ctrl-C cannot split: the run's own record of what finished (nas's agent_state.json); quick, local work only
+    on_state: Callable[[list[TrialRecord]], None] | None = None
     on_queued: Callable[[list[int]], None] | None = None  # a group was queued (evolve starts its workers)
     progress: Any = None  # a ``Progress``: a task counting to ``StopRules.max_iterations``
     run_dir: str = ""  # this run's folder: the trials' ``run_dir``, which ``StopRules.own_run`` counts
@@ -185,6 +188,7 @@ class SearchLoop:
         self.on_event = hooks.on_event or (lambda kind, **data: None)
         self.says_recovered = hooks.says_recovered
         self.on_trial = hooks.on_trial or (lambda records: None)
+        self.on_state = hooks.on_state or (lambda records: None)
         self.progress = hooks.progress
         self.store = store_of(study)
         self.worker = self.store.worker
@@ -195,6 +199,8 @@ class SearchLoop:
         self._frozen: list[Any] = []  # the study's trials as ``records`` last read them
         self._current: Any = None  # the trial being run, until its end is recorded
         self._noted: float | None = None  # when the generation barrier began to wait, or last said what for
+        # a trial's end, from the study's tell to its event and on_state: Ctrl-C held (``_run_trial``)
+        self._ending: contextlib.ExitStack | None = None
         if base_params is not None:  # None: no base trial (evolve's seeds are scored as its first generation)
             space.check_base(base_params)
 
@@ -447,6 +453,7 @@ class SearchLoop:
             self._fail(trial, f"not run: {exc}", counted=False)
             raise
         except Pruned as exc:
+            self._hold()
             with deferred_interrupts():
                 trial.set_user_attr(R.A_OUTCOME, {"metrics": exc.metrics, "accepted": False, "decided_by": "pruner",
                                                   "reason": f"pruned: its {self.metric} at the same step was "
@@ -454,6 +461,7 @@ class SearchLoop:
                 self.study.tell(trial, state=TrialState.PRUNED)
             return self._record(trial)
         except TrialFailed as exc:
+            self._hold()
             log.info("trial %d failed: %s", trial.number, R.reason_line(str(exc)))  # the trial line says it
             self._fail(trial, f"failed: {exc}", counted=True)
             return self._record(trial)
@@ -464,6 +472,7 @@ class SearchLoop:
                 self._current = None
                 raise full from exc
             # one bad config (e.g. out of memory) must not end the search
+            self._hold()
             log.warning("trial %d failed", trial.number, exc_info=True)
             self._fail(trial, f"error: {type(exc).__name__}: {exc}", counted=True)
             return self._record(trial)
@@ -472,6 +481,7 @@ class SearchLoop:
         pareto = getattr(self.objective, "pareto", False)
         values = metrics.get("values") if pareto else [value]
         decision = self.evaluator.decide(value, metrics, proposal.params, self.best(records))
+        self._hold()
         try:
             with deferred_interrupts():
                 trial.set_user_attr(R.A_OUTCOME, {"metrics": metrics, **decision.outcome()})
@@ -485,6 +495,13 @@ class SearchLoop:
             log.warning("trial %d was taken for dead by another worker (no heartbeat in time); its retry counts "
                         "instead", trial.number)  # machine: it is failed and queued again; the retry counts
         return self._record(trial)
+
+    def _hold(self) -> None:
+        """From here (the trial's end about to be told to the study) Ctrl-C and SIGTERM are held until its event and
+        ``on_state`` are written (``_run_trial``): a signal in between left a trial finished in the study that
+        events.jsonl, agent_state.json and the console never showed, and a resume's "kept" line counted one short."""
+        if self._ending is not None:
+            self._ending.enter_context(deferred_interrupts())
 
     def _record(self, trial: Any) -> TrialRecord:
         """The record of ``trial`` as the storage holds it now (one read; ``study.get_trials`` would read them all)."""
@@ -610,6 +627,7 @@ class SearchLoop:
             why = self._run_trial(trial, proposal, records)
             ran, stopped = ran + (why is None), why or stopped
         records = self.records()
+        self.on_state(records)
         self.on_trial(records)
         return self.outcome(records, reason, ran)
 
@@ -645,14 +663,20 @@ class SearchLoop:
                    done: dict[str, Any] | BaseException | None = None) -> StopReason | None:
         """Run one committed trial and tell everyone; the reason to stop when its objective refused to run it."""
         self._current = trial  # until its end is recorded (``run`` puts it back in the queue when that fails)
-        try:
-            record = self._execute(trial, proposal, records, done)
-        except StopSearch as exc:
+        with contextlib.ExitStack() as ending:  # Ctrl-C held from the study's tell to here (``_hold``)
+            self._ending = ending
+            try:
+                record = self._execute(trial, proposal, records, done)
+            except StopSearch as exc:
+                self._current = None
+                return StopReason("objective", str(exc))
+            finally:
+                self._ending = None
             self._current = None
-            return StopReason("objective", str(exc))
-        self._current = None
-        self.on_event("trial", **{k: v for k, v in record.to_dict().items() if k != "intermediate"})
-        self.on_trial(self.records())
+            self.on_event("trial", **{k: v for k, v in record.to_dict().items() if k != "intermediate"})
+            now = self.records()
+            self.on_state(now)
+        self.on_trial(now)
         return None
 
     def _base_pending(self, records: list[TrialRecord]) -> bool:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from agentlab.core.errors import ConfigError, RunDirError, pip_install
 from agentlab.core.search.engine import attach, storage_object, store_of, url_where
-from agentlab.core.search.records import A_PLAN
+from agentlab.core.search.records import A_PLAN, TrialRecord
 
 Direction = Literal["minimize", "maximize"]
 OBJECTIVES_ATTR = "agentlab:objectives"  # study user attribute: the objectives' names, checked when reopened
@@ -312,6 +312,25 @@ def unfinished_trials(storage: str | None, run_path: Path, name: str,
                 for t in study.get_trials(deepcopy=False, states=states)}
     except Exception:  # no such study, a damaged database: open_study says what is wrong when the run opens it
         return {}
+
+
+def study_records(storage: str | None, run_path: Path, name: str,
+                  default: str = "study.db") -> list[TrialRecord] | None:
+    """The study's trials as records, read from the study opened read-only; None when there is no such study or it
+    cannot be read (a resume's count then falls back to the run's agent_state.json)."""
+    import optuna
+
+    if missing_study(storage, run_path, default) is not None:  # nothing to read: opening it would create it
+        return None
+    quiet()
+    try:
+        backend = read_only_storage(storage or f"sqlite:///{(run_path / default).resolve()}")
+        if backend is None:
+            return None
+        study = optuna.load_study(study_name=name, storage=backend)
+        return [TrialRecord.from_frozen(t) for t in study.get_trials(deepcopy=False)]
+    except Exception:  # no such study, a damaged database: open_study says what is wrong when the run opens it
+        return None
 
 
 def open_study(storage: str | None, run_path: Path, *, name: str, directions: Sequence[Direction],
