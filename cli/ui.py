@@ -30,6 +30,8 @@ def _bind_error(host: str, port: int) -> OSError | None:
             sock.bind((host, port))
         except OSError as exc:  # socket.gaierror (a name that resolves to nothing) included
             return exc
+        except (TypeError, ValueError) as exc:  # a name IDNA cannot encode ("encoding of hostname failed"), a NUL
+            return socket.gaierror(socket.EAI_NONAME, str(exc))
     return None
 
 

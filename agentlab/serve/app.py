@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentlab.core.config import getenv
 from agentlab.core.errors import AllModelsFailed, LLMError
+from agentlab.core.llm.structured import CutOff
 from agentlab.core.llm.types import GenParams
 from agentlab.serve.catalog import Catalog, Served
 from agentlab.serve.embeddings import embeddings_body, parse_embeddings
@@ -209,14 +210,29 @@ class _Handler:
                            headers={"Connection": "close"}, kind="request_timeout") from None
         return load_body(body)  # every endpoint's text and numbers checked here, the field named
 
-    def llm_error(self, exc: LLMError, models: list[str] | None = None) -> ApiError:
+    def llm_error(self, exc: LLMError, models: list[str] | None = None, *, prompt: str = "messages",
+                  limit: str | None = None) -> ApiError:
         """The HTTP error of a request no model answered; ``models``: the models tried when ``exc`` does not list
         them (a single model's call: embeddings, completions). A failure of a provider whose API key is unset says
-        so, as llm-bench does (offline, no 401 would ever tell)."""
-        status = _STATUS.get(exc.kind, 502)
+        so, as llm-bench does (offline, no 401 would ever tell). ``prompt``: the request's field of the prompt, the
+        ``param`` of a prompt too long (with OpenAI's code, ``context_length_exceeded``, which clients such as
+        langchain-openai look for); ``limit``: the field that set the request's ``max_tokens`` (None: it set none),
+        the ``param`` of a reply cut there, a 400 (the client's own limit, not a server fault: the SDKs do not send
+        it again), a structured answer's as a tool call's."""
+        status, code, kind, param = _STATUS.get(exc.kind, 502), exc.kind, exc.kind, None
+        last = exc.attempts[-1] if isinstance(exc, AllModelsFailed) and exc.attempts else None
         message = exc.message
-        if isinstance(exc, AllModelsFailed) and exc.attempts and exc.attempts[-1][2]:
-            message += f"; last: {exc.attempts[-1][2]}"
+        if last is not None and last[2]:
+            message += f"; last: {last[2]}"
+        if exc.kind == "context_length":
+            code, param = "context_length_exceeded", prompt
+        elif limit is not None and exc.kind == "max_tokens":
+            param = limit
+            message = message.replace("raise max_tokens", f"raise {limit}")
+        elif limit is not None and exc.kind == "invalid_output" and last is not None and \
+                last[2].startswith(CutOff.PREFIX):
+            status, code, kind, param = 400, "max_tokens", "max_tokens", limit
+            message += f": raise {limit}"
         if status >= 500 and self.unset_keys:
             tried = [a[0] for a in exc.attempts] if isinstance(exc, AllModelsFailed) else models or []
             config = self.router.config.models
@@ -229,7 +245,7 @@ class _Handler:
         headers = {}
         if status == 429 and exc.retry_after:  # the upstream's own wait, rounded up to whole seconds (RFC 9110)
             headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-        return ApiError(status, self.scrub(message), exc.kind, etype=etype, kind=exc.kind, headers=headers)
+        return ApiError(status, self.scrub(message), code, param=param, etype=etype, kind=kind, headers=headers)
 
     def served(self, name: str) -> Served:
         """The served name ``name``; a 404 listing the served names otherwise."""
@@ -275,8 +291,8 @@ class _Handler:
             response = reply(req, parsed, rc, text)
         except ApiError as exc:
             return self.refuse(label, exc)
-        except LLMError as exc:
-            return self.refuse(label, self.llm_error(exc))
+        except LLMError as exc:  # from the answer: the request was parsed
+            return self.refuse(label, self.llm_error(exc, prompt=_prompt_field(what), limit=req.limit_field))
         except _Disconnected:
             return self.disconnected(label)
         except asyncio.CancelledError:  # the server stopping past its graceful shutdown (a client gone: _Disconnected)
@@ -346,7 +362,7 @@ class _Handler:
         except ApiError as exc:
             return self.refuse(label, exc)
         except LLMError as exc:
-            return self.refuse(label, self.llm_error(exc, [model] if model else None))
+            return self.refuse(label, self.llm_error(exc, [model] if model else None, prompt="prompt"))
         except _Disconnected:
             return self.disconnected(label)
         except Exception as exc:
@@ -505,7 +521,7 @@ class _Handler:
             exc = task.exception()
             if exc is not None:
                 if isinstance(exc, LLMError):
-                    error = self.llm_error(exc)
+                    error = self.llm_error(exc, limit=req.limit_field)
                     self.metrics.failed_request(label, error.kind)
                 else:
                     error = self.internal(label, "chat", exc)
@@ -586,7 +602,7 @@ class _Handler:
             exc = task.exception()
             if exc is not None:
                 if isinstance(exc, LLMError):
-                    error = self.llm_error(exc)
+                    error = self.llm_error(exc, prompt="input", limit=req.limit_field)
                     self.metrics.failed_request(label, error.kind)
                 else:
                     error = self.internal(label, "responses", exc)
@@ -654,7 +670,7 @@ class _Handler:
         except ApiError as exc:
             return self.refuse(label, exc)
         except LLMError as exc:
-            error = self.llm_error(exc, [model] if model else None)
+            error = self.llm_error(exc, [model] if model else None, prompt="input")
             if model and error.status == 400 and ereq.dimensions is not None and "dimensions" in exc.message:
                 error.param = "dimensions"  # the model cannot give that size
             elif exc.kind == "context_length" and (too_long := re.search(r"\binput\[\d+\]", exc.message)):
@@ -743,6 +759,11 @@ def _model_entry(served: Served) -> dict[str, Any]:
         if served.adapter:
             info["adapter"] = served.adapter
     return {"id": served.name, "object": "model", "created": 0, "owned_by": "agentlab", "agentlab": info}
+
+
+def _prompt_field(what: str) -> str:
+    """The field holding the prompt of a request to endpoint ``what`` (``chat``, ``responses``)."""
+    return "input" if what == "responses" else "messages"
 
 
 def _meta(rc: RoutedCompletion) -> dict[str, Any]:

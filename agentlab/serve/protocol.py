@@ -89,6 +89,9 @@ class ChatRequest:
     schema: dict[str, Any] | None = None  # response_format json_schema / json_object: the JSON schema to follow
     schema_name: str = "output"
     extra: dict[str, Any] = field(default_factory=dict)
+    # the body's field that set params.max_tokens (max_tokens, max_completion_tokens; /v1/responses:
+    # max_output_tokens), None when the client set no limit: the field a reply cut there names (a 400, raise it)
+    limit_field: str | None = None
     # Set by the gateway from the request around the body: the routing rule's metadata, the cache's tenant and
     # opt-out (Cache-Control: no-cache), the client key (keys.KeyState) and its budget reservation (keys.Ticket).
     metadata: dict[str, Any] | None = None
@@ -392,9 +395,20 @@ def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, Any, bool
             check_fields(tool["function"], FUNCTION_FIELDS, "", where=f"tools[{i}].function")
     try:
         check_tools(tools, choice)
-    except LLMError as exc:
-        raise _bad(exc.message, "tool_choice" if exc.message.startswith("tool_choice") else "tools") from None
+    except LLMError as exc:  # the param is the field the message names (tools[1].function.name), as OpenAI's
+        named = _TOOL_PATH.match(exc.message)
+        raise _bad(exc.message, "tool_choice" if exc.message.startswith("tool_choice") else
+                   named.group() if named else "tools") from None
     return tools, choice, parallel
+
+
+_TOOL_PATH = re.compile(r"tools\[\d+\](?:\.function(?:\.\w+)?)?")  # the field a message of check_tools begins with
+
+
+def given(value: Any) -> str:
+    """A JSON value of the wrong type, said as what it is: `a string "json"`."""
+    kind = {str: "a string", list: "a list", bool: "a boolean", int: "a number", float: "a number"}
+    return f"{kind.get(type(value), 'null')} {json.dumps(value)[:40]}"
 
 
 _MAX_STOP = 4  # stop sequences a request may give, as at OpenAI
@@ -418,19 +432,25 @@ def _response_format(body: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     fmt = body.get("response_format")
     if fmt is None:
         return None, "output"
-    if not isinstance(fmt, dict) or fmt.get("type") not in ("text", "json_object", "json_schema"):
-        raise _bad("'response_format.type' must be text, json_object or json_schema", "response_format")
+    if not isinstance(fmt, dict):  # "json" was told as a wrong 'response_format.type', a field it does not have
+        raise _bad("'response_format' must be an object such as {\"type\": \"json_object\"} or {\"type\": "
+                   f"\"json_schema\", \"json_schema\": {{...}}}}, got {given(fmt)}", "response_format")
+    if fmt.get("type") not in ("text", "json_object", "json_schema"):
+        got = json.dumps(fmt["type"])[:40] if "type" in fmt else "none"
+        raise _bad(f"'response_format.type' must be text, json_object or json_schema, got {got}",
+                   "response_format.type")
     if fmt["type"] == "text":
         return None, "output"
     if fmt["type"] == "json_object":
         return {"type": "object"}, "object"
     spec = fmt.get("json_schema")
     if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
-        raise _bad("'response_format.json_schema.schema' must be a JSON schema object", "response_format")
+        raise _bad("'response_format.json_schema.schema' must be a JSON schema object",
+                   "response_format.json_schema.schema")
     schema = spec["schema"]
     if schema.get("type", "object") != "object":
         raise _bad("'response_format.json_schema.schema' must describe an object (type: object at the top)",
-                   "response_format")
+                   "response_format.json_schema.schema")
     name = spec.get("name")
     return schema, name if isinstance(name, str) and name else "output"
 
@@ -469,13 +489,14 @@ def parse_chat(body: Any, *, max_tokens_limit: int, max_messages: int) -> ChatRe
             raise _bad(f"'stream_options.{key}' must be true or false", f"stream_options.{key}")
     include_usage = (options or {}).get("include_usage")
     stream_options_need_stream(body)
-    max_tokens = None
+    max_tokens, limit_field = None, None
     for key in ("max_tokens", "max_completion_tokens"):  # both checked; max_completion_tokens wins
         given = _integer(body, key)
         if given is not None and not 1 <= given <= max_tokens_limit:
             raise _bad(f"'{key}' must be between 1 and {max_tokens_limit} (this gateway's limit), got {given}", key,
                        code="max_tokens_too_large" if given > max_tokens_limit else "invalid_request")
-        max_tokens = max_tokens if given is None else given
+        if given is not None:
+            max_tokens, limit_field = given, key
     extra: dict[str, Any] = {}
     for name, (low, high) in _EXTRA_NUMBERS.items():
         value = _number(body, name, low, high)
@@ -489,7 +510,8 @@ def parse_chat(body: Any, *, max_tokens_limit: int, max_messages: int) -> ChatRe
     if schema is not None and tools:
         raise _bad("'response_format' with 'tools' is not served: ask for one or the other", "response_format",
                    code="unsupported_parameter")
-    return ChatRequest(model, _messages(body, max_messages), params, bool(stream), bool(include_usage), schema, name)
+    return ChatRequest(model, _messages(body, max_messages), params, bool(stream), bool(include_usage), schema, name,
+                       limit_field=limit_field)
 
 
 def stream_options_need_stream(body: dict[str, Any]) -> None:

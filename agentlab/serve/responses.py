@@ -17,6 +17,7 @@ instructions) in a bounded LRU, so a follow-up naming ``previous_response_id`` c
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections import OrderedDict
@@ -31,6 +32,7 @@ from agentlab.serve.protocol import (
     ChatRequest,
     check_fields,
     check_unused_fields,
+    given,
     parse_chat,
     part_problem,
     stream_options_need_stream,
@@ -230,11 +232,28 @@ def _text_format(body: dict[str, Any]) -> dict[str, Any] | None:
     fmt = text.get("format")
     if fmt is None or (isinstance(fmt, dict) and fmt.get("type") == "text"):
         return None
-    if not isinstance(fmt, dict) or fmt.get("type") not in ("json_object", "json_schema"):
-        raise _bad("'text.format.type' must be text, json_object or json_schema", "text.format")
+    if not isinstance(fmt, dict):  # "json" was told as a wrong 'text.format.type', a field it does not have
+        raise _bad("'text.format' must be an object such as {\"type\": \"json_object\"} or {\"type\": "
+                   f"\"json_schema\", \"name\": ..., \"schema\": {{...}}}}, got {given(fmt)}", "text.format")
+    if fmt.get("type") not in ("json_object", "json_schema"):
+        got = json.dumps(fmt["type"])[:40] if "type" in fmt else "none"
+        raise _bad(f"'text.format.type' must be text, json_object or json_schema, got {got}", "text.format.type")
     if fmt["type"] == "json_object":
         return {"type": "json_object"}
     return {"type": "json_schema", "json_schema": {"name": fmt.get("name"), "schema": fmt.get("schema")}}
+
+
+# chat completions' paths in a field or message (at its start or after a quote) -> the Responses API's: text.format
+# holds json_schema's fields itself, and a tool's fields are flat (tools[1].function.name -> tools[1].name)
+_CHAT_PATHS = [(re.compile(r"(^|')response_format\.json_schema\."), r"\1text.format."),
+               (re.compile(r"(^|')response_format\b"), r"\1text.format"),
+               (re.compile(r"(^|')(tools\[\d+\])\.function\b"), r"\1\2")]
+
+
+def _responses_path(text: str) -> str:
+    for chat, responses in _CHAT_PATHS:
+        text = chat.sub(responses, text)
+    return text
 
 
 def parse_responses(body: Any, *, max_tokens_limit: int, max_messages: int,
@@ -288,11 +307,16 @@ def parse_responses(body: Any, *, max_tokens_limit: int, max_messages: int,
     try:
         chat = parse_chat(chat_body, max_tokens_limit=max_tokens_limit, max_messages=max_messages)
     except ApiError as exc:  # name the Responses field, not the chat one it was checked as
-        exc.param = {"max_completion_tokens": "max_output_tokens", "messages": "input",
-                     "response_format": "text.format"}.get(exc.param or "", exc.param)
+        exc.param = {"max_completion_tokens": "max_output_tokens", "messages": "input"}.get(exc.param or "",
+                                                                                          exc.param)
         exc.message = exc.message.replace("'max_completion_tokens'", "'max_output_tokens'").replace(
-            "'messages'", "'input'").replace("'response_format'", "'text.format'")
+            "'messages'", "'input'")
+        if exc.param is not None:
+            exc.param = _responses_path(exc.param)
+        exc.message = _responses_path(exc.message)
         raise
+    if chat.limit_field is not None:
+        chat.limit_field = "max_output_tokens"
     echo = {"instructions": instructions, "max_output_tokens": body.get("max_output_tokens"),
             "previous_response_id": previous, "temperature": chat.params.temperature, "top_p": chat.params.top_p,
             "tools": body.get("tools") or [], "tool_choice": body.get("tool_choice") or "auto",

@@ -112,8 +112,9 @@ def bind(host: str, port: int) -> socket.socket:
     host that is not this machine's, or a port that needs privileges."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
-    except socket.gaierror as exc:
-        raise UsageError(f"--host {host}: not an address of this machine ({exc.strerror})",
+    except (socket.gaierror, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode (`not..a..host`, `.`)
+        why = exc.strerror if isinstance(exc, socket.gaierror) else "not a valid host name"
+        raise UsageError(f"--host {host}: not an address of this machine ({why})",
                          hint="use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
     family, kind, proto, _, address = infos[0]
     # proto IPPROTO_TCP: asyncio sets TCP_NODELAY only on accepted sockets that say so (else Nagle + delayed ACK

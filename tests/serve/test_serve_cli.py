@@ -217,6 +217,9 @@ def test_port_in_use_is_one_line_exit_2(llm_file: Path, in_tmp: Path, capsys: py
     (["--host", "127.0.0.1:8000"], "is not an address alone: give the address (127.0.0.1) and the port in --port"),
     (["--host", "HTTP://localhost"], "is not an address alone: give the address (localhost)"),
     (["--host", "no-such-host.invalid"], "--host no-such-host.invalid: not an address of this machine"),
+    # names IDNA cannot encode (an empty label, one over 63 characters): `internal error: UnicodeError`, exit 1
+    (["--host", "not..a..host"], "--host not..a..host: not an address of this machine (not a valid host name)"),
+    (["--host", "x" * 70], "not an address of this machine (not a valid host name)"),
     (["--llm", "missing.yaml"], "missing.yaml"),
     (["--llm", "gone.yaml"], "gone.yaml: model 'm': model '/nonexistent/x.gguf' not found"),  # served 503s, exit 0
 ])

@@ -68,6 +68,9 @@ def test_bad_runs_folder_and_busy_port_are_one_line_exit_2(in_tmp: Path, capsys:
     assert main(["ui", "--port", "0"]) == 2  # click's range check
     assert main(["ui", "--host", "999.1.1.1", "--port", "18791"]) == 2  # the host, not the port, is wrong
     assert lines(capsys)[-2] == "error: --host 999.1.1.1: not an address of this machine"
+    for name in ("not..a..host", "h\u00f4st..x"):  # the second, a name IDNA cannot encode, was a TypeError (exit 1)
+        assert main(["ui", "--host", name, "--port", "18791"]) == 2
+        assert lines(capsys)[-2] == f"error: --host {name}: not an address of this machine"
 
 
 def test_an_empty_host_is_refused_not_served_on_every_interface(in_tmp: Path, capsys: pytest.CaptureFixture,

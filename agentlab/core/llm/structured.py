@@ -43,6 +43,8 @@ class InvalidOutput(ValueError):
 class CutOff(InvalidOutput):
     """The reply stopped at the token limit (``after`` tokens, when known) before its JSON object was complete."""
 
+    PREFIX = "the reply was cut off at max_tokens"  # how its message (an attempt's) starts: the gateway tells it so
+
     def __init__(self, after: int | None = None):
         self.where = f"at max_tokens (after {after} tokens)" if after else "at max_tokens"
         super().__init__(f"the reply was cut off {self.where} before its JSON object was complete")
