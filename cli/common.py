@@ -160,12 +160,19 @@ LLM_HELP = ("LLM routing config (providers, models, routes), or a built-in model
              "model on the default route, which every route falls back to). Default: configs/llm.yaml if present")
 # no dir_okay=False: a folder named like a built-in model (`models export-hf smollm2-135m --out smollm2-135m`) does
 # not hide the model (core/llm/config.py routing_source); any other folder is refused there, naming it
+
+
+def llm_path(value: str | Path) -> Path:
+    """``--llm``'s parser: ``--llm ''`` is refused as empty (it was read as the current folder, ".: is a directory")."""
+    return nonempty_path(value, "the routing config file (or a built-in model's name), or leave --llm out")
+
+
 LLMOpt = Annotated[Path | None, typer.Option("--llm", help=f"{LLM_HELP}.", show_default=False,
-                                             metavar="FILE|MODEL")]
+                                             metavar="FILE|MODEL", parser=llm_path)]
 ResumeLLMOpt = Annotated[  # nas and compress: --resume asks the run's own routing config again
     Path | None,
     typer.Option("--llm", help=f"{LLM_HELP}; with --resume, the one the run used (its llm.yaml).", show_default=False,
-                 metavar="FILE|MODEL"),
+                 metavar="FILE|MODEL", parser=llm_path),
 ]
 OutOpt = Annotated[
     Path | None,

@@ -14,7 +14,7 @@ import typer
 
 from agentlab.core.files import human_size
 
-from .common import JsonOpt, VerboseOpt, console, nonempty_path, print_json, safe_text, setup_logging
+from .common import JsonOpt, VerboseOpt, console, llm_path, nonempty_path, print_json, safe_text, setup_logging
 
 app = typer.Typer(help="Local models: make-tiny, export-hf, list what is on disk, check a models.yaml.",
                   no_args_is_help=True)
@@ -26,10 +26,6 @@ def _path(value: str | Path) -> Path:
 
 def _file(value: str | Path) -> Path:
     return nonempty_path(value, "the models YAML file")
-
-
-def _llm(value: str | Path) -> Path:
-    return nonempty_path(value, "the routing config file (or a built-in model's name), or leave --llm out")
 
 
 @app.command("make-tiny")
@@ -243,7 +239,7 @@ def check(
                                                 show_default=False, parser=_file, metavar="<path>")] = None,
     llm: Annotated[Path | None, typer.Option("--llm", help="The routing config whose models `routed:` names (as "
                                              "`agentlab pipeline run --llm`; default configs/llm.yaml when present).",
-                                             show_default=False, metavar="FILE|MODEL", parser=_llm)] = None,
+                                             show_default=False, metavar="FILE|MODEL", parser=llm_path)] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Which models of a models file exist on disk, their type and size, and the memory each needs at its configured

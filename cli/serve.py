@@ -9,14 +9,14 @@ import typer
 
 from agentlab.core.models.builtin import BUILTIN_MODELS_SERVED
 
-from .common import LLM_HELP, ConfigOpt, JsonOpt, OutOpt, SetOpt, VerboseOpt, console, opt, safe_text
+from .common import LLM_HELP, ConfigOpt, JsonOpt, OutOpt, SetOpt, VerboseOpt, console, llm_path, opt, safe_text
 from .runner import CommandSpec, Invocation, flags, run_command
 
 # serve's own default without configs/llm.yaml (serve/run.py builtin_llm_config): every built-in model installed
 ServeLLMOpt = Annotated[Path | None, typer.Option(
     "--llm", help=f"{LLM_HELP}, else every built-in model installed, each under its own name, with `default` on the "
     f"first of {', '.join(BUILTIN_MODELS_SERVED)} installed.", show_default=False,
-    metavar="FILE|MODEL")]
+    metavar="FILE|MODEL", parser=llm_path)]
 
 
 def serve(
