@@ -120,8 +120,9 @@ def leave_stdout() -> None:
 @contextmanager
 def stdout_closed_is_reader_gone() -> Iterator[None]:
     """A broken pipe on stdout (``--json | head -0``) is a reader gone, as on the console's stderr: exit 141, as a
-    process SIGPIPE killed, not click's silent exit 1; ``ReaderGone`` (a stop like Ctrl-C) where a run folder was
-    opened meanwhile, so the run is recorded interrupted, else ``typer.Exit(141)`` (no "interrupted" to say)."""
+    process SIGPIPE killed, not click's silent exit 1; ``ReaderGone`` (a stop like Ctrl-C) where a run folder opened
+    meanwhile is still running, so the run is recorded interrupted, else ``typer.Exit(141)`` (no "interrupted" to
+    say: a finished run's ``--json`` lost its reader after the run was recorded)."""
     runs = sys.modules.get("agentlab.core.runs")
     before = runs.opened_count() if runs is not None else 0
     try:
@@ -137,9 +138,19 @@ def stdout_closed_is_reader_gone() -> Iterator[None]:
         leave_stdout()
         console.reader_gone = True
         runs = sys.modules.get("agentlab.core.runs")
-        if runs is not None and runs.opened_count() != before:
+        if runs is not None and runs.opened_count() != before and _still_running(runs.opened_run()):
             raise ReaderGone from None
         raise typer.Exit(141) from None
+
+
+def _still_running(folder: Path | None) -> bool:
+    """Whether run folder ``folder``'s run.json says it is running (not yet recorded as ended)."""
+    from agentlab.core import runs
+
+    try:
+        return folder is not None and runs.read_json(folder / "run.json").get("status") == runs.RUNNING
+    except Exception:  # run.json missing or damaged: no run that goes on to record
+        return False
 
 
 # Human output goes to stderr so --json stdout stays clean; soft wrap keeps long paths and messages on one line.

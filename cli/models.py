@@ -263,6 +263,10 @@ def check(
             raise ConfigError(f"{models_file}: no models under `models:`, nothing to check",
                               hint="add one, e.g. `models: {tiny: {file: tiny/model.gguf}}` (`agentlab models "
                               "make-tiny models/tiny` makes that file; configs/models.yaml has more examples)")
+        if llm is not None and not any(cfg.backend(name) == "routed" for name in cfg.models):
+            # given, not silently left unread (as `pipeline run` refuses it); before a built-in model is assembled
+            raise UsageError(f"--llm {llm}: no model of {models_file} is routed, so no routing config is read",
+                             hint="drop --llm, or give a model `routed: NAME` in the models file")
         statuses = check_models(cfg)
     unchecked = _check_routed(cfg, statuses, llm, models_file)
     together = check_together(cfg, statuses)
@@ -324,11 +328,6 @@ def _check_routed(cfg: Any, statuses: list[Any], llm: Path | None, models_file: 
 
     routed = [s for s in statuses if s.backend == "routed"]
     if not routed:
-        if llm is not None:  # given, not silently left unread (as `pipeline run` refuses it)
-            from agentlab.core.errors import UsageError
-
-            raise UsageError(f"--llm {llm}: no model of {models_file} is routed, so no routing config is read",
-                             hint="drop --llm, or give a model `routed: NAME` in the models file")
         return set()
     if llm is None and not DEFAULT_LLM_CONFIG.is_file():
         for s in routed:

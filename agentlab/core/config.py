@@ -48,7 +48,8 @@ _SECRET_ENV_RE = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASS|CREDENTIALS
 _MIN_SECRET_LEN = 6  # shorter values ("1", "true") would scrub ordinary text; no real key is this short
 # Credentials that can sit in a URL even when typed literally: user:password@ and ?key=... style parameters.
 # A password runs to the authority's last "@" (where URL parsers split it): "user:pa@ss@host" hides "pa@ss".
-_URL_USERINFO_RE = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)(?P<secret>[^\s/?#]+)"
+# (?<!...): a scheme starts a word; without it a long word before "://" was tried from each of its letters (minutes)
+_URL_USERINFO_RE = re.compile(r"(?P<head>(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)(?P<secret>[^\s/?#]+)"
                               r"(?=@[^@\s/?#]*(?:[/?#\s]|$))")
 _URL_PARAM_RE = re.compile(r"(?P<head>[?&](?:api[_-]?key|key|token|access_token|secret|password|sig|signature)=)"
                            r"(?P<secret>[^&#\s]+)", re.IGNORECASE)
@@ -931,7 +932,8 @@ def format_validation_error(exc: ValidationError, data: Any, source: _Source, mo
             elif not said and text and tuple(loc) in source.plain and not isinstance(shown, str):
                 msg += _file_read_as(loc, source.plain[tuple(loc)], shown)  # `name: yes` in the file: true
             elif (isinstance(shown, (str, int, float, bool)) or shown is None) and len(repr(shown)) < 60:
-                msg += f" (got {shown!r})" if isinstance(shown, str) else f" (got {_yaml_word(shown)})"
+                # scrubbed before repr: a secret with a quote or backslash is no longer itself once repr escapes it
+                msg += f" (got {scrub_text(shown)!r})" if isinstance(shown, str) else f" (got {_yaml_word(shown)})"
         messages.append(f"{source.where(loc, by_value=err['type'] != 'extra_forbidden')}: {_dotted(loc)}: {msg}")
     return "\n".join(sorted(messages, key=lambda m: _line_of(m, source.path)))  # in the file's order, then --set
 

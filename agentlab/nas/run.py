@@ -368,9 +368,7 @@ def require_budget(folder: Path, max_iterations: int, storage: str | None = None
     # again first (its folder is under trials/), and another worker's of a shared study
     waiting = unfinished_trials(storage, folder, name)
     if waiting and max_iterations < done + len(waiting):
-        here = folder.resolve()  # this run's: its plan says so (a stop before its trial folder was made)
-        ours = [run_id(n) for n, where in waiting.items()
-                if (where is not None and Path(where).resolve() == here) or (folder / "trials" / run_id(n)).is_dir()]
+        ours = [run_id(n) for n, where in waiting.items() if _this_runs(folder, n, where)]
         others = [run_id(n) for n in waiting if run_id(n) not in ours]
         held = "; ".join([*([f"{', '.join(ours)}, which this search was running when it stopped (a resume runs it "
                              "again first)"] if ours else []),
@@ -731,12 +729,18 @@ def _on_trial(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, s
     return on_state, on_trial
 
 
+def _this_runs(folder: Path, number: int, where: str | None) -> bool:
+    """Whether trial ``number`` of a study is run folder ``folder``'s: its trial folder is there, or its plan names
+    the folder (a stop before the trial folder was made; a relative one read from where the run started)."""
+    return (folder / "trials" / run_id(number)).is_dir() or (
+        bool(where) and Path(str(where)).resolve() == folder.resolve())
+
+
 def _unrecorded(run_dir: RunDir, records: list[TrialRecord]) -> dict[int, TrialRecord]:
     """This run's trials the study holds finished whose ``trial`` event events.jsonl lacks: a run stopped (a
     SIGKILL; a Ctrl-C before agentlab held it there) between the study's record of a trial's end and its own."""
-    here = run_dir.path.resolve()
-    ours = {r.number: r for r in records if r.state in ("complete", "pruned", "failed") and r.run_dir
-            and Path(r.run_dir).resolve() == here}
+    ours = {r.number: r for r in records if r.state in ("complete", "pruned", "failed")
+            and _this_runs(run_dir.path, r.number, r.run_dir)}
     if not ours:
         return {}
     told = {e.get("number") for e in run_dir.events("trial")}

@@ -118,3 +118,16 @@ def test_a_credential_read_from_any_variable_is_hidden_wherever_it_is_written(
     assert scrub_text("the word url-only-value-1 here", known={}) == "the word url-only-value-1 here"
     monkeypatch.setenv("TOK", "something-else-9")  # the variable holds another value now: not named
     assert scrub_text("sk-ENVSECRET7", known={}) == "sk-ENVSECRET7"
+
+
+@pytest.mark.parametrize("value", ["sk-ENV\\SECRET7", "sk-EN'V\"SECRET7"])
+def test_a_secret_with_a_backslash_or_quote_is_hidden_in_a_validation_error(
+        in_tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, value: str) -> None:
+    """The error showed the value's repr, escaped ("got 'sk-ENV\\\\SECRET7'"), which the scrub no longer found."""
+    from agentlab.cli import main
+
+    monkeypatch.setenv("MY_API_KEY", value)
+    (in_tmp / "s8.yaml").write_text("# agentlab llm\nretries: ${MY_API_KEY}\n")
+    assert main(["config", "validate", "s8.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "SECRET7" not in err and "(got '${MY_API_KEY}')" in err, err

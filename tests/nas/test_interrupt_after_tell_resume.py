@@ -51,10 +51,14 @@ def test_ctrl_c_right_after_a_trials_tell_leaves_it_recorded_and_counted(in_tmp:
     assert json.loads((run / "results.json").read_text())["ran_here"] == 2
 
 
-def test_a_resume_records_a_trial_the_study_finished_but_the_run_did_not(in_tmp: Path,
-                                                                         capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize("elsewhere", [False, True])
+def test_a_resume_records_a_trial_the_study_finished_but_the_run_did_not(
+        in_tmp: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, elsewhere: bool) -> None:
+    """``elsewhere``: resumed from another folder, where the trials' relative run_dir named no folder of this run
+    (the trial was never recorded)."""
     config = write_project(in_tmp)
-    assert main(["nas", "-c", str(config), "--max-iterations", "2", "--planner", "random"]) == 0
+    out = ["--out", "runs/nas/first"] if elsewhere else []  # a relative folder, as trials' run_dir then hold it
+    assert main(["nas", "-c", str(config), "--max-iterations", "2", "--planner", "random", *out]) == 0
     (run,) = run_folders(in_tmp)
     # as a stop between the study's tell of run_0001 and the run's own record left it (seen with a Ctrl-C there)
     events = (run / "events.jsonl").read_text().splitlines()
@@ -63,6 +67,10 @@ def test_a_resume_records_a_trial_the_study_finished_but_the_run_did_not(in_tmp:
     state = json.loads((run / "agent_state.json").read_text())
     (run / "agent_state.json").write_text(json.dumps({**state, "runs": state["runs"][:1]}))
     capsys.readouterr()
+    if elsewhere:
+        (in_tmp / "other").mkdir()
+        monkeypatch.chdir(in_tmp / "other")
+        run = run.resolve()
     assert resume_line(run, 4).endswith("kept 2 finished trial(s) (2 complete); up to 2 more to reach 4")
     assert main(["nas", "--resume", str(run), "--max-iterations", "4"]) == 0
     out = capsys.readouterr().err

@@ -500,8 +500,8 @@ class SearchLoop:
         """From here (the trial's end about to be told to the study) Ctrl-C and SIGTERM are held until its event and
         ``on_state`` are written (``_run_trial``): a signal in between left a trial finished in the study that
         events.jsonl, agent_state.json and the console never showed, and a resume's "kept" line counted one short."""
-        if self._ending is not None:
-            self._ending.enter_context(deferred_interrupts())
+        if self._ending is not None:  # a second Ctrl-C goes through at once (a storage that hangs stays stoppable)
+            self._ending.enter_context(deferred_interrupts(on_first=lambda sig: None))
 
     def _record(self, trial: Any) -> TrialRecord:
         """The record of ``trial`` as the storage holds it now (one read; ``study.get_trials`` would read them all)."""
