@@ -362,11 +362,11 @@ def run() -> None:
     try:  # what is left in stdout's buffer, while an error can still be told from a reader gone
         sys.stdout.flush()
     except OSError as exc:
-        from .common import leave_stdout, stdout_reader_gone
+        from .common import stdout_reader_gone, to_devnull
 
         if not stdout_reader_gone(exc):
             raise
-        leave_stdout()
+        to_devnull()
         code = 141
     _exit_at_once_on_signal(code)
     sys.exit(code)

@@ -65,9 +65,7 @@ class _Console(Console):
         import threading
 
         self.quiet = self.reader_gone = True
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, self.file.fileno())  # what else is written there (a log line) is dropped, not an error
-        os.close(devnull)
+        to_devnull(self.file)  # what else is written there (a log line) is dropped, not an error
         if threading.current_thread() is threading.main_thread():
             raise ReaderGone
         from agentlab.core.runs import interrupted_by
@@ -105,14 +103,15 @@ def stdout_reader_gone(exc: BaseException) -> bool:
         return False
 
 
-def leave_stdout() -> None:
-    """Point stdout at /dev/null, its reader gone: what else is written or flushed there is dropped, not an error
-    (Python's last flush of it at exit said "Exception ignored ... BrokenPipeError" and exited 120)."""
+def to_devnull(stream: Any = None) -> None:
+    """Point ``stream`` (stdout when None) at /dev/null, its reader gone: what else is written or flushed there is
+    dropped, not an error (Python's last flush of stdout at exit said "Exception ignored ... BrokenPipeError" and
+    exited 120)."""
     import os
 
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, (stream or sys.stdout).fileno())
     finally:
         os.close(devnull)
 
@@ -135,7 +134,7 @@ def stdout_closed_is_reader_gone() -> Iterator[None]:
     except OSError as exc:
         if not stdout_reader_gone(exc):
             raise
-        leave_stdout()
+        to_devnull()
         console.reader_gone = True
         runs = sys.modules.get("agentlab.core.runs")
         if runs is not None and runs.opened_count() != before and _still_running(runs.opened_run()):
