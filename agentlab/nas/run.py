@@ -756,7 +756,7 @@ def _record_unrecorded(run_dir: RunDir, records: list[TrialRecord],
         return
     with deferred_interrupts():
         for record in sorted(missing.values(), key=lambda r: r.number):
-            run_dir.event("trial", **{k: v for k, v in record.to_dict().items() if k != "intermediate"})
+            run_dir.event("trial", **record.event_fields())
         on_state(records)
 
 

@@ -673,7 +673,7 @@ class SearchLoop:
             finally:
                 self._ending = None
             self._current = None
-            self.on_event("trial", **{k: v for k, v in record.to_dict().items() if k != "intermediate"})
+            self.on_event("trial", **record.event_fields())
             now = self.records()
             self.on_state(now)
         self.on_trial(now)

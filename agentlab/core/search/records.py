@@ -179,6 +179,10 @@ class TrialRecord:
         out["intermediate"] = {str(k): v for k, v in self.intermediate.items()}
         return out
 
+    def event_fields(self) -> dict[str, Any]:
+        """What a ``trial`` event of events.jsonl holds: ``to_dict`` without the intermediate values."""
+        return {k: v for k, v in self.to_dict().items() if k != "intermediate"}
+
 
 def best_of(records: list[TrialRecord], direction: str = "minimize", *, incumbent: bool = True
             ) -> TrialRecord | None:
