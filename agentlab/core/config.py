@@ -48,8 +48,9 @@ _SECRET_ENV_RE = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASS|CREDENTIALS
 _MIN_SECRET_LEN = 6  # shorter values ("1", "true") would scrub ordinary text; no real key is this short
 # Credentials that can sit in a URL even when typed literally: user:password@ and ?key=... style parameters.
 # A password runs to the authority's last "@" (where URL parsers split it): "user:pa@ss@host" hides "pa@ss".
-# (?<!...): a scheme starts a word; without it a long word before "://" was tried from each of its letters (minutes)
-_URL_USERINFO_RE = re.compile(r"(?P<head>(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)(?P<secret>[^\s/?#]+)"
+# (?<!...): tried where a word starts (a long word before "://" was tried from each of its letters: minutes); the
+# word may start with what no scheme does ("\x1b[32mhttps://", "1http://"), its scheme then further in
+_URL_USERINFO_RE = re.compile(r"(?P<head>(?<![A-Za-z0-9+.-])[0-9+.-]*[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)(?P<secret>[^\s/?#]+)"
                               r"(?=@[^@\s/?#]*(?:[/?#\s]|$))")
 _URL_PARAM_RE = re.compile(r"(?P<head>[?&](?:api[_-]?key|key|token|access_token|secret|password|sig|signature)=)"
                            r"(?P<secret>[^&#\s]+)", re.IGNORECASE)

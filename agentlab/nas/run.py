@@ -731,7 +731,8 @@ def _on_trial(cfg: NASConfig, run_dir: RunDir, tracker: Tracker | NullTracker, s
 
 def _this_runs(folder: Path, number: int, where: str | None) -> bool:
     """Whether trial ``number`` of a study is run folder ``folder``'s: its trial folder is there, or its plan names
-    the folder (a stop before the trial folder was made; a relative one read from where the run started)."""
+    the folder (a stop before the trial folder was made; a relative one is read from the current folder, so a resume
+    from elsewhere knows such a trial by its trial folder only)."""
     return (folder / "trials" / run_id(number)).is_dir() or (
         bool(where) and Path(str(where)).resolve() == folder.resolve())
 

@@ -96,6 +96,10 @@ def test_a_literal_url_password_with_an_at_sign_is_hidden_to_the_host() -> None:
 
     assert scrub_text("https://user:pa@ss-word@host:1/x http://u:pw1234@h/v", known={}) == \
         "https://user:***@host:1/x http://u:***@h/v"
+    # a word that starts with what no scheme does (a log line's colour code, a digit): its URL's password is hidden
+    for text in ["\x1b[32mhttps://u:hunter2pw@h/x", "1http://u:hunter2pw@h/", "0redis://:hunter2pw@h:6379",
+                 "é-http://u:hunter2pw@h", "git+https://u:hunter2pw@h/"]:
+        assert "hunter2pw" not in scrub_text(text, known={}), text
 
 
 def test_a_credential_read_from_any_variable_is_hidden_wherever_it_is_written(

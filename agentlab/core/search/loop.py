@@ -201,6 +201,7 @@ class SearchLoop:
         self._noted: float | None = None  # when the generation barrier began to wait, or last said what for
         # a trial's end, from the study's tell to its event and on_state: Ctrl-C held (``_run_trial``)
         self._ending: contextlib.ExitStack | None = None
+        self._holding = False  # ``_hold`` holds Ctrl-C now: a storage write inside needs no hold of its own
         if base_params is not None:  # None: no base trial (evolve's seeds are scored as its first generation)
             space.check_base(base_params)
 
@@ -454,7 +455,7 @@ class SearchLoop:
             raise
         except Pruned as exc:
             self._hold()
-            with deferred_interrupts():
+            with self._write_held():
                 trial.set_user_attr(R.A_OUTCOME, {"metrics": exc.metrics, "accepted": False, "decided_by": "pruner",
                                                   "reason": f"pruned: its {self.metric} at the same step was "
                                                             "hopeless next to earlier trials"})
@@ -483,7 +484,7 @@ class SearchLoop:
         decision = self.evaluator.decide(value, metrics, proposal.params, self.best(records))
         self._hold()
         try:
-            with deferred_interrupts():
+            with self._write_held():
                 trial.set_user_attr(R.A_OUTCOME, {"metrics": metrics, **decision.outcome()})
                 if not values or any(v is None or not math.isfinite(v) for v in values):
                     self.study.tell(trial, state=TrialState.FAIL)  # counted: it consumed budget
@@ -500,8 +501,14 @@ class SearchLoop:
         """From here (the trial's end about to be told to the study) Ctrl-C and SIGTERM are held until its event and
         ``on_state`` are written (``_run_trial``): a signal in between left a trial finished in the study that
         events.jsonl, agent_state.json and the console never showed, and a resume's "kept" line counted one short."""
-        if self._ending is not None:  # a second Ctrl-C goes through at once (a storage that hangs stays stoppable)
-            self._ending.enter_context(deferred_interrupts(on_first=lambda sig: None))
+        if self._ending is not None and not self._holding:  # a second Ctrl-C goes through at once (a storage that
+            self._ending.enter_context(deferred_interrupts(on_first=lambda sig: None))  # hangs stays stoppable)
+            self._holding = True
+
+    def _write_held(self) -> contextlib.AbstractContextManager[Any]:
+        """Ctrl-C held over one storage write (inside the commit it would break the storage); nothing more inside
+        ``_hold``'s, which holds it already: a block of its own there held the second Ctrl-C too."""
+        return contextlib.nullcontext() if self._holding else deferred_interrupts()
 
     def _record(self, trial: Any) -> TrialRecord:
         """The record of ``trial`` as the storage holds it now (one read; ``study.get_trials`` would read them all)."""
@@ -663,19 +670,22 @@ class SearchLoop:
                    done: dict[str, Any] | BaseException | None = None) -> StopReason | None:
         """Run one committed trial and tell everyone; the reason to stop when its objective refused to run it."""
         self._current = trial  # until its end is recorded (``run`` puts it back in the queue when that fails)
-        with contextlib.ExitStack() as ending:  # Ctrl-C held from the study's tell to here (``_hold``)
-            self._ending = ending
-            try:
-                record = self._execute(trial, proposal, records, done)
-            except StopSearch as exc:
+        try:
+            with contextlib.ExitStack() as ending:  # Ctrl-C held from the study's tell to here (``_hold``)
+                self._ending = ending
+                try:
+                    record = self._execute(trial, proposal, records, done)
+                except StopSearch as exc:
+                    self._current = None
+                    return StopReason("objective", str(exc))
+                finally:
+                    self._ending = None
                 self._current = None
-                return StopReason("objective", str(exc))
-            finally:
-                self._ending = None
-            self._current = None
-            self.on_event("trial", **record.event_fields())
-            now = self.records()
-            self.on_state(now)
+                self.on_event("trial", **record.event_fields())
+                now = self.records()
+                self.on_state(now)
+        finally:
+            self._holding = False
         self.on_trial(now)
         return None
 
@@ -724,7 +734,7 @@ class SearchLoop:
     def _fail(self, trial: Any, reason: str, counted: bool) -> None:
         from optuna.trial import TrialState
 
-        with deferred_interrupts():
+        with self._write_held():
             trial.set_user_attr(R.A_OUTCOME, {"counted": counted, "accepted": False, "reason": reason,
                                               "decided_by": "loop"})
             self.study.tell(trial, state=TrialState.FAIL)

@@ -57,3 +57,26 @@ def test_ctrl_c_right_after_the_tell_still_writes_the_trials_event_and_state(tmp
     assert [data["number"] for kind, data in events if kind == "trial"] == [0, 1]  # events.jsonl's
     assert [r.number for r in states[-1] if r.state != "running"] == [0, 1]  # agent_state.json's, the console's
     assert len(after) == 1  # on_trial (slow work: MLflow, the ensemble) is not held: the stop comes before it
+
+
+def test_a_second_ctrl_c_during_a_trials_end_stops_at_once(tmp_path: Path) -> None:
+    """A storage write (the tell) that hangs stays stoppable: the second Ctrl-C is raised in it, not held (a hold of
+    the write's own kept the second one too, and the user had to press a third time)."""
+    events: list[str] = []
+    plain = make_loop(tmp_path, Quadratic(), 10)
+    loop = SearchLoop(study=plain.study, space=SPACE, base_params=dict(BASE), objective=plain.objective,
+                      planner=plain.planner, evaluator=plain.evaluator, metric="val", seed=1,
+                      stop=StopRules(max_iterations=10), hooks=Hooks(on_event=lambda kind, **data: events.append(kind)))
+    tell = loop.study.tell
+
+    def hanging_tell(trial: Any, *args: Any, **kwargs: Any) -> Any:
+        if trial.number == 1:
+            signal.raise_signal(signal.SIGINT)  # the first: held
+            signal.raise_signal(signal.SIGINT)  # the second: the user insists
+            events.append("after both")
+        return tell(trial, *args, **kwargs)
+
+    loop.study.tell = hanging_tell  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        loop.run()
+    assert "after both" not in events
