@@ -27,6 +27,7 @@ def kept(run: Path) -> list[int]:
             if r["state"] == "complete"]
 
 
+@pytest.mark.usefixtures("sigint_raises")  # xdist's workers ignore SIGINT
 def test_ctrl_c_right_after_a_trials_tell_leaves_it_recorded_and_counted(in_tmp: Path, capsys: pytest.CaptureFixture,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     config = write_project(in_tmp)

@@ -30,6 +30,9 @@ class Failing(Quadratic):
         raise RuntimeError("out of memory")
 
 
+pytestmark = pytest.mark.usefixtures("sigint_raises")  # xdist's workers ignore SIGINT
+
+
 @pytest.mark.parametrize("how", ["complete", "failed", "pruned", "error"])
 def test_ctrl_c_right_after_the_tell_still_writes_the_trials_event_and_state(tmp_path: Path, how: str) -> None:
     events: list[tuple[str, dict[str, Any]]] = []
