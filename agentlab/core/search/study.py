@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from agentlab.core.errors import ConfigError, RunDirError, pip_install
 from agentlab.core.search.engine import attach, storage_object, store_of, url_where
-from agentlab.core.search.records import A_PLAN, TrialRecord
+from agentlab.core.search.records import TrialRecord
 
 Direction = Literal["minimize", "maximize"]
 OBJECTIVES_ATTR = "agentlab:objectives"  # study user attribute: the objectives' names, checked when reopened
@@ -297,21 +297,8 @@ def unfinished_trials(storage: str | None, run_path: Path, name: str,
     """The numbers of the study's trials a stop left running or queued (a resume runs each again first, and each
     counts against the total), each with the run folder whose trial it is (its plan's ``run_dir``; None: not said);
     empty when there is no such study."""
-    import optuna
-
-    if missing_study(storage, run_path, default) is not None:  # nothing to read: opening it would create it
-        return {}
-    quiet()
-    try:  # opened read-only: an empty file (0 bytes, or no Optuna tables) is left as it is, not made a study
-        backend = read_only_storage(storage or f"sqlite:///{(run_path / default).resolve()}")
-        if backend is None:
-            return {}
-        study = optuna.load_study(study_name=name, storage=backend)
-        states = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
-        return {t.number: t.user_attrs.get(A_PLAN, {}).get("run_dir")
-                for t in study.get_trials(deepcopy=False, states=states)}
-    except Exception:  # no such study, a damaged database: open_study says what is wrong when the run opens it
-        return {}
+    return {r.number: r.run_dir or None for r in study_records(storage, run_path, name, default) or []
+            if r.state in ("running", "waiting")}
 
 
 def study_records(storage: str | None, run_path: Path, name: str,
