@@ -21,13 +21,19 @@ from agentlab import __version__
 from agentlab.cli.commands import COMMANDS, RESUME_ADVICE, continue_with, register
 from agentlab.core.entry import command_line
 
+# The order of `agentlab --help`: the README's (the jobs, then the LLM tools, then the helpers); a command left out
+# comes last, in the order of the table in commands.py.
+HELP_ORDER = ("nas", "compress", "train-persona", "debate", "evolve", "eval", "pipeline", "llm-bench", "serve", "ui",
+              "models", "config")
+
 
 class _TableOrder(typer.core.TyperGroup):
-    """Lists the commands in the order of the table in commands.py (Typer puts groups after single commands, which
-    sent `nas`, the main job, to the middle of `agentlab --help` once it gained `nas predict`)."""
+    """Lists the commands in ``HELP_ORDER`` (Typer puts groups after single commands, which sent `nas`, the main job,
+    to the middle of `agentlab --help` once it gained `nas predict`)."""
 
     def list_commands(self, ctx: Any) -> list[str]:
-        order = {c.name: i for i, c in enumerate(COMMANDS)}
+        names = [*HELP_ORDER, *(c.name for c in COMMANDS if c.name not in HELP_ORDER)]
+        order = {name: i for i, name in enumerate(names)}
         return sorted(super().list_commands(ctx), key=lambda name: order.get(name, len(order)))
 
     # stdout's reader gone (`config show nas | head -0`): exit 141, not click's exit 1 (its EPIPE handler sits in
@@ -48,7 +54,9 @@ class _TableOrder(typer.core.TyperGroup):
 app = typer.Typer(
     name="agentlab",
     cls=_TableOrder,
-    help="LLM-driven ML experiments from the shell. Each command reads YAML and writes a run folder under runs/.",
+    help="LLM-driven ML experiments from the shell. Each command reads YAML and writes a run folder under runs/.\n\n"
+         "New here: `agentlab nas --max-iterations 3` runs a short search offline; docs/getting-started.md runs "
+         "every command once.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

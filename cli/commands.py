@@ -98,13 +98,26 @@ def first_sentence(text: str | None) -> str:
     return (match.group(1) if match else flat).rstrip(".")
 
 
+# the usage line of a group that runs without a subcommand (`agentlab nas [OPTIONS] [COMMAND] [ARGS]...`): click's
+# `COMMAND [ARGS]...` made one look required, in its help and in the hint of every option error
+OPTIONAL_SUBCOMMAND = "[COMMAND] [ARGS]..."
+
+
+def runs_alone(typer_app: Any) -> bool:
+    """Whether the Typer group ``typer_app`` runs without a subcommand (``invoke_without_command``)."""
+    callback = typer_app.registered_callback
+    return bool(typer_app.info.invoke_without_command or (callback and callback.invoke_without_command))
+
+
 def register(app: object) -> None:
     """Add every command of the table to the Typer ``app``, each listed by the first sentence of its help."""
     for command in COMMANDS:
         module = importlib.import_module(f"agentlab.cli.{command.module}")
         if command.group:
             sub = module.app
-            app.add_typer(sub, name=command.name, short_help=first_sentence(sub.info.help))  # type: ignore[attr-defined]
+            optional = {"subcommand_metavar": OPTIONAL_SUBCOMMAND} if runs_alone(sub) else {}
+            app.add_typer(sub, name=command.name, short_help=first_sentence(sub.info.help),  # type: ignore[attr-defined]
+                          **optional)
         else:
             function = getattr(module, command.module)
             app.command(command.name, short_help=first_sentence(function.__doc__))(function)  # type: ignore[attr-defined]

@@ -2,16 +2,17 @@
 
 A page marks a ```bash block runnable with the line `<!-- runnable -->` just above it (about a minute or less on
 2 CPU cores, in the default test set) or `<!-- runnable: slow -->` (longer: `pytest -m slow`). The block runs as one
-bash script with `set -e` in a fresh folder that holds `configs` (the repository's) and sees the shared data at
-`../shared/data`, the way a user runs the examples from a checkout; the shared data files (ETTh1.csv) are also in the
-folder, as a user who followed the docs' download line has them (the examples download only a file that is missing,
-and the tests run offline). A doc example that stopped working fails here.
+bash script with `set -e` in a fresh folder that holds `configs` and `examples` (the repository's) and sees the shared
+data at `../shared/data`, the way a user runs the examples from a checkout; the shared data files (ETTh1.csv) are also
+in the folder, as a user who followed the docs' download line has them (the examples download only a file that is
+missing, and the tests run offline). A doc example that stopped working fails here.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,9 @@ def test_runnable_example(script: str, tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     (work / "configs").symlink_to(ROOT / "configs")
+    # the example projects, as a checkout has them (`nas -c examples/config_py/nas.yaml`); copied, not linked: a
+    # search of one makes git worktrees of the repository it lies in
+    shutil.copytree(ROOT / "examples", work / "examples", ignore=shutil.ignore_patterns("__pycache__"))
     shared = next((d for d in (ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data")
                    if d.is_dir()), None)  # beside the checkout (or beside a worktree's folder)
     if shared is not None:

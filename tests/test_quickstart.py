@@ -1,5 +1,6 @@
 """The README's quick start, as a new user runs it: every line, in order, in a fresh folder that holds the repository's
-`configs` (the lines name `configs/*.local.yaml`), each exiting 0 within twice the time the README states for it.
+`configs` and `examples` (the lines name `configs/*.local.yaml` and `examples/config_py/nas.yaml`), each exiting 0
+within twice the time the README states for it.
 
 Each line of the quick-start block ends with its time, `(~40 s)`, `(~5 min)` or `(~5 s to answer)`, on an idle
 2-core CPU; a line without one fails the fast test. The servers (`serve`, `ui`) are started, timed until they answer
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -127,6 +129,9 @@ def test_quickstart_runs_as_written_within_twice_the_stated_time(tmp_path: Path)
     work = tmp_path / "clone"
     work.mkdir()
     (work / "configs").symlink_to(ROOT / "configs")
+    # the example projects (`nas -c examples/config_py/nas.yaml`), copied: a search of one linked into the checkout
+    # would make git worktrees of the repository
+    shutil.copytree(ROOT / "examples", work / "examples", ignore=shutil.ignore_patterns("__pycache__"))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "COLUMNS": "120"}
     env.pop("AGENTLAB_RUNS", None)

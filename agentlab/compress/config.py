@@ -243,9 +243,10 @@ class CompressConfig(StrictModel):
         if objective:
             try:
                 parse_objective(objective)
-            except UsageError as exc:  # "objective 'make it purple': no 'maximize X' ...": said at the field
-                raise ValueError(exc.message.removeprefix("objective ") + (f"; {exc.hint}" if exc.hint else "")) \
-                    from None
+            except UsageError as exc:  # "objective 'make it purple': no 'maximize X' ...": said at the field, which
+                # names the text (`--objective TEXT:`, `--set objective=TEXT:`, or FILE:LINE of it): not again here
+                message = exc.message.removeprefix(f"objective '{objective}'").removeprefix(": ")
+                raise ValueError(message + (f"; {exc.hint}" if exc.hint else "")) from None
         return objective
 
     @model_validator(mode="after")

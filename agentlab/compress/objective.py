@@ -179,7 +179,7 @@ _CONSTRAINT_HINT = "write it like '<2% accuracy loss', 'perplexity increase <5%'
 def parse_objective(text: str) -> Goal:
     """The goal stated by ``text``; ``UsageError`` naming what was not understood. Every clause (between commas,
     semicolons, "and", "with", "subject to", ...) must be read as an objective or a constraint."""
-    raw = " ".join(text.lower().split())
+    raw = _normal(text)
     if not raw:
         raise UsageError("empty objective", hint=f"say what to optimise, e.g. {EXAMPLE}")
     dangling = re.search(f"{_SEPARATORS.pattern}$", raw)  # "... <2% accuracy loss and": a clause cut off
@@ -220,6 +220,17 @@ def parse_objective(text: str) -> Goal:
     return Goal(objectives=objectives, constraints=constraints)
 
 
+def _normal(text: str) -> str:
+    """``text`` as its clauses are cut from it: lower case, one space between words."""
+    return " ".join(text.lower().split())
+
+
+def _said(text: str, clause: str | None = None) -> str:
+    """How an error names the goal ``text``, and ``clause`` of it only when the clause is not the whole text (it was
+    "objective 'size < 5%': 'size < 5%': ...", and the CLI put "--objective size < 5%:" before that)."""
+    return f"objective '{text}'" + (f": '{clause}'" if clause is not None and clause != _normal(text) else "")
+
+
 def _leftover(clause: str, match: re.Match[str]) -> list[str]:
     """The words of ``clause`` outside ``match`` that are not filler: text the goal would otherwise drop."""
     return [w for w in (clause[:match.start()] + " " + clause[match.end():]).split() if w not in _FILLER]
@@ -239,7 +250,8 @@ def _objectives(clause: str, text: str) -> list[ObjectiveSpec]:
         rest = rest.replace(match.group(0), " ", 1)
     extra = [w for w in rest.split() if w not in _FILLER]
     if extra:
-        raise UsageError(f"objective '{text}': cannot read '{' '.join(extra)}' in '{clause}'",
+        where = f" in '{clause}'" if clause != _normal(text) else ""
+        raise UsageError(f"{_said(text)}: cannot read '{' '.join(extra)}'{where}",
                          hint=f"write one objective per clause, e.g. {EXAMPLE}")
     return out
 
@@ -265,11 +277,11 @@ def _constraint(clause: str, text: str) -> ConstraintSpec | None:
             op = "<=" if op_word.startswith(("<", "less", "under", "below", "at most")) else ">="
             units = _BOUND_UNITS[metric]
             if unit is not None and unit not in units:
-                raise UsageError(f"objective '{text}': '{clause}': {metric} is not measured in '{unit}'",
+                raise UsageError(f"{_said(text, clause)}: {metric} is not measured in '{unit}'",
                                  hint=f"give {metric} {_BOUND_HINT[metric]}")
             value = float(number) * (units[unit] if unit is not None else 1.0)
             if problem := impossible(metric, op, value):
-                raise UsageError(f"objective '{text}': '{clause}': {problem}",
+                raise UsageError(f"{_said(text, clause)}: {problem}",
                                  hint="give a bound that some result could meet" + (
                                      ", e.g. 'accuracy >= 50%' (accuracy is a fraction, 0 to 1)"
                                      if metric == "accuracy" else ""))
@@ -285,14 +297,14 @@ def _constraint(clause: str, text: str) -> ConstraintSpec | None:
             if worse_is_up:
                 return None  # "points" of perplexity: use an absolute bound instead
             if amount >= 100:
-                raise UsageError(f"objective '{text}': '{clause}' allows losing all of the {metric}, so it can "
-                                 "never fail", hint="give a loss below 100 points, e.g. '<2 points accuracy loss'")
+                raise UsageError(f"{_said(text, clause)}: allows losing all of the {metric}, so it can never fail",
+                                 hint="give a loss below 100 points, e.g. '<2 points accuracy loss'")
             return ConstraintSpec(metric=metric, op=">=", value=-amount / 100, mode="offset", text=clause)
         factor = amount / 100 if unit in ("%", "percent") else amount
         if worse_is_up:
             return ConstraintSpec(metric=metric, op="<=", value=1 + factor, mode="factor", text=clause)
         if factor >= 1:  # "accuracy loss < 200%" read as accuracy >= -1 x base: a bound nothing breaks
-            raise UsageError(f"objective '{text}': '{clause}' allows losing 100% or more of the {metric}, so "
-                             "it can never fail", hint="give a relative loss below 100%, e.g. '<2% accuracy loss'")
+            raise UsageError(f"{_said(text, clause)}: allows losing 100% or more of the {metric}, so it can "
+                             "never fail", hint="give a relative loss below 100%, e.g. '<2% accuracy loss'")
         return ConstraintSpec(metric=metric, op=">=", value=1 - factor, mode="factor", text=clause)
     return None
