@@ -117,6 +117,7 @@ def nas(
         from agentlab.nas.data import data_line
         from agentlab.nas.own_code import objective_line
         from agentlab.nas.report import resume_line
+        from agentlab.nas.run import nothing_to_run
 
         freq, target = cfg.data.freq, cfg.data.target
         folder = resume_target("nas", resume) if resume is not None else None
@@ -136,6 +137,14 @@ def nas(
             if folder is not None:
                 console.print(safe_text(resume_line(folder, cfg.search.max_iterations, cfg.search.storage,
                                                     cfg.search.study_name)))
+        if folder is not None and not dry_run and (kept := nothing_to_run(cfg, folder)) is not None:
+            if json_:
+                print_json(kept)
+            else:  # the summary as the run left it; nothing written (run.json, results, report stay as they are)
+                console.print(f"nothing left to run: search.max_iterations ({cfg.search.max_iterations}) reached; "
+                              "give a higher --max-iterations to search on")
+                _print_summary(kept, folder)
+            raise typer.Exit(0)
         return kwargs
 
     def dry_run_and_folder(cfg: NASConfig, **kwargs: Any) -> dict[str, Any]:

@@ -299,10 +299,10 @@ def _into_edited(run: Path, rel: str, target: Path) -> tuple[bytes, list[str]]:
     for key, value in _leaves(best.values).items():
         if key in start and _same(start[key], value):
             continue  # not searched, or the best kept the start's value
-        found, now = edited.lookup(key)
+        found, now, changed = _edit_of(edited, start, key)
         if found and _same(now, value):
             continue  # the edit set the best value already
-        if not found or key not in start or not _same(now, start[key]):
+        if changed:
             was = f"{start[key]!r} -> {now!r}" if found and key in start else "removed" if not found else repr(now)
             raise UsageError(f"{target}:{edited.line_of(key) if found else 1}: {key} was edited since the search "
                              f"started ({was}), and the best trial's value is {value!r}: nothing written",
@@ -323,12 +323,14 @@ def _searched_edits(run: Path, rel: str, target: Path) -> list[str]:
         keys = list(yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))["search"]["space"])
     except (OSError, yaml.YAMLError, KeyError, TypeError):
         keys = list(start)
-    edits = []
-    for key in keys:
-        found, now = edited.lookup(key)
-        if not found or key not in start or not _same(now, start[key]):
-            edits.append(key)
-    return edits
+    return [key for key in keys if _edit_of(edited, start, key)[2]]
+
+
+def _edit_of(edited: ConfigFile, start: dict[str, Any], key: str) -> tuple[bool, Any, bool]:
+    """A key of the user's config file now: whether it is there, its value, and whether that differs from the
+    search's start (removed, added, or another value)."""
+    found, now = edited.lookup(key)
+    return found, now, not found or key not in start or not _same(now, start[key])
 
 
 def _leaves(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -167,10 +167,15 @@ def finished_runs(folder: Path, storage: str | None = None, name: str = "nas") -
     """The finished trials a run folder keeps: its study's (``storage``, else the folder's study.db; a trial a stop
     ended in the study before agent_state.json said so counts too), else its ``agent_state.json``'s; None when it
     has none yet."""
-    from agentlab.core.search.records import state_dict
     from agentlab.core.search.study import study_records
 
-    records = study_records(storage, folder, name)
+    return finished_of(folder, study_records(storage, folder, name))
+
+
+def finished_of(folder: Path, records: list[Any] | None) -> list[dict[str, Any]] | None:
+    """``finished_runs`` from the study's records as read (``study_records``; None: no study to read)."""
+    from agentlab.core.search.records import state_dict
+
     try:
         runs = state_dict(records, "value")["runs"] if records else \
             json.loads((folder / "agent_state.json").read_text(encoding="utf-8"))["runs"]

@@ -8,6 +8,7 @@ every trial, so a killed search resumes with ``--resume`` without losing or repe
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -72,6 +73,7 @@ from agentlab.core.search.study import (
     missing_study,
     open_study,
     peek_study,
+    study_records,
     unfinished_trials,
 )
 from agentlab.core.tracking import check_tracking, open_tracker
@@ -162,12 +164,14 @@ class NASObjective:
         prepared = self.prepared if config.data == self.base.data else prepare_data(config)
         best = self.best_value()
         label = f"{run_id(number)}"
-        self.task.update(completed=0, total=config.train.epochs, description=f"{label} training")
+        # the unit last: the bar's count (a log's "3/10 done") follows the description, so it reads "epoch 3/10",
+        # not a count of trials beside the search's budget
+        self.task.update(completed=0, total=config.train.epochs, description=f"{label} epoch")
 
         def on_epoch(entry: dict[str, float]) -> None:
             shown = f" best {best:.4f}" if best is not None else ""
             self.task.update(completed=entry["epoch"],
-                             description=f"{label} epoch {int(entry['epoch'])} val {entry['val_mse']:.4f}{shown}")
+                             description=f"{label} val {entry['val_mse']:.4f}{shown}, epoch")
             self.run_dir.event("epoch", trial=number, **entry)
 
         folder = self.run_dir.file("trials", label)
@@ -356,9 +360,10 @@ def require_budget(folder: Path, max_iterations: int, storage: str | None = None
     """A resume's study is there (``RunDirError``: a new one would run every finished trial again) and its total is
     at least the trials its run already finished and the ones a stop left unfinished (``UsageError`` otherwise):
     below it, the trial a kill left running ran all the same and the summary said the smaller total was reached."""
-    from agentlab.nas.report import finished_runs
+    from agentlab.nas.report import finished_of
 
-    done = len(finished_runs(folder, storage, name) or [])
+    records = study_records(storage, folder, name)  # read once: the finished trials and the unfinished ones
+    done = len(finished_of(folder, records) or [])
     # a study file of 0 bytes is as gone as a missing one: opening it would make a new, empty study in it
     if done and (file := missing_study(storage, folder, empty=True)) is not None:
         gone = "empty (0 bytes)" if Path(file).exists() else "missing"
@@ -366,7 +371,7 @@ def require_budget(folder: Path, max_iterations: int, storage: str | None = None
                           hint="restore the file, or start a new run")
     # the study's unfinished trials each end counted (the total is the study's): this run's, which a resume runs
     # again first (its folder is under trials/), and another worker's of a shared study
-    waiting = unfinished_trials(storage, folder, name)
+    waiting = unfinished_trials(records)
     if waiting and max_iterations < done + len(waiting):
         ours = [run_id(n) for n, where in waiting.items() if _this_runs(folder, n, where)]
         others = [run_id(n) for n in waiting if run_id(n) not in ours]
@@ -502,6 +507,32 @@ def _finished(folder: Path) -> bool:
     from agentlab.nas.report import finished_runs
 
     return bool(finished_runs(folder))
+
+
+def nothing_to_run(cfg: NASConfig, folder: Path) -> dict[str, Any] | None:
+    """A resume with nothing left to run: its results.json (the summary to say again) when the run completed, its
+    study holds ``search.max_iterations`` finished trials and none left running, its results.json and report.md are
+    of these trials, and ``cfg`` (prepared) is the config the run keeps (a --set or --mlflow given now runs the
+    search's ending again, as before); else None. A resume that ran nothing rewrote the results, the ensemble, the
+    report and its plots (most of a minute), and recorded itself in run.json."""
+    from agentlab.core.search.study import study_records
+    from agentlab.nas.report import finished_of
+
+    try:
+        info = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+        results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+        kept = load_config(folder / "config.yaml", NASConfig, schema="nas")
+    except (OSError, ValueError, AgentlabError):
+        return None
+    if not isinstance(info, dict) or info.get("status") != "completed" or not isinstance(results, dict) \
+            or not (folder / "report.md").is_file() or kept.model_dump(mode="json") != cfg.model_dump(mode="json"):
+        return None
+    records = study_records(cfg.search.storage, folder, cfg.search.study_name)
+    done = finished_of(folder, records)
+    if not records or done is None or len(done) < cfg.search.max_iterations or unfinished_trials(records) \
+            or results.get("trials") != len(records):
+        return None
+    return results
 
 
 def dry_run(cfg: NASConfig, llm: LLMConfig | None = None, data: Any = None) -> dict[str, Any]:
@@ -876,5 +907,7 @@ def run_nas_optimization(max_iterations: int | None = None,
     inputs = {**prepare(cfg, llm, scripted=chooser is not None, config_file=config_file, resume=resume_dir,
                         sets=sets),
               "chooser": chooser}
+    if resume_dir is not None and (kept := nothing_to_run(cfg, resume_dir)) is not None:
+        return kept  # a resume with nothing left to run: the results as they are, nothing written
     results, _ = run_in_folder("nas", cfg, run, inputs=inputs, out=out, resume=resume_dir, progress=progress)
     return results

@@ -292,13 +292,11 @@ def missing_study(storage: str | None, run_path: Path, default: str = "study.db"
     return str(path) if gone else None
 
 
-def unfinished_trials(storage: str | None, run_path: Path, name: str,
-                      default: str = "study.db") -> dict[int, str | None]:
-    """The numbers of the study's trials a stop left running or queued (a resume runs each again first, and each
-    counts against the total), each with the run folder whose trial it is (its plan's ``run_dir``; None: not said);
-    empty when there is no such study."""
-    return {r.number: r.run_dir or None for r in study_records(storage, run_path, name, default) or []
-            if r.state in ("running", "waiting")}
+def unfinished_trials(records: Sequence[TrialRecord] | None) -> dict[int, str | None]:
+    """The numbers of the study's trials (``study_records``) a stop left running or queued (a resume runs each again
+    first, and each counts against the total), each with the run folder whose trial it is (its plan's ``run_dir``;
+    None: not said); empty when there is no such study."""
+    return {r.number: r.run_dir or None for r in records or [] if r.state in ("running", "waiting")}
 
 
 def study_records(storage: str | None, run_path: Path, name: str,
