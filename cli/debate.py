@@ -266,11 +266,16 @@ def _task_file(value: str) -> Path:
     return path
 
 
+MAX_QUESTIONS = 100_000  # agentlab.core.debate.task's, not imported: that takes seconds, and --help must not
+
+
 @app.command("make-task")
 def make_task_cmd(
     out: Annotated[Path, typer.Option("--out", help="The JSONL file to write.", parser=_task_file,
                                       metavar="<file>")],
-    n: Annotated[int, typer.Option("--n", min=1, help="Number of questions.")] = 100,
+    n: Annotated[int, typer.Option("--n", min=1, max=MAX_QUESTIONS, help=(
+        f"Number of questions, at most {MAX_QUESTIONS:,} (Du et al. use 100): a debate eval asks every agent each "
+        "one in every round, so a bigger task is no run anyone finishes."))] = 100,
     difficulty: Annotated[Literal["easy", "medium", "hard"], typer.Option(
         "--difficulty", help="easy: a+b (0-20); medium: a+b*c (0-10); hard: Du et al.'s a+b*c+d-e*f (0-30).")
     ] = "medium",

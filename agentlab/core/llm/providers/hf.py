@@ -581,7 +581,8 @@ def _generate(loaded: _Loaded, reqs: list[_Request], sampling: _Sampling, stream
               ) -> list[int]:
     """Generate every request of ``reqs`` in one left-padded batch (rows may mix adapters); results go into the
     requests. Returns the size of each ``model.generate`` call made: one, or one per adapter where PEFT refused a
-    mixed batch; none when every row had expired or been cancelled. ``fused``: a mixed batch goes through the fused
+    mixed batch, each split further where padding would outgrow the context; none when every row had expired or been
+    cancelled. ``fused``: a mixed batch goes through the fused
     multi-LoRA forward where it covers the batch's adapters, else through PEFT's ``adapter_names``."""
     import torch
 
@@ -597,27 +598,26 @@ def _generate(loaded: _Loaded, reqs: list[_Request], sampling: _Sampling, stream
         if len(adapters) > 1 and fused and loaded.fused and _fused_covers(loaded, adapters):
             try:  # rows grouped by adapter: a batch of one row per adapter needs no gather
                 order = multilora.row_order(loaded.stack, [r.adapter for r in live])
-                _generate_rows(loaded, [live[i] for i in order], sampling, streamer, mixed="fused")
-                return [len(live)]
+                return _generate_rows(loaded, [live[i] for i in order], sampling, streamer, mixed="fused")
             except _MixedRefused as exc:
                 loaded.fused = False
                 log.warning("the fused multi-LoRA forward failed before the first token (%s): this model uses PEFT's "
                             "mixed-adapter path from now on", exc)
         if len(adapters) > 1 and loaded.mixed:
             try:
-                _generate_rows(loaded, live, sampling, streamer, mixed="peft")
-                return [len(live)]
+                return _generate_rows(loaded, live, sampling, streamer, mixed="peft")
             except _MixedRefused as exc:
                 loaded.mixed = False
                 log.warning("PEFT refused a mixed-adapter batch (%s): this model generates one batch per adapter "
                             "from now on", exc)
         groups = [[r for r in live if r.adapter == a] for a in adapters]
+        sizes: list[int] = []
         for group in groups:
-            _generate_rows(loaded, group, sampling, streamer)
+            sizes += _generate_rows(loaded, group, sampling, streamer)
             if len(groups) > 1:
                 for req in group:
                     req.mixed = "per-adapter"
-        return [len(g) for g in groups]
+        return sizes
 
 
 def embed_hf(loaded: _Loaded, model: str, texts: list[str], dimensions: int | None = None,
@@ -677,6 +677,32 @@ class _MixedRefused(Exception):
 
 
 def _generate_rows(loaded: _Loaded, rows: list[_Request], sampling: _Sampling, streamer: Any, *,
+                   mixed: str | None = None) -> list[int]:
+    """``model.generate`` for ``rows``: one call, or one per part of :func:`_context_parts` where the padded batch
+    would outgrow the model's context. Returns the size of each call."""
+    parts = _context_parts(rows, loaded.n_ctx)
+    for part in parts:
+        _generate_call(loaded, part, sampling, streamer, mixed=mixed)
+    return [len(p) for p in parts]
+
+
+def _context_parts(rows: list[_Request], n_ctx: int | None) -> list[list[_Request]]:
+    """``rows`` split so that no call outgrows the context. Rows are left-padded to the longest prompt, and a call
+    runs to its largest max_new, so a short prompt whose max_new was capped at ``n_ctx - len(prompt)`` would take a
+    longer one past ``n_ctx`` (transformers' "exceeded the model's predefined maximum length"; finished rows go on
+    past their last position). Each part holds the rows that fit beside its longest prompt, in their order (a fused
+    batch stays grouped by adapter); the longest always fits, as ``_request`` capped its max_new."""
+    parts: list[list[_Request]] = []
+    while rows:
+        width = max(len(r.ids) for r in rows)
+        fit = [r for r in rows if n_ctx is None or width + r.max_new <= n_ctx] or rows
+        parts.append(fit)
+        taken = {id(r) for r in fit}
+        rows = [r for r in rows if id(r) not in taken]
+    return parts
+
+
+def _generate_call(loaded: _Loaded, rows: list[_Request], sampling: _Sampling, streamer: Any, *,
                    mixed: str | None = None) -> None:
     """One ``model.generate`` call for ``rows``, left-padded. ``mixed``: each row through its own adapter, by the
     fused multi-LoRA forward (``fused``) or PEFT's ``adapter_names`` (``peft``); None: every row shares the first
