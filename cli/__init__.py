@@ -188,6 +188,9 @@ def _usage_error(exc: Any) -> tuple[str, str]:
         said = nan_bound_message(first) if first is not None else None
         if first is not None and said is not None:  # `--mut nan`: "should be less than or equal to 1"
             message = message.replace(str(first["msg"]), said)  # named a bound it does not break
+    said = getattr(getattr(exc, "param", None), "help", None)
+    if type(exc).__name__ == "MissingParameter" and said:  # `config show`: the argument's help names which to give
+        message = f"{message.rstrip('.')}: {said}"
     ctx = getattr(exc, "ctx", None)
     if ctx is None:
         return message, "see `agentlab -h`"

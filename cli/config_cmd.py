@@ -68,14 +68,8 @@ def config_text(command: str) -> str:
 
 
 @app.command("show")
-def show(command: Annotated[str | None, typer.Argument(help=f"One of: {', '.join(CONFIG_MODELS)}.",
-                                                       show_default=False)] = None) -> None:
+def show(command: Annotated[str, typer.Argument(help=f"One of: {', '.join(CONFIG_MODELS)}.")]) -> None:
     """Print a command's default config as YAML, each field with its description."""
-    if command is None:  # click's "Missing argument 'command'." named none of them (`config show nosuch` does)
-        from agentlab.core.errors import UsageError
-
-        raise UsageError("Missing argument 'command': which command's config to show",
-                         hint=f"choose one of: {', '.join(CONFIG_MODELS)} (`agentlab config show nas`)")
     typer.echo(config_text(command))  # plain: a wrapped comment would not be YAML any more
 
 

@@ -266,7 +266,9 @@ def _task_file(value: str) -> Path:
     return path
 
 
-MAX_QUESTIONS = 100_000  # agentlab.core.debate.task's, not imported: that takes seconds, and --help must not
+# --n's bound: a debate eval asks every agent each question in every round, so even 100,000 questions is far beyond
+# a run (Du et al. use 100); a typo such as 100000000 wrote for an hour, silently, gigabytes
+MAX_QUESTIONS = 100_000
 
 
 @app.command("make-task")

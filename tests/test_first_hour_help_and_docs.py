@@ -56,7 +56,9 @@ def test_config_show_without_a_name_lists_the_names(capsys: pytest.CaptureFixtur
     assert main(["config", "show"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: Missing argument 'command'") and len(err.strip().splitlines()) == 2, err
-    assert f"hint: choose one of: {', '.join(schemas())}" in " ".join(err.split())
+    assert f": One of: {', '.join(schemas())}." in " ".join(err.split())  # the argument's own help, said
+    assert main(["config", "show", "-h"]) == 0
+    assert "config show [OPTIONS] {command}" in capsys.readouterr().out  # still required in its usage
     assert main(["config", "show", "-h"]) == 0
     assert "serve, llm." in " ".join(capsys.readouterr().out.replace("│", " ").split())
 

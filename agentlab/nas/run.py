@@ -56,7 +56,7 @@ from agentlab.core.search.planners import (
     params_key,
     trial_results,
 )
-from agentlab.core.search.records import TrialRecord, best_of, run_id, state_dict
+from agentlab.core.search.records import TrialRecord, best_of, run_id, state_counts, state_dict
 from agentlab.core.search.session import (
     PlannerSession,
     PlannerSpec,
@@ -530,9 +530,23 @@ def nothing_to_run(cfg: NASConfig, folder: Path) -> dict[str, Any] | None:
     records = study_records(cfg.search.storage, folder, cfg.search.study_name)
     done = finished_of(folder, records)
     if not records or done is None or len(done) < cfg.search.max_iterations or unfinished_trials(records) \
-            or results.get("trials") != len(records):
-        return None
-    return results
+            or results.get("trials") != len(records) or results.get("states") != state_counts(records):
+        return None  # a shared study's trial another host ended since, as the same count in other states too
+    return results if all(p.is_file() for p in _ending_files(folder, results)) else None
+
+
+def _ending_files(folder: Path, results: dict[str, Any]) -> list[Path]:
+    """The files a search's ending wrote that a resume would write again when gone: the report's own links (its
+    plots), the best trial's files and patch, the ensemble."""
+    import re
+
+    report = (folder / "report.md").read_text(encoding="utf-8", errors="replace")
+    files = [folder / link for link in re.findall(r"\]\(([^)\s:#]+)\)", report)]
+    best = results.get("best_files")
+    if isinstance(best, dict):
+        files += [folder / "best" / str(name) for name in best.get("files") or []]
+        files += [folder / "best.patch"] if best.get("patch") else []
+    return files + ([folder / "ensemble.json"] if results.get("ensemble") else [])
 
 
 def dry_run(cfg: NASConfig, llm: LLMConfig | None = None, data: Any = None) -> dict[str, Any]:

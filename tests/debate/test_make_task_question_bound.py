@@ -7,10 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agentlab.cli import debate as debate_cli
 from agentlab.cli import main
-from agentlab.core.debate import task
-from agentlab.core.errors import UsageError
 
 
 def test_too_many_questions_is_refused_at_once(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
@@ -22,10 +19,3 @@ def test_too_many_questions_is_refused_at_once(in_tmp: Path, capsys: pytest.Capt
     assert "[1<=x<=100000]" in capsys.readouterr().out
     reference = (Path(__file__).resolve().parents[2] / "docs" / "reference" / "cli.md").read_text()
     assert "Number of questions, at most 100,000" in reference
-    with pytest.raises(UsageError, match="from 1 to 100,000"):
-        task.make_task(task.MAX_QUESTIONS + 1)
-
-
-def test_the_cli_bound_is_the_task_generators() -> None:
-    """The CLI keeps its own copy (importing the task module takes seconds, and --help must not)."""
-    assert debate_cli.MAX_QUESTIONS == task.MAX_QUESTIONS

@@ -60,3 +60,16 @@ def test_a_resume_that_changes_a_setting_still_writes_the_ending(in_tmp: Path) -
     assert main(["nas", "-c", str(config), "--max-iterations", "2", "--out", str(run)]) == 0
     assert main(["nas", "--resume", str(run), "--set", "search.patience=5"]) == 0
     assert len((run / "run.json").read_text().split('"previous_status"')) == 2  # recorded as a resume
+
+
+def test_a_resume_with_nothing_left_writes_again_what_the_ending_wrote_and_is_gone(in_tmp: Path) -> None:
+    """A plot the report links and the ensemble, deleted: the resume runs the ending again and writes them back
+    (`nas apply`'s hint for a missing best/ is this very resume)."""
+    config, run = write_config(in_tmp), in_tmp / "RUN"
+    assert main(["nas", "-c", str(config), "--max-iterations", "2", "--out", str(run)]) == 0
+    linked = [run / link for link in re.findall(r"\]\(([^)\s:#]+\.png)\)", (run / "report.md").read_text())]
+    assert linked and (run / "ensemble.json").is_file()
+    for gone in (linked[0], run / "ensemble.json"):
+        gone.unlink()
+        assert main(["nas", "--resume", str(run)]) == 0
+        assert gone.is_file()

@@ -26,9 +26,6 @@ Difficulty = Literal["easy", "medium", "hard"]
 FIELDS = ("question", "answer")
 _SHAPES: dict[str, tuple[str, int]] = {"easy": ("{0}+{1}", 20), "medium": ("{0}+{1}*{2}", 10),
                                        "hard": ("{0}+{1}*{2}+{3}-{4}*{5}", 30)}
-# make-task's --n bound: a debate eval asks every agent each question in every round, so even 100,000 questions is
-# far beyond a run (Du et al. use 100); a typo such as 100000000 would write for an hour, silently, gigabytes.
-MAX_QUESTIONS = 100_000
 
 
 @dataclass(frozen=True)
@@ -43,8 +40,6 @@ def make_task(n: int, difficulty: str = "medium", seed: int = 0) -> list[dict[st
     """``n`` arithmetic questions (``{"question", "answer"}``), the same for the same seed."""
     if difficulty not in _SHAPES:
         raise UsageError(f"difficulty {difficulty!r}: use easy, medium or hard")
-    if not 1 <= n <= MAX_QUESTIONS:
-        raise UsageError(f"{n} questions: make from 1 to {MAX_QUESTIONS:,}")
     shape, top = _SHAPES[difficulty]
     rng = random.Random(seed)
     rows = []

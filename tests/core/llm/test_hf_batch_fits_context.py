@@ -63,3 +63,31 @@ def test_padded_batch_stays_within_the_context(tiny_model: dict[str, Path], monk
         assert b.usage.prompt_tokens + b.usage.completion_tokens <= n_ctx
         assert (b.text, b.usage.completion_tokens, b.finish_reason) == (a.text, a.usage.completion_tokens,
                                                                          a.finish_reason)
+
+
+def test_a_refusal_in_a_later_part_generates_only_the_rows_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fused batch split in two parts whose second is refused: PEFT's path runs that part's rows only (the first
+    part's were generated once, and their call is counted)."""
+    import time
+
+    loaded = hf._Loaded(model=None, tokenizer=None, device="cpu", adapters=("a", "b"), eos_ids=frozenset(), pad_id=0,
+                        n_ctx=100)
+    far = time.monotonic() + 60
+    long_a, short_a = hf._Request([1] * 60, 40, [], far, "a"), hf._Request([1] * 5, 90, [], far, "a")
+    short_b = hf._Request([1] * 5, 90, [], far, "b")
+    calls: list[tuple[str | None, list[int]]] = []
+
+    def call(loaded: Any, rows: list[Any], sampling: Any, streamer: Any, *, mixed: str | None = None) -> None:
+        calls.append((mixed, [id(r) for r in rows]))
+        if mixed == "fused" and len(calls) == 2:
+            raise hf._MixedRefused("the second part")
+        for r in rows:
+            r.finish = "length"
+
+    monkeypatch.setattr(hf, "_generate_call", call)
+    monkeypatch.setattr(hf, "_fused_covers", lambda loaded, adapters: True)
+    monkeypatch.setattr(hf.multilora, "row_order", lambda stack, adapters: list(range(len(adapters))))
+    sizes = hf._generate(loaded, [long_a, short_a, short_b], hf._Sampling(False, None, None, None), None)
+    generated = [i for _, rows in calls[:1] + calls[2:] for i in rows]
+    assert sorted(generated) == sorted(map(id, (long_a, short_a, short_b))), calls  # each row once
+    assert sum(sizes) == 3 and all(r.finish == "length" for r in (long_a, short_a, short_b))

@@ -594,26 +594,32 @@ def _generate(loaded: _Loaded, reqs: list[_Request], sampling: _Sampling, stream
         live = [r for r in reqs if r.finish is None and not r.cancelled]
         if not live:
             return []
+        sizes: list[int] = []  # a call's size once it has run (a refusal in a later part keeps the earlier's rows)
         adapters = list(dict.fromkeys(r.adapter for r in live))
         if len(adapters) > 1 and fused and loaded.fused and _fused_covers(loaded, adapters):
             try:  # rows grouped by adapter: a batch of one row per adapter needs no gather
                 order = multilora.row_order(loaded.stack, [r.adapter for r in live])
-                return _generate_rows(loaded, [live[i] for i in order], sampling, streamer, mixed="fused")
+                _generate_rows(loaded, [live[i] for i in order], sampling, streamer, sizes, mixed="fused")
+                return sizes
             except _MixedRefused as exc:
                 loaded.fused = False
                 log.warning("the fused multi-LoRA forward failed before the first token (%s): this model uses PEFT's "
                             "mixed-adapter path from now on", exc)
+            live = [r for r in live if r.finish is None]  # what a part that ran before the refusal left
+            adapters = list(dict.fromkeys(r.adapter for r in live))
         if len(adapters) > 1 and loaded.mixed:
             try:
-                return _generate_rows(loaded, live, sampling, streamer, mixed="peft")
+                _generate_rows(loaded, live, sampling, streamer, sizes, mixed="peft")
+                return sizes
             except _MixedRefused as exc:
                 loaded.mixed = False
                 log.warning("PEFT refused a mixed-adapter batch (%s): this model generates one batch per adapter "
                             "from now on", exc)
+            live = [r for r in live if r.finish is None]
+            adapters = list(dict.fromkeys(r.adapter for r in live))
         groups = [[r for r in live if r.adapter == a] for a in adapters]
-        sizes: list[int] = []
         for group in groups:
-            sizes += _generate_rows(loaded, group, sampling, streamer)
+            _generate_rows(loaded, group, sampling, streamer, sizes)
             if len(groups) > 1:
                 for req in group:
                     req.mixed = "per-adapter"
@@ -676,14 +682,13 @@ class _MixedRefused(Exception):
     """PEFT (or transformers) refused ``adapter_names`` before generating a token."""
 
 
-def _generate_rows(loaded: _Loaded, rows: list[_Request], sampling: _Sampling, streamer: Any, *,
-                   mixed: str | None = None) -> list[int]:
+def _generate_rows(loaded: _Loaded, rows: list[_Request], sampling: _Sampling, streamer: Any, sizes: list[int], *,
+                   mixed: str | None = None) -> None:
     """``model.generate`` for ``rows``: one call, or one per part of :func:`_context_parts` where the padded batch
-    would outgrow the model's context. Returns the size of each call."""
-    parts = _context_parts(rows, loaded.n_ctx)
-    for part in parts:
+    would outgrow the model's context. Each call's size is appended to ``sizes`` once it has run."""
+    for part in _context_parts(rows, loaded.n_ctx):
         _generate_call(loaded, part, sampling, streamer, mixed=mixed)
-    return [len(p) for p in parts]
+        sizes.append(len(part))
 
 
 def _context_parts(rows: list[_Request], n_ctx: int | None) -> list[list[_Request]]:
