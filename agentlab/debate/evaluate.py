@@ -34,7 +34,7 @@ from agentlab.core.debate.engine import Panel, judge, samples
 from agentlab.core.debate.graph import DebateSettings, debate_rounds
 from agentlab.core.debate.rules import RULES, decide
 from agentlab.core.debate.task import Question, answer_kind, is_correct, load_task
-from agentlab.core.errors import AgentlabError, UsageError
+from agentlab.core.errors import AgentlabError, InputError, UsageError
 from agentlab.core.llm.router import Router
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, atomic_write_text, durable_append, read_json
@@ -47,7 +47,6 @@ from agentlab.debate.run import (
     earlier_seconds,
     final_decision,
     load_panel,
-    read_jsonl,
     record_adapters,
 )
 
@@ -171,10 +170,26 @@ def _tokens(answers: Round) -> int:
 
 def read_records(path: Path) -> tuple[dict[int, dict[str, Any]], bool]:
     """The scored questions of a questions.jsonl by id, and whether the file holds anything else: a torn last line
-    (a kill mid-write, stray bytes), which ``load_records`` rewrites away; that question is asked again."""
-    values, dropped = read_jsonl(path)
-    records = {r["id"]: r for r in values if isinstance(r, dict) and isinstance(r.get("id"), int)}
-    return records, bool(dropped) or len(records) != len(values)
+    (a kill mid-write, stray bytes), which ``load_records`` rewrites away; that question is asked again. A damaged
+    line before the last is no kill mid-write (every record is appended whole, and flushed): ``InputError`` naming
+    it, rather than drop a scored question without a word."""
+    if not path.is_file():
+        return {}, False
+    lines = [(number, raw) for number, raw in enumerate(path.read_bytes().split(b"\n"), 1) if raw.strip()]
+    records: dict[int, dict[str, Any]] = {}
+    for number, raw in lines:
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("id"), int):
+            records[record["id"]] = record
+        elif number != lines[-1][0]:
+            raise InputError(f"{path}:{number}: not a scored question (a damaged line, not the last one, which a kill "
+                             "mid-write tears); nothing was written",
+                             hint=f"put the line back as the run wrote it, or delete that line ({path.name}:{number}): "
+                             "--resume then asks its question again")
+    return records, len(records) != len(lines)
 
 
 def load_records(run_dir: RunDir) -> dict[int, dict[str, Any]]:

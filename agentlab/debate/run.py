@@ -6,7 +6,8 @@ Run folder (``runs/debate/<timestamp>-<name>/``)::
     transcript.jsonl   every answer: round, agent, text, parsed answer, confidence, tokens, seconds; a round's
                        answers are appended and flushed when the round finishes
     debate.sqlite      the LangGraph checkpoints of the debate's graph (``core/debate/graph.py``), saved after every
-                       node: what --resume continues from (a run killed mid-round asks that round again)
+                       node: what --resume continues from (a run killed mid-round asks that round again); its table
+                       ``agentlab_debate`` names the question, so a resume refuses another debate's checkpoint
     adapters.json      each adapter agent's folder and the fingerprint of its weights when the run started: a
                        resume whose adapter changed on disk since is refused (``check_adapters``)
     results.json       the votes per round, the final answer, the judge's reply, tokens
@@ -18,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +31,7 @@ from agentlab.core.debate.engine import Agent, Panel, ask
 from agentlab.core.debate.graph import DebateSettings, debate_graph, saved_rounds
 from agentlab.core.debate.protocol import question_kind
 from agentlab.core.debate.rules import decide
-from agentlab.core.errors import AgentlabError, UsageError
+from agentlab.core.errors import AgentlabError, InputError, UsageError
 from agentlab.core.llm.config import load_llm_config
 from agentlab.core.llm.router import Router
 from agentlab.core.progress import NullProgress, Progress
@@ -45,6 +48,7 @@ TRANSCRIPT = "transcript.jsonl"
 CHECKPOINT = "debate.sqlite"
 ADAPTERS = "adapters.json"
 CHECK_QUESTION = "What is 2 plus 3?"
+QUESTION_TABLE = "agentlab_debate"  # in debate.sqlite, beside LangGraph's tables: the question it debates
 
 
 def load_panel(cfg: DebateConfig, *, batch: int = 8, where: Where | None = None) -> Panel:
@@ -127,7 +131,7 @@ def check(cfg: DebateConfig, panel: Panel, providers: dict[str, Provider] | None
 
 
 def read_jsonl(path: Path) -> tuple[list[Any], int]:
-    """The JSON values of a run's JSONL file (transcript.jsonl, questions.jsonl) and how many non-blank lines were
+    """The JSON values of a run's JSONL file (transcript.jsonl) and how many non-blank lines were
     not one: a torn last line of a kill mid-write (half a JSON object, or a UTF-8 character cut short) or stray
     bytes. Line by line, so one bad line costs only itself, never the whole file."""
     if not path.is_file():
@@ -169,10 +173,62 @@ def load_transcript(run_dir: RunDir, agents: list[str]) -> list[Round]:
     return rounds
 
 
-def debated_rounds(folder: Path, agents: list[str]) -> int:
+def debated_rounds(folder: Path, agents: list[str], question: str) -> int:
     """The rounds a run folder already holds: in its transcript, or in its checkpoint (a transcript cut short)."""
     rounds, _ = read_transcript(folder / TRANSCRIPT, agents)
-    return max(len(rounds), len(asyncio.run(saved_rounds(folder / CHECKPOINT))))
+    return max(len(rounds), len(checkpoint_rounds(folder, question, agents)))
+
+
+def checkpoint_question(path: Path) -> str | None:
+    """The question a debate.sqlite was written for (None: it names none, a checkpoint of an earlier agentlab)."""
+    try:
+        with closing(sqlite3.connect(path)) as db:
+            row = db.execute(f"SELECT question FROM {QUESTION_TABLE}").fetchone()
+    except sqlite3.OperationalError:  # no such table
+        return None
+    return str(row[0]) if row else None
+
+
+def mark_checkpoint(path: Path, question: str) -> None:
+    """Name the question in the run's debate.sqlite (once, before the graph first writes to it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute(f"CREATE TABLE IF NOT EXISTS {QUESTION_TABLE} (question TEXT NOT NULL)")
+        if db.execute(f"SELECT COUNT(*) FROM {QUESTION_TABLE}").fetchone()[0] == 0:
+            db.execute(f"INSERT INTO {QUESTION_TABLE} (question) VALUES (?)", (question,))
+
+
+def _same(a: Answer, b: Answer) -> bool:
+    # text and error are scrubbed of secrets in the transcript (not in the checkpoint): compared without them
+    return (a.agent, a.answer, a.confidence, a.prompt_tokens, a.completion_tokens, a.seconds) == (
+        b.agent, b.answer, b.confidence, b.prompt_tokens, b.completion_tokens, b.seconds)
+
+
+def checkpoint_rounds(folder: Path, question: str, agents: list[str]) -> list[Round]:
+    """The finished rounds of a run folder's debate.sqlite, refused (``InputError`` naming it, before anything is
+    written) when they are another debate's (copied in from another run folder): another question named in it, other
+    agents, or rounds that differ from those of the transcript. ``saved_rounds`` names one that is no checkpoint."""
+    path = folder / CHECKPOINT
+    saved = asyncio.run(saved_rounds(path))
+    if not path.is_file():
+        return saved
+    transcript, _ = read_transcript(folder / TRANSCRIPT, agents)
+    asked = checkpoint_question(path)
+    other = next((k for k, answers in enumerate(saved) if agents and [a.agent for a in answers] != agents), None)
+    differs = next((k for k, (mine, theirs) in enumerate(zip(transcript, saved, strict=False))
+                    if not all(_same(a, b) for a, b in zip(mine, theirs, strict=True))), None)
+    if asked is not None and asked != question:
+        why = f"it holds the debate of another question ({asked!r}; this run's: {question!r})"
+    elif other is not None:
+        why = (f"its round {other} was answered by {', '.join(a.agent for a in saved[other]) or 'no agent'} "
+               f"(this run's agents: {', '.join(agents)})")
+    elif differs is not None:
+        why = f"its round {differs} differs from round {differs} of {TRANSCRIPT}"
+    else:
+        return saved
+    raise InputError(f"{path}: not this run's debate checkpoint: {why}; nothing was written",
+                     hint=f"delete it ({CHECKPOINT}): --resume then continues from {TRANSCRIPT}, and only the "
+                     "rounds missing from it are asked again")
 
 
 def adapter_fingerprints(cfg: DebateConfig) -> dict[str, dict[str, str | None]]:
@@ -218,7 +274,7 @@ def check_resume(cfg: DebateConfig, folder: Path) -> None:
                          "short question and writes nothing",
                          hint="drop --resume for the dry run, or drop --rounds 0 to continue the debate")
     check_adapters(cfg, folder)
-    check_more_rounds(cfg, folder, debated_rounds(folder, [a.label for a in cfg.agents]))
+    check_more_rounds(cfg, folder, debated_rounds(folder, [a.label for a in cfg.agents], str(cfg.text)))
 
 
 def check_more_rounds(cfg: DebateConfig, folder: Path, rounds: int) -> None:
@@ -261,7 +317,7 @@ def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, provi
                  "decides (docs/benchmarks/debate_rules.md); --rule to choose another")
     record_adapters(run_dir, cfg)
     done = load_transcript(run_dir, names)
-    saved = asyncio.run(saved_rounds(run_dir.file(CHECKPOINT)))
+    saved = checkpoint_rounds(run_dir.path, question, names)  # another debate's refused (by run_command, first)
     check_more_rounds(cfg, run_dir.path, max(len(done), len(saved)))  # run_command checked it before writing
     if len(saved) > len(done):  # the transcript lost rounds the checkpoint holds (cut short): written back from it
         for number in range(len(done), len(saved)):
@@ -316,6 +372,7 @@ def run(cfg: DebateConfig, run_dir: RunDir, *, panel: Panel | None = None, provi
         finally:
             await router.aclose()
 
+    mark_checkpoint(run_dir.file(CHECKPOINT), question)
     rounds, verdict = asyncio.run(main())
     results = summarise(cfg, panel, question, kind, rounds[: n_rounds + 1], verdict)
     results["seconds"] = spent()

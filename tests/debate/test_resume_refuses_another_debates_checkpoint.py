@@ -1,0 +1,82 @@
+"""`agentlab debate --resume` with a debate.sqlite copied in from another run folder: the checkpoint's rounds were
+written into this run's transcript (its length alone was compared) and decided its final answer, exit 0, while
+results.json and the console showed the checkpoint's rounds and the transcript kept the run's own. Now one line
+naming debate.sqlite and saying it can be deleted, exit 2, nothing written; deleted, the resume goes on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from agentlab.cli import main
+
+SCRIPTED = """providers:
+  s: {kind: scripted, replies: ["Answer: 11\\nConfidence: 80%"]}
+models:
+  a: {provider: s, model: a}
+  b: {provider: s, model: b}
+"""
+AB = ["--llm", "llm.yaml", "--set", "agents=[{model: a}, {model: b}]"]
+BA = ["--llm", "llm.yaml", "--set", "agents=[{model: b}, {model: a}]"]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def cut_to_round_0(folder: Path) -> None:
+    path = folder / "transcript.jsonl"
+    path.write_text("".join(line + "\n" for line in path.read_text().splitlines() if json.loads(line)["round"] == 0))
+
+
+def refused(folder: Path, capsys: pytest.CaptureFixture, says: str) -> None:
+    before = snapshot(folder)
+    capsys.readouterr()
+    assert main(["debate", "--resume", str(folder.name), "--rounds", "3"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{folder.name}/debate.sqlite: not this run's debate checkpoint: {says}" in err, err
+    assert "delete it (debate.sqlite)" in err and "Traceback" not in err and err.count("error:") == 1
+    assert snapshot(folder) == before
+    (folder / "debate.sqlite").unlink()
+    assert main(["debate", "--resume", str(folder.name), "--rounds", "3"]) == 0
+    lines = [json.loads(line) for line in (folder / "transcript.jsonl").read_text().splitlines()]
+    assert [t["round"] for t in lines] == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert json.loads((folder / "results.json").read_text())["question"] == "What is 5 plus 6?"
+
+
+def test_a_checkpoint_of_another_question_is_refused(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    (in_tmp / "llm.yaml").write_text(SCRIPTED)
+    assert main(["debate", "--topic", "What is 5 plus 6?", *AB, "--rounds", "1", "--out", "d"]) == 0
+    assert main(["debate", "--topic", "What is 2 plus 3?", *AB, "--rounds", "3", "--out", "o"]) == 0
+    cut_to_round_0(in_tmp / "d")
+    shutil.copy(in_tmp / "o" / "debate.sqlite", in_tmp / "d" / "debate.sqlite")
+    refused(in_tmp / "d", capsys, "it holds the debate of another question ('What is 2 plus 3?'")
+
+
+def test_a_checkpoint_of_other_agents_is_refused(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    """A checkpoint of an earlier agentlab names no question: its rounds' agents still tell it apart."""
+    (in_tmp / "llm.yaml").write_text(SCRIPTED)
+    assert main(["debate", "--topic", "What is 5 plus 6?", *AB, "--rounds", "1", "--out", "d"]) == 0
+    assert main(["debate", "--topic", "What is 5 plus 6?", *BA, "--rounds", "3", "--out", "o"]) == 0
+    cut_to_round_0(in_tmp / "d")
+    shutil.copy(in_tmp / "o" / "debate.sqlite", in_tmp / "d" / "debate.sqlite")
+    with closing(sqlite3.connect(in_tmp / "d" / "debate.sqlite")) as db, db:
+        db.execute("DROP TABLE IF EXISTS agentlab_debate")
+    refused(in_tmp / "d", capsys, "its round 0 was answered by b, a (this run's agents: a, b)")
+
+
+def test_the_runs_own_checkpoint_still_writes_back_a_cut_transcript(in_tmp: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    (in_tmp / "llm.yaml").write_text(SCRIPTED)
+    assert main(["debate", "--topic", "What is 5 plus 6?", *AB, "--rounds", "2", "--out", "d"]) == 0
+    cut_to_round_0(in_tmp / "d")
+    capsys.readouterr()
+    assert main(["debate", "--resume", "d", "--rounds", "3"]) == 0
+    assert "rounds 1-2 written back from debate.sqlite" in capsys.readouterr().err
+    lines = [json.loads(line) for line in (in_tmp / "d" / "transcript.jsonl").read_text().splitlines()]
+    assert [t["round"] for t in lines] == [0, 0, 1, 1, 2, 2, 3, 3]
