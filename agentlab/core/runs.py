@@ -43,12 +43,21 @@ from agentlab.core.config import (
     absolute_paths,
     dump_yaml,
     load_config,
+    read_config,
     redact,
     run_name_problem,
     scrub_text,
     secret_values,
 )
-from agentlab.core.errors import AgentlabError, InputError, RunDirError, UsageError, shell_word, storage_error
+from agentlab.core.errors import (
+    AgentlabError,
+    ConfigError,
+    InputError,
+    RunDirError,
+    UsageError,
+    shell_word,
+    storage_error,
+)
 
 if TYPE_CHECKING:
     from agentlab.core.progress import Progress
@@ -923,6 +932,11 @@ def resume_target(command: str, resume: str | Path | None, *, config: str | Path
     if not (folder / "config.yaml").is_file():  # not load_config's hint to leave a -c option out
         raise RunDirError(f"{folder / 'config.yaml'} is missing: the run folder is incomplete",
                           hint=f"restore it from a copy, or start a new run (without {option})")
+    try:  # empty, not YAML, no mapping: load_config's hints are for a user's -c file, not the run's own
+        read_config(folder / "config.yaml", optional=False)
+    except (ConfigError, InputError) as exc:
+        raise RunDirError(f"{exc.message}; the run folder is damaged",
+                          hint=f"restore it from a copy, or start a new run (without {option})") from None
     return folder
 
 

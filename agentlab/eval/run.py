@@ -13,8 +13,9 @@ Run folder (``runs/eval/<timestamp>-<name>/``)::
     lm-eval/<row>/samples_<task>.jsonl    lm-eval's per-item samples (prompt, replies, log-likelihoods, metrics)
     results.json, report.md, scores.png   the models x tasks table, each adapter minus the base (paired), the plot
 
-``--resume`` keeps the rows whose ``results.json`` exists and scores the others; a row scored with other settings
-(``--limit``, ``--tasks``, ...) or a damaged file stops it (exit 2).
+``--resume`` keeps the rows whose ``results.json`` exists and scores the others (and, saying so, a row whose
+``samples_<task>.jsonl`` are missing or emptied since); a row scored with other settings (``--limit``, ``--tasks``,
+...) or a damaged file stops it (exit 2).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from agentlab.core.harness import (
     scores,
     task_manager,
 )
-from agentlab.core.harness.evaluate import load_row, save_row
+from agentlab.core.harness.evaluate import load_row, missing_samples, save_row
 from agentlab.core.models.adapters import read_scored
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import RunDir, read_events, run_in_folder
@@ -115,7 +116,7 @@ def run(cfg: EvalConfig, run_dir: RunDir, *, prepared: Prepared | None = None, p
     table, samples, logliks, seconds = {}, {}, {}, {}
     asked = {row: row_settings(cfg, prepared.adapters.get(row)) for row in prepared.rows}
     # every finished row checked before any is scored: a refusal never follows new scoring
-    kept = {row: _kept_row(run_dir.file(LM_EVAL, row), asked[row]) for row in prepared.rows}
+    kept = {row: _kept_row(run_dir.file(LM_EVAL, row), asked[row], announce) for row in prepared.rows}
     for row, adapter in prepared.rows.items():
         folder = run_dir.file(LM_EVAL, row)
         done = kept[row]
@@ -230,9 +231,12 @@ def check_resume(cfg: EvalConfig, folder: Path) -> None:
                          "(not scored yet): the run would end without them", hint=hint)
 
 
-def _kept_row(folder: Path, asked: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]] | None:
-    """A finished row of a resumed run, or None when it has no results.json yet. A damaged file, or a row scored
-    with other settings than these, is a usage error naming the file (the row is never silently re-used)."""
+def _kept_row(folder: Path, asked: dict[str, Any], announce: Callable[[str], None] | None = None
+              ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]] | None:
+    """A finished row of a resumed run, or None when it has no results.json yet, or when its samples no longer cover
+    its tasks (a samples file deleted or emptied: kept, the row would drop out of the applied check and the paired
+    comparison; it is scored again, ``announce`` told why). A damaged file, or a row scored with other settings than
+    these, is a usage error naming the file (the row is never silently re-used)."""
     try:
         done = load_row(folder)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -261,6 +265,12 @@ def _kept_row(folder: Path, asked: dict[str, Any]) -> tuple[dict[str, Any], dict
         raise UsageError(f"{folder.parent.parent}: the row {folder.name} was scored with other settings than this "
                          f"resume asks ({'; '.join(changed)})",
                          hint="resume without changing them, or start a new run with the new settings")
+    missing = missing_samples(*done)
+    if missing:
+        if announce is not None:
+            announce(f"{folder.name}: scored earlier, but its samples are missing or incomplete "
+                     f"({', '.join(f'samples_{task}.jsonl' for task in missing)} in {folder}): scored again")
+        return None
     return done
 
 

@@ -166,6 +166,24 @@ def load_row(folder: Path) -> tuple[dict[str, Any], dict[str, list[dict[str, Any
     return results, samples
 
 
+def missing_samples(results: dict[str, Any], samples: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The tasks of a saved row whose samples are missing or fewer than the items it scored (``n-samples``' effective
+    count; without it, none): a ``samples_<task>.jsonl`` deleted or emptied since. Kept, such a row would drop out of
+    the applied check and the paired comparison without a word."""
+    counts = results.get("n-samples")
+    if isinstance(counts, dict) and counts:
+        wanted = {task: n.get("effective") if isinstance(n, dict) else None for task, n in counts.items()}
+    else:  # no counts: each task (not group) of the table needs some samples
+        groups = set(results.get("groups") or {})
+        wanted = {task: None for task in results.get("results") or {} if task not in groups}
+    out = []
+    for task, n in wanted.items():
+        items = len(_one_filter(samples.get(task) or []))
+        if items == 0 or (isinstance(n, int) and not isinstance(n, bool) and items < n):
+            out.append(task)
+    return out
+
+
 # ------------------------------------------------------------------------------------------ the metric table
 
 
@@ -296,11 +314,21 @@ def check_applied(name: str, base: dict[str, list[float]], adapter: dict[str, li
         if ref is None or len(ref) != len(values) or not values:
             continue
         changes[task] = max(abs(a - b) for a, b in zip(values, ref, strict=True))
-    if changes and max(changes.values()) < LOGLIK_TOLERANCE:
+    if not changes:  # nothing compared is no evidence the adapter was applied: never a silent pass
+        raise AgentlabError(f"adapter {name}: no task's per-sample log-likelihoods could be compared with the base "
+                            f"model's (adapter: {_counts(adapter)}; base: {_counts(base)}); its numbers are not "
+                            "reported",
+                            hint="check the samples_<task>.jsonl of both rows in the run folder's lm-eval/; "
+                            "if they are complete, report this with the run folder")
+    if max(changes.values()) < LOGLIK_TOLERANCE:
         raise AgentlabError(f"adapter {name} was not applied: its per-sample log-likelihoods equal the base "
                             f"model's on {', '.join(changes)}; its numbers are not reported",
                             hint="this is a bug in how the adapter reached lm-eval; report it with the run folder")
     return changes
+
+
+def _counts(logliks: dict[str, list[float]]) -> str:
+    return ", ".join(f"{task} {len(values)}" for task, values in logliks.items()) or "no tasks"
 
 
 # -------------------------------------------------------------------------------------- paired comparisons
