@@ -11,6 +11,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from scripted_pair import SCRIPTED, TWO, scripted, snapshot
 
 from agentlab.cli import main
 from agentlab.testing.server import Reply, ScriptedServer
@@ -355,21 +356,6 @@ def test_gguf_agents_on_llama_cpp_answer_through_the_schema(topic: str, kind: st
             assert answer["answer"] in ("yes", "no", "mixed")
 
 
-SCRIPTED = """providers:
-  s: {kind: scripted, replies: ["Answer: 11\\nConfidence: 80%"]}
-models:
-  a: {provider: s, model: a}
-  b: {provider: s, model: b}
-"""
-TWO = ["--llm", "llm.yaml", "--set", "agents=[{model: a}, {model: b}]"]
-
-
-def scripted(in_tmp: Path) -> None:
-    (in_tmp / "llm.yaml").write_text(SCRIPTED)
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
 
 def test_a_resume_with_fewer_rounds_is_refused_before_anything_is_written(in_tmp: Path,
@@ -674,7 +660,7 @@ def _task(in_tmp: Path, n: int) -> None:
 
 
 def _eval(in_tmp: Path, n: int) -> None:
-    (in_tmp / "llm.yaml").write_text(SCRIPTED)
+    scripted(in_tmp)
     _task(in_tmp, n)
     assert main(["debate", "eval", "--task", "task.jsonl", *TWO, "--rounds", "1", "--out", "e"]) == 0
 

@@ -8,25 +8,14 @@ import json
 from pathlib import Path
 
 import pytest
+from scripted_pair import TWO, scripted, snapshot
 
 from agentlab.cli import main
-
-SCRIPTED = """providers:
-  s: {kind: scripted, replies: ["Answer: 11\\nConfidence: 80%"]}
-models:
-  a: {provider: s, model: a}
-  b: {provider: s, model: b}
-"""
-TWO = ["--llm", "llm.yaml", "--set", "agents=[{model: a}, {model: b}]"]
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
 
 @pytest.mark.parametrize("damage", ['{"id": broken', "[1, 2]", "\udcff"])
 def test_a_damaged_line_before_the_last_is_refused(damage: str, in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
-    (in_tmp / "llm.yaml").write_text(SCRIPTED)
+    scripted(in_tmp)
     (in_tmp / "task.jsonl").write_text("".join(f'{{"question": "What is {k}+6?", "answer": "{k + 6}"}}\n'
                                                for k in range(4)))
     assert main(["debate", "eval", "--task", "task.jsonl", *TWO, "--rounds", "1", "--limit", "3", "--out", "e"]) == 0
@@ -47,7 +36,7 @@ def test_a_damaged_line_before_the_last_is_refused(damage: str, in_tmp: Path, ca
 
 
 def test_a_torn_last_line_is_still_dropped(in_tmp: Path) -> None:
-    (in_tmp / "llm.yaml").write_text(SCRIPTED)
+    scripted(in_tmp)
     (in_tmp / "task.jsonl").write_text("".join(f'{{"question": "What is {k}+6?", "answer": "{k + 6}"}}\n'
                                                for k in range(3)))
     assert main(["debate", "eval", "--task", "task.jsonl", *TWO, "--rounds", "1", "--limit", "2", "--out", "e"]) == 0

@@ -12,21 +12,12 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from scripted_pair import scripted, snapshot
 
 from agentlab.cli import main
 
-SCRIPTED = """providers:
-  s: {kind: scripted, replies: ["Answer: 11\\nConfidence: 80%"]}
-models:
-  a: {provider: s, model: a}
-  b: {provider: s, model: b}
-"""
 AB = ["--llm", "llm.yaml", "--set", "agents=[{model: a}, {model: b}]"]
 BA = ["--llm", "llm.yaml", "--set", "agents=[{model: b}, {model: a}]"]
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
 
 def cut_to_round_0(folder: Path) -> None:
@@ -50,7 +41,7 @@ def refused(folder: Path, capsys: pytest.CaptureFixture, says: str) -> None:
 
 
 def test_a_checkpoint_of_another_question_is_refused(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
-    (in_tmp / "llm.yaml").write_text(SCRIPTED)
+    scripted(in_tmp)
     assert main(["debate", "--topic", "What is 5 plus 6?", *AB, "--rounds", "1", "--out", "d"]) == 0
     assert main(["debate", "--topic", "What is 2 plus 3?", *AB, "--rounds", "3", "--out", "o"]) == 0
     cut_to_round_0(in_tmp / "d")
@@ -60,7 +51,7 @@ def test_a_checkpoint_of_another_question_is_refused(in_tmp: Path, capsys: pytes
 
 def test_a_checkpoint_of_other_agents_is_refused(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     """A checkpoint of an earlier agentlab names no question: its rounds' agents still tell it apart."""
-    (in_tmp / "llm.yaml").write_text(SCRIPTED)
+    scripted(in_tmp)
     assert main(["debate", "--topic", "What is 5 plus 6?", *AB, "--rounds", "1", "--out", "d"]) == 0
     assert main(["debate", "--topic", "What is 5 plus 6?", *BA, "--rounds", "3", "--out", "o"]) == 0
     cut_to_round_0(in_tmp / "d")
@@ -72,7 +63,7 @@ def test_a_checkpoint_of_other_agents_is_refused(in_tmp: Path, capsys: pytest.Ca
 
 def test_the_runs_own_checkpoint_still_writes_back_a_cut_transcript(in_tmp: Path,
                                                                     capsys: pytest.CaptureFixture) -> None:
-    (in_tmp / "llm.yaml").write_text(SCRIPTED)
+    scripted(in_tmp)
     assert main(["debate", "--topic", "What is 5 plus 6?", *AB, "--rounds", "2", "--out", "d"]) == 0
     cut_to_round_0(in_tmp / "d")
     capsys.readouterr()
