@@ -26,6 +26,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentlab.core.config import scrub_text
 from agentlab.core.debate.answers import Answer, Round, all_failed, vote
 from agentlab.core.debate.engine import Agent, Panel, ask
 from agentlab.core.debate.graph import DebateSettings, debate_graph, saved_rounds
@@ -195,13 +196,13 @@ def mark_checkpoint(path: Path, question: str) -> None:
     with closing(sqlite3.connect(path)) as db, db:
         db.execute(f"CREATE TABLE IF NOT EXISTS {QUESTION_TABLE} (question TEXT NOT NULL)")
         if db.execute(f"SELECT COUNT(*) FROM {QUESTION_TABLE}").fetchone()[0] == 0:
-            db.execute(f"INSERT INTO {QUESTION_TABLE} (question) VALUES (?)", (question,))
+            db.execute(f"INSERT INTO {QUESTION_TABLE} (question) VALUES (?)", (scrub_text(question),))
 
 
 def _same(a: Answer, b: Answer) -> bool:
-    # text and error are scrubbed of secrets in the transcript (not in the checkpoint): compared without them
-    return (a.agent, a.answer, a.confidence, a.prompt_tokens, a.completion_tokens, a.seconds) == (
-        b.agent, b.answer, b.confidence, b.prompt_tokens, b.completion_tokens, b.seconds)
+    # the transcript's lines are scrubbed of secrets (the checkpoint's are not): text, answer and error are left out
+    return (a.agent, a.confidence, a.prompt_tokens, a.completion_tokens, a.seconds) == (
+        b.agent, b.confidence, b.prompt_tokens, b.completion_tokens, b.seconds)
 
 
 def checkpoint_rounds(folder: Path, question: str, agents: list[str]) -> list[Round]:
@@ -216,8 +217,9 @@ def checkpoint_rounds(folder: Path, question: str, agents: list[str]) -> list[Ro
     asked = checkpoint_question(path)
     other = next((k for k, answers in enumerate(saved) if agents and [a.agent for a in answers] != agents), None)
     differs = next((k for k, (mine, theirs) in enumerate(zip(transcript, saved, strict=False))
-                    if not all(_same(a, b) for a, b in zip(mine, theirs, strict=True))), None)
-    if asked is not None and asked != question:
+                    if len(mine) != len(theirs) or not all(_same(a, b) for a, b in zip(mine, theirs, strict=True))),
+                   None)
+    if asked is not None and asked != scrub_text(question):  # config.yaml keeps the question scrubbed
         why = f"it holds the debate of another question ({asked!r}; this run's: {question!r})"
     elif other is not None:
         why = (f"its round {other} was answered by {', '.join(a.agent for a in saved[other]) or 'no agent'} "

@@ -5,6 +5,7 @@ naming debate.sqlite and saying it can be deleted, exit 2, nothing written; dele
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import sqlite3
@@ -12,7 +13,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from scripted_pair import scripted, snapshot
+from scripted_pair import SCRIPTED, scripted, snapshot
 
 from agentlab.cli import main
 
@@ -71,3 +72,40 @@ def test_the_runs_own_checkpoint_still_writes_back_a_cut_transcript(in_tmp: Path
     assert "rounds 1-2 written back from debate.sqlite" in capsys.readouterr().err
     lines = [json.loads(line) for line in (in_tmp / "d" / "transcript.jsonl").read_text().splitlines()]
     assert [t["round"] for t in lines] == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_the_runs_own_checkpoint_of_a_question_or_answer_with_a_secret_is_its_own(
+        in_tmp: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """config.yaml and transcript.jsonl keep the question and the answers scrubbed, the checkpoint raw: the run's own
+    checkpoint was refused as another question's, and as differing rounds."""
+    monkeypatch.setenv("MY_API_KEY", "1234567")
+    (in_tmp / "llm.yaml").write_text(SCRIPTED.replace("Answer: 11", "Answer: 1234567"))
+    topic = "Is https://example.com/reset?token=abc123xyz safe to open?"
+    assert main(["debate", "--topic", topic, *AB, "--rounds", "2", "--out", "d"]) == 0
+    assert "abc123xyz" not in (in_tmp / "d" / "config.yaml").read_text()
+    cut_to_round_0(in_tmp / "d")
+    capsys.readouterr()
+    assert main(["debate", "--resume", "d", "--rounds", "3"]) == 0, capsys.readouterr().err
+    lines = [json.loads(line) for line in (in_tmp / "d" / "transcript.jsonl").read_text().splitlines()]
+    assert [t["round"] for t in lines] == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_a_checkpoint_with_another_agent_in_its_rounds_is_refused_without_a_traceback(
+        in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rounds of a, b, c whose a and b answered as this run's a, b did: named, not zip()'s ValueError."""
+    from agentlab.core.debate.answers import Answer
+    from agentlab.core.errors import InputError
+
+    debate_run = importlib.import_module("agentlab.debate.run")  # the package's `run` is the function
+
+    def answer(agent: str) -> Answer:
+        return Answer(agent, "Answer: 11", "11", 0.8, 10, 3, 0.001)
+
+    async def saved(path: Path) -> list[list[Answer]]:
+        return [[answer("a"), answer("b"), answer("c")]]
+
+    (in_tmp / "debate.sqlite").write_bytes(b"")
+    monkeypatch.setattr(debate_run, "saved_rounds", saved)
+    monkeypatch.setattr(debate_run, "read_transcript", lambda path, agents: ([[answer("a"), answer("b")]], False))
+    with pytest.raises(InputError, match=r"its round 0 was answered by a, b, c \(this run's agents: a, b\)"):
+        debate_run.checkpoint_rounds(in_tmp, "What is 5 plus 6?", ["a", "b"])
