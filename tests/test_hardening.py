@@ -150,7 +150,7 @@ def test_usage_errors_exit_2_and_write_nothing(args: list[str], says: str, in_tm
 
 
 @pytest.mark.parametrize("args, says, usage", [
-    (["nas", "apply"], "Missing argument 'run'.",
+    (["nas", "apply"], "Missing argument 'run': A finished `agentlab nas` run of your own command",
      "usage: agentlab nas apply [OPTIONS] {run}; see `agentlab nas apply -h`"),
     (["compress", "--bogus"], "No such option: --bogus", "see `agentlab compress -h`"),
     (["nas", "--planner", "nope"], "Invalid value for '--planner': 'nope' is not one of 'auto'",

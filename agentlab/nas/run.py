@@ -532,7 +532,9 @@ def nothing_to_run(cfg: NASConfig, folder: Path) -> dict[str, Any] | None:
     if not records or done is None or len(done) < cfg.search.max_iterations or unfinished_trials(records) \
             or results.get("trials") != len(records) or results.get("states") != state_counts(records):
         return None  # a shared study's trial another host ended since, as the same count in other states too
-    return results if all(p.is_file() for p in _ending_files(folder, results)) else None
+    if not all(p.is_file() for p in _ending_files(folder, results)):
+        return None
+    return {**results, "ran_here": 0}  # the summary as the run left it, but none run by this call
 
 
 def _ending_files(folder: Path, results: dict[str, Any]) -> list[Path]:
