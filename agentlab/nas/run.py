@@ -8,7 +8,6 @@ every trial, so a killed search resumes with ``--resume`` without losing or repe
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,12 +23,15 @@ from agentlab.core.llm.config import LLMConfig, builtin_name, load_llm_config
 from agentlab.core.models.device import resolve_device_dtype
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import (
+    COMPLETED,
     LLM_FILE,
     RunDir,
     check_data_unchanged,
+    read_json,
     resume_target,
     routing_config,
     run_in_folder,
+    run_status,
     runs_root,
     shared_settings,
 )
@@ -515,16 +517,14 @@ def nothing_to_run(cfg: NASConfig, folder: Path) -> dict[str, Any] | None:
     of these trials, and ``cfg`` (prepared) is the config the run keeps (a --set or --mlflow given now runs the
     search's ending again, as before); else None. A resume that ran nothing rewrote the results, the ensemble, the
     report and its plots (most of a minute), and recorded itself in run.json."""
-    from agentlab.core.search.study import study_records
     from agentlab.nas.report import finished_of
 
-    try:
-        info = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-        results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    try:  # a run folder's files as its other readers read them (RunDirError, an AgentlabError, when damaged)
+        status, results = run_status(folder), read_json(folder / "results.json")
         kept = load_config(folder / "config.yaml", NASConfig, schema="nas")
     except (OSError, ValueError, AgentlabError):
         return None
-    if not isinstance(info, dict) or info.get("status") != "completed" or not isinstance(results, dict) \
+    if status != COMPLETED or not isinstance(results, dict) \
             or not (folder / "report.md").is_file() or kept.model_dump(mode="json") != cfg.model_dump(mode="json"):
         return None
     records = study_records(cfg.search.storage, folder, cfg.search.study_name)
