@@ -284,6 +284,23 @@ def live_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
                 yield record
 
 
+def jsonl_lines(path: Path) -> list[tuple[int, Any]]:
+    """``(line number, JSON value)`` of each non-blank line of a run's JSONL file that a resume trusts (a debate's
+    transcript.jsonl, questions.jsonl), the value None where the line is none: a torn last line of a kill mid-write
+    (half a JSON object, a UTF-8 character cut short) or stray bytes. Line by line, so one bad line costs only itself;
+    empty when there is no file."""
+    if not path.is_file():
+        return []
+    lines: list[tuple[int, Any]] = []
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), 1):
+        if raw.strip():
+            try:
+                lines.append((number, json.loads(raw.decode("utf-8"))))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                lines.append((number, None))
+    return lines
+
+
 def read_events(folder: str | Path, kind: str | None = None) -> Iterator[dict[str, Any]]:
     """Replay a run folder's events.jsonl (``live_jsonl``), only ``kind``'s events when given."""
     return (e for e in live_jsonl(Path(folder) / "events.jsonl") if kind is None or e.get("kind") == kind)

@@ -37,7 +37,7 @@ from agentlab.core.debate.task import Question, answer_kind, is_correct, load_ta
 from agentlab.core.errors import AgentlabError, InputError, UsageError
 from agentlab.core.llm.router import Router
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir, atomic_write_text, durable_append, read_json
+from agentlab.core.runs import RunDir, atomic_write_text, durable_append, jsonl_lines, read_json
 from agentlab.core.vote import tally, wilson_interval
 from agentlab.debate.agents import Where, prompt_style, warn_raised_tokens
 from agentlab.debate.config import DebateConfig
@@ -173,15 +173,9 @@ def read_records(path: Path) -> tuple[dict[int, dict[str, Any]], bool]:
     (a kill mid-write, stray bytes), which ``load_records`` rewrites away; that question is asked again. A damaged
     line before the last is no kill mid-write (every record is appended whole, and flushed): ``InputError`` naming
     it, rather than drop a scored question without a word."""
-    if not path.is_file():
-        return {}, False
-    lines = [(number, raw) for number, raw in enumerate(path.read_bytes().split(b"\n"), 1) if raw.strip()]
+    lines = jsonl_lines(path)
     records: dict[int, dict[str, Any]] = {}
-    for number, raw in lines:
-        try:
-            record = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            record = None
+    for number, record in lines:
         if isinstance(record, dict) and isinstance(record.get("id"), int):
             records[record["id"]] = record
         elif number != lines[-1][0]:

@@ -36,7 +36,7 @@ from agentlab.core.errors import AgentlabError, InputError, UsageError
 from agentlab.core.llm.config import load_llm_config
 from agentlab.core.llm.router import Router
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir, atomic_write_json, atomic_write_text, durable_append, read_json
+from agentlab.core.runs import RunDir, atomic_write_json, atomic_write_text, durable_append, jsonl_lines, read_json
 from agentlab.debate.agents import Where, build_panel, default_agents, prompt_style, warn_raised_tokens
 from agentlab.debate.config import DEBATING_RULE, DEFAULT_BASE, DebateConfig
 from agentlab.debate.report import agreement_plot, render_report
@@ -131,36 +131,18 @@ def check(cfg: DebateConfig, panel: Panel, providers: dict[str, Provider] | None
     return {"message": "\n".join(lines), "agents": rows, "ok": failed == 0}
 
 
-def read_jsonl(path: Path) -> tuple[list[Any], int]:
-    """The JSON values of a run's JSONL file (transcript.jsonl) and how many non-blank lines were
-    not one: a torn last line of a kill mid-write (half a JSON object, or a UTF-8 character cut short) or stray
-    bytes. Line by line, so one bad line costs only itself, never the whole file."""
-    if not path.is_file():
-        return [], 0
-    values: list[Any] = []
-    dropped = 0
-    for raw in path.read_bytes().split(b"\n"):
-        if not raw.strip():
-            continue
-        try:
-            values.append(json.loads(raw.decode("utf-8")))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            dropped += 1
-    return values, dropped
-
-
 def read_transcript(path: Path, agents: list[str]) -> tuple[list[Round], bool]:
     """The finished rounds of a transcript.jsonl: consecutive from round 0, each with every agent; and whether the file
     holds anything else (a torn line, a round cut short), which ``load_transcript`` rewrites away."""
-    records, dropped = read_jsonl(path)
+    lines = jsonl_lines(path)
     by_round: dict[int, dict[str, Answer]] = {}
-    for record in records:
+    for _, record in lines:
         if isinstance(record, dict) and isinstance(record.get("round"), int) and record.get("agent") in agents:
             by_round.setdefault(record["round"], {})[record["agent"]] = Answer.from_dict(record)
     rounds: list[Round] = []
     while len(rounds) in by_round and set(by_round[len(rounds)]) == set(agents):
         rounds.append([by_round[len(rounds)][name] for name in agents])
-    return rounds, bool(dropped) or len(records) != len(rounds) * len(agents)
+    return rounds, len(lines) != len(rounds) * len(agents)
 
 
 def load_transcript(run_dir: RunDir, agents: list[str]) -> list[Round]:
