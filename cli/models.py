@@ -63,10 +63,11 @@ def make_tiny(
     if json_:
         print_json({role: str(path) for role, path in paths.items()})
         return
+    width = max(5, *(len(role) for role in paths))  # q4_k_m is longer than hf, gguf and q8_0: all right-aligned on it
     for role, path in paths.items():
         size = sum(p.stat().st_size for p in path.iterdir() if p.suffix == ".safetensors") if path.is_dir() \
             else path.stat().st_size
-        console.print(f"{role:>5}: {safe_text(path)} ({human_size(size)})")
+        console.print(f"{role:>{width}}: {safe_text(path)} ({human_size(size)})")
 
 
 @app.command("export-hf")

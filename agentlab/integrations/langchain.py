@@ -1,8 +1,9 @@
 """A LangChain chat model over agentlab's router, for your own LangChain / LangGraph agents: ``AgentlabChatModel``.
 
+    from langchain.agents import create_agent
     from agentlab.integrations.langchain import AgentlabChatModel
     model = AgentlabChatModel.from_config("llm.yaml", route="default")
-    agent = create_react_agent(model, [my_tool])
+    agent = create_agent(model, [my_tool])   # my_tool: a function or a LangChain tool
 
 It is the same class the agent planner runs on (``agentlab.core.agent.chat``, where it is documented): one chat
 model and one message converter in agentlab, exported here for users.

@@ -9,15 +9,16 @@
 
 Both read LangChain messages through ``to_messages`` (OpenAI's shapes: what the router and an ``AgentModel`` read).
 
-LangGraph's prebuilt ReAct agent (``langgraph.prebuilt.create_react_agent``) and LangChain's ``create_agent`` run on
-it as they are: ``bind_tools`` (OpenAI tool shapes, LangChain tools, pydantic classes or functions), ``invoke`` /
-``ainvoke``, ``stream`` / ``astream`` and ``usage_metadata``. Every request goes through a route of a routing config,
-so the agent gets the route's fallbacks, ``fastest`` choice, tool-call validation (one repair, then the next model),
-stats and events.
+LangChain's ``create_agent`` (``langchain.agents``) and LangGraph's older prebuilt ReAct agent run on it as they
+are: ``bind_tools`` (OpenAI tool shapes, LangChain tools, pydantic classes or functions), ``invoke`` / ``ainvoke``,
+``stream`` / ``astream`` and ``usage_metadata``. Every request goes through a route of a routing config, so the agent
+gets the route's fallbacks, ``fastest`` choice, tool-call validation (one repair, then the next model), stats and
+events.
 
+    from langchain.agents import create_agent
     from agentlab.integrations.langchain import AgentlabChatModel
     model = AgentlabChatModel.from_config("llm.yaml", route="default")
-    agent = create_react_agent(model, [my_tool])
+    agent = create_agent(model, [my_tool])
 
 The router's sync and async callers share its background event loop (its HTTP clients are bound to one loop), so
 one model may be invoked from sync code, from the caller's event loop and from several threads alike. Streaming with
@@ -34,10 +35,12 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from agentlab.core.config import close_key
 from agentlab.core.errors import LLMError, MissingPackage, pip_install
-from agentlab.core.llm.config import LLMConfig, load_llm_config
+from agentlab.core.llm.config import GenerationParams, LLMConfig, check_params, load_llm_config
 from agentlab.core.llm.results import RoutedCompletion
 from agentlab.core.llm.router import Router
+from agentlab.core.llm.tools import LOCAL_PARAMS
 from agentlab.core.llm.types import GenParams, Messages
 
 try:
@@ -50,7 +53,7 @@ try:
     from langchain_core.runnables import Runnable
     from langchain_core.tools import BaseTool
     from langchain_core.utils.function_calling import convert_to_openai_tool
-    from pydantic import ConfigDict, Field
+    from pydantic import ConfigDict, Field, ValidationError
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingPackage(f"agentlab.integrations.langchain needs the package '{exc.name}', which is not installed",
                          hint=f"{pip_install('langchain')} (the agent planner: {pip_install('agent')})") from None
@@ -58,6 +61,51 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 __all__ = ["AgentlabChatModel", "to_messages", "to_ai_message"]
 
 _DONE = object()
+
+# The call-time arguments (``invoke(..., temperature=0)``, ``bind(top_k=3)``): the generation params a routing
+# config's ``params`` takes (validated as there: ``temperature=-3`` is refused), local models' tool switches, and
+# LangChain's own arguments that reach ``_generate`` / ``_stream``: ``bind_tools``' tools, tool_choice and
+# parallel_tool_calls, ``stream`` (invoke's switch to ``_stream``), ``model`` (a per-call route), ``create_agent``'s
+# ``response_format`` (its ProviderStrategy) and ``strict`` (set for OpenAI-compatible models), and the structured
+# output tracing record ``BaseChatModel`` normally pops first.
+_SAMPLING = frozenset(GenerationParams.model_fields)
+_LANGCHAIN_ARGS = frozenset(("tools", "tool_choice", "parallel_tool_calls", "stream", "model", "response_format",
+                             "strict", "ls_structured_output_format", "structured_output_format"))
+_CALL_ARGS = sorted(_SAMPLING | LOCAL_PARAMS | _LANGCHAIN_ARGS)
+_SHOWN_ARGS = sorted(_SAMPLING | LOCAL_PARAMS | {"model"})  # the ones a user passes (LangChain passes the others)
+
+
+def _check_call_args(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The generation params among a call's ``kwargs``, validated as a config's ``params`` are (``stop`` a list);
+    ``ValueError`` naming the argument for an unknown one (``temprature``: did you mean temperature?) or a value out
+    of range (``temperature=-3``, ``max_tokens=0``), which were dropped or sent silently."""
+    for key in kwargs:
+        if key not in _CALL_ARGS:
+            close = close_key(key, _SHOWN_ARGS)
+            raise ValueError(f"AgentlabChatModel: unknown call argument {key!r}"
+                             + (f" (did you mean {close}?)" if close else "")
+                             + f"; it takes {', '.join(_SHOWN_ARGS)} (tools through bind_tools)")
+    sampling = {k: v for k, v in kwargs.items() if k in _SAMPLING and v is not None}
+    try:
+        return dict(check_params(sampling))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else "?"
+        raise ValueError(f"AgentlabChatModel: call argument {key}={sampling.get(key)!r}: {err['msg']}") from None
+
+
+def _json_schema(fmt: Any) -> dict[str, Any] | None:
+    """OpenAI's ``response_format`` (what ``create_agent``'s ProviderStrategy binds) as GenParams' ``json_schema``."""
+    if fmt is None or (isinstance(fmt, dict) and fmt.get("type") == "text"):
+        return None
+    if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+        return {"name": "output", "schema": {"type": "object"}}
+    spec = fmt.get("json_schema") if isinstance(fmt, dict) and fmt.get("type") == "json_schema" else None
+    if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+        raise ValueError("AgentlabChatModel: call argument response_format must be OpenAI's {'type': 'json_schema', "
+                         "'json_schema': {'name': ..., 'schema': {...}}} or {'type': 'json_object'}, got "
+                         f"{str(fmt)[:80]}; for a pydantic class use with_structured_output")
+    return {"name": spec.get("name") or "output", "schema": spec["schema"]}
 
 
 def to_messages(messages: Sequence[BaseMessage]) -> Messages:
@@ -123,8 +171,10 @@ class AgentlabChatModel(BaseChatModel):
     (seconds, fallbacks included: ``LLMError`` kind ``timeout`` past it), ``max_retries`` asks the whole route again
     that many times after a retryable failure (the router's own per-model ``retries`` come first), ``streaming``
     makes ``invoke`` stream. A per-call ``model=`` names the route for that call (the gateway's meaning of
-    ``model``). Any other argument is refused (pydantic's ``extra_forbidden``), not silently dropped. The model does
-    not close the router: its owner does (``router.close()``).
+    ``model``). Any other argument is refused (pydantic's ``extra_forbidden``), not silently dropped. A call's own
+    arguments (``invoke(..., temperature=0)``, ``bind(top_k=3)``) are a routing config's ``params``, validated as
+    there; an unknown one or a value out of range is a ``ValueError`` naming it. The model does not close the
+    router: its owner does (``router.close()``).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -132,8 +182,8 @@ class AgentlabChatModel(BaseChatModel):
     router: Router | None = None
     agent: Any = None  # an AgentModel (``step(messages, tools) -> Reply``): the other backend
     route: str = "default"
-    temperature: float | None = None
-    max_tokens: int | None = None
+    temperature: float | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=1)
     seed: int | None = None
     stop: list[str] | None = Field(default=None)
     timeout: float | None = Field(default=None, gt=0)
@@ -186,12 +236,21 @@ class AgentlabChatModel(BaseChatModel):
     # ------------------------------------------------------------------ the router's calls
 
     def _params(self, stop: list[str] | None, kwargs: dict[str, Any]) -> GenParams:
-        fields = set(GenParams.__dataclass_fields__) - {"extra", "model"}
+        """The request's params: the model's own, then the call's (checked by ``_check_call_args``); the params
+        GenParams has no field for (``top_k``, ``tool_gate``, ...) go in its ``extra``, as a config's do."""
+        sampling = _check_call_args(kwargs)
+        if isinstance(stop, str):  # invoke(..., stop="x"): one sequence, not one per character
+            stop = [stop]
+        fields = set(GenParams.__dataclass_fields__) - {"extra"}
         params = GenParams(temperature=self.temperature, max_tokens=self.max_tokens, seed=self.seed,
-                           stop=stop or self.stop)
-        for key, value in kwargs.items():
-            if key in fields and value is not None:
+                           stop=stop or self.stop, json_schema=_json_schema(kwargs.get("response_format")))
+        for key, value in {**sampling, **{k: kwargs[k] for k in ("tools", "tool_choice", "parallel_tool_calls")
+                                          if kwargs.get(k) is not None}}.items():
+            if key in fields:
                 setattr(params, key, value)
+            else:
+                params.extra[key] = value
+        params.extra.update({k: kwargs[k] for k in LOCAL_PARAMS if kwargs.get(k) is not None})
         return params
 
     def _submit(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any], *,
@@ -245,6 +304,7 @@ class AgentlabChatModel(BaseChatModel):
 
     def _step(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> AIMessage:
         """The agent backend: one ``step`` of the ``AgentModel`` with the bound tools."""
+        _check_call_args(kwargs)
         reply = self.agent.step(to_messages(messages), list(kwargs.get("tools") or []))
         calls = [{"name": c.name, "args": c.args, "id": c.id, "type": "tool_call"} for c in reply.calls]
         usage = _usage_metadata(reply.prompt_tokens, max(reply.tokens - reply.prompt_tokens, 0), reply.cached_tokens)

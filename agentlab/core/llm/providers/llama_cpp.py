@@ -256,6 +256,11 @@ class LlamaCppProvider:
         log.info("loaded %s (%s)", path, estimate.describe())
         return loaded
 
+    def n_ctx(self, loaded: LoadedModel) -> int:
+        """The context a request may use: the configured ``n_ctx``, not the one llama.cpp allocates (padded to a
+        multiple of 256, so a prompt over ``n_ctx: 32`` passed and left no room to answer), nor past the allocated."""
+        return min(self.cfg.n_ctx, loaded.n_ctx)
+
     def _check_cache_type(self, model: str, path: Path) -> None:
         block = QUANT_BLOCK.get(self.cfg.cache_type)
         if block is None:
@@ -316,7 +321,7 @@ class LlamaCppProvider:
                            hint="check the message roles and their order for this model's template") from exc
         tokens = loaded.llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special,
                                      special=True)
-        n_ctx = loaded.n_ctx
+        n_ctx = self.n_ctx(loaded)
         if len(tokens) >= n_ctx:
             raise LLMError(f"{model}: the prompt is {len(tokens)} tokens but n_ctx is {n_ctx}", "context_length",
                            model=model, hint=f"raise providers.{self.name}.n_ctx above {len(tokens)} or shorten the "
@@ -378,7 +383,7 @@ class LlamaCppProvider:
             if "grammar" in kwargs and params.tools and params.parallel_tool_calls is not False:
                 job.watch = _repeat_watch(loaded.llm, len(tokens), fmt, names)
             if on_text is not None:
-                streamer = _StreamText(loaded.llm, kwargs["stop"], on_text, job.limit)
+                streamer = _StreamText(loaded.llm, kwargs["stop"], on_text, job.limit or job.n_ctx)
                 loaded.on_token = streamer.add_token
             seeded = params.seed is not None or not self.cfg.prompt_cache
             _switch(loaded, tokens, self._slots, restore=not seeded)
@@ -425,7 +430,7 @@ class LlamaCppProvider:
         """One completion; ``timeout_s`` bounds the request from the moment the model is loaded."""
         loaded = await asyncio.to_thread(self.load, model)
         start = time.perf_counter()
-        job = _Job(timeout_s, loaded.n_ctx)
+        job = _Job(timeout_s, self.n_ctx(loaded))
         try:
             work = asyncio.get_running_loop().run_in_executor(
                 loaded.executor, self._run, loaded, model, messages, params, job)
@@ -445,7 +450,7 @@ class LlamaCppProvider:
         """Text deltas as llama.cpp produces them (bridged from a worker thread), then the final ``Completion``."""
         loaded = await asyncio.to_thread(self.load, model)
         start = time.perf_counter()
-        job = _Job(timeout_s, loaded.n_ctx)
+        job = _Job(timeout_s, self.n_ctx(loaded))
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
