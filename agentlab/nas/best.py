@@ -5,10 +5,10 @@ searched values (``best/config.py``, the edited YAML, ...; ``objective.params``'
 ``params.json`` and ``command.txt`` (the exact command line). Of the checkpoints trials wrote into their workspaces
 (``<trial>/checkpoint/``) only the best trial's is kept. ``<run>/best.patch`` is the unified diff of the config file
 from the user's tree as the search started to the best one (``git apply best.patch`` or ``patch -p1 < best.patch`` in
-the project folder). ``agentlab nas apply`` writes the best config file into the tree; into a file the user edited
-since the search started, the best values in place (``_into_edited``), refusing when a searched value was edited
-too. A Hydra app searched through ``{overrides}`` gets the best trial's overrides written into its config files
-(``agentlab.nas.hydra``).
+the project folder; none when the best is the tree as it was). ``agentlab nas apply`` writes the best config file
+into the tree; into a file the user edited since the search started, the best values in place (``_into_edited``),
+refusing when a searched value was edited too. A Hydra app searched through ``{overrides}`` gets the best trial's
+overrides written into its config files (``agentlab.nas.hydra``).
 
 The file as the search started is kept in ``<run>/base/`` with its sha256 (``base.json``), written once: a resumed
 run keeps the first run's (for a Hydra app: every file of its config folder).
@@ -24,7 +24,7 @@ import os
 import shlex
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from agentlab.core.errors import UsageError
 from agentlab.core.runs import (
@@ -170,9 +170,11 @@ def write_best(run: Path, best: TrialRecord | None, overrides: dict[str, Any] | 
         written["files"].append(str(rel))
         written.setdefault("code", []).append(str(rel))
         diffs.append(_diff(start_folder(run) / rel, file, rel))
-    if diffs:  # the bytes of each file as they are (a Python module in its declared encoding)
+    if "".join(diffs):  # the bytes of each file as they are (a Python module in its declared encoding)
         atomic_write_bytes(patch, "".join(diffs).encode("utf-8", "surrogateescape"))
         written["patch"] = str(patch)
+    else:  # the best is the project as it was (trial 0): no change, no patch (`git apply` refuses an empty one)
+        patch.unlink(missing_ok=True)
     if (trial / "checkpoint").is_dir():
         written["checkpoint"] = str(trial / "checkpoint")
     prune_checkpoints(run, best)
@@ -230,6 +232,9 @@ def apply_best(run: Path) -> list[tuple[Path, str]]:
     start = start_folder(run)
     for rel in (written.get("code") or []):
         todo.append((project / rel, run / "best" / rel, _sha((start / rel).read_bytes())))
+    if not todo and (meta is not None or any((run / "trials").glob(f"*/{CODE}"))) \
+            and run_status(run) in (RUNNING, INTERRUPTED):  # what a Hydra app or code changes write back: at the end
+        _unfinished(run, "best/")
     if not todo and written.get("not_written"):
         raise UsageError(f"{run}: no override of the best trial has a place in the Hydra app's config files: "
                          + "; ".join(written["not_written"]),
@@ -244,13 +249,7 @@ def apply_best(run: Path) -> list[tuple[Path, str]]:
     config = project / meta["file"] if meta is not None and "file" in meta else None
     for target, best, sha in todo:
         if not best.is_file():
-            status = run_status(run)
-            why = {RUNNING: "the search is still running: it writes best/ at its end",
-                   INTERRUPTED: "the search was interrupted before its end, where it writes best/"}.get(
-                       status, "the search has no successful trial")
-            raise UsageError(f"{run}: no {best.relative_to(run)} ({why})",
-                             hint="wait for it to finish" if status == RUNNING else
-                             f"finish the search (agentlab nas --resume {shlex.quote(str(run))}), then apply")
+            _unfinished(run, str(best.relative_to(run)))
         try:
             current = target.read_bytes()
         except OSError as exc:
@@ -285,6 +284,16 @@ def apply_best(run: Path) -> list[tuple[Path, str]]:
         os.chmod(target, mode)  # the user's file keeps its permissions
         out.append((target, said))
     return out
+
+
+def _unfinished(run: Path, missing: str) -> NoReturn:
+    """``UsageError``: no ``missing`` (of best/) in ``run``, as the search has not finished (or had no success)."""
+    status = run_status(run)
+    why = {RUNNING: "the search is still running: it writes best/ at its end",
+           INTERRUPTED: "the search was interrupted before its end, where it writes best/"}.get(
+               status, "the search has no successful trial")
+    raise UsageError(f"{run}: no {missing} ({why})", hint="wait for it to finish" if status == RUNNING else
+                     f"finish the search (agentlab nas --resume {shlex.quote(str(run))}), then apply")
 
 
 def _into_edited(run: Path, rel: str, target: Path) -> tuple[bytes, list[str]]:

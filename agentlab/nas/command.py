@@ -96,6 +96,7 @@ USES_PARAMS = (PLACEHOLDER, ARGS, OVERRIDES)
 NUMBER = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|(?i:nan|inf))"
 # the program's first argument is a script that must exist when it ends so (`python train.py`, `bash run.sh`)
 SCRIPT_SUFFIXES = (".py", ".sh", ".bash", ".R", ".r", ".jl", ".js", ".rb", ".pl")
+PYTHON = re.compile(r"python[\d.]*(\.exe)?")  # an interpreter's name: python, python3, python3.11
 SHELL_OPERATORS = frozenset({"|", "||", "&&", "&", ";", ">", ">>", "<", "2>", "2>>", "&>", "2>&1", "|&"})
 STEP_NAMES = ("epoch", "step", "iter", "iteration")
 EPOCH_HEADER = re.compile(r"\s*Epoch\s+(\d+)\s*/\s*\d+\s*$", re.IGNORECASE)  # Keras' line before an epoch
@@ -770,6 +771,10 @@ class CommandObjective:
         if Path(script).suffix in SCRIPT_SUFFIXES and path.is_dir():
             raise UsageError(f"objective.command: {script} is a folder, not a script (looked in {self.cwd})",
                              hint="give the script's path (python train.py ...), or run a package with python -m")
+        if PYTHON.fullmatch(Path(program).name) and path.is_dir() and not (path / "__main__.py").is_file():
+            raise UsageError(f"objective.command: {script} is a folder with no __main__.py, which python cannot run "
+                             f"(looked in {self.cwd})", hint="give the script's path (python train.py ...), or run "
+                             "a package with python -m")
         if Path(script).suffix == ".py" and path.is_file():
             try:
                 python_source(path)
@@ -836,8 +841,11 @@ class CommandObjective:
                 raise TrialFailed(f"exit code {code} after {seconds:g} s" + tail)
             if self.eval_command:
                 result = self._evaluate(number, params_path, params, cwd, env, folder)
-            result = (result or self._metrics_file(folder, cwd, before) or text_result
-                      or self._stderr_result(folder))
+            result = result or self._metrics_file(folder, cwd, before)
+            # the last line naming the metric is the result: a word there (`val_loss: None` after the epochs' lines)
+            if result is None and (unread := not_a_number(self.metric, folder, last=True)) is not None:
+                raise TrialFailed(f"no result: {unread}" + _tail(folder / "stderr.log"))
+            result = result or text_result or self._stderr_result(folder)
             if result is None and (unread := not_a_number(self.metric, folder)) is not None:
                 raise TrialFailed(f"no result: {unread}" + _tail(folder / "stderr.log"))
             if result is None:
@@ -889,6 +897,8 @@ class CommandObjective:
             run.stop()
         if code != 0:
             raise TrialFailed(f"objective.eval_command: exit code {code}" + _tail(folder / "eval_stderr.log"))
+        if result is None and (unread := not_a_number(self.metric, folder, "eval_", last=True)) is not None:
+            raise TrialFailed(f"objective.eval_command: no result: {unread}" + _tail(folder / "eval_stderr.log"))
         found = result or text_result or self._stderr_result(folder, "eval_")
         if found is None and (unread := not_a_number(self.metric, folder, "eval_")) is not None:
             raise TrialFailed(f"objective.eval_command: no result: {unread}" + _tail(folder / "eval_stderr.log"))
@@ -1215,10 +1225,12 @@ def _set_key(value: str) -> str | None:
     return found.group(1) if found else None
 
 
-def not_a_number(metric: str, folder: Path, prefix: str = "") -> str | None:
+def not_a_number(metric: str, folder: Path, prefix: str = "", last: bool = False) -> str | None:
     """Where the trial's output gave the metric a value that is no number (`val_loss: abc`), as a failure's
     reason says it: ``stdout line 3 gives val_loss a value that is not a number: `val_loss: abc```; the last such
-    line of stdout, else of stderr; None when no line does (the metric was not printed at all)."""
+    line of stdout, else of stderr; None when no line does (the metric was not printed at all). ``last``: only when
+    that line is the last naming the metric (of stdout, else of stderr), the final result line: epoch lines that
+    gave it numbers before it are no result then; a number after it is."""
     # a word for its value (`abc`, `None`, `'n/a'`), not a format (`{val_loss:.2f}`) nor a number's start
     given = re.compile(rf"(?<![\w.]){re.escape(metric)}['\"]?\s*[:=]\s*['\"]?[A-Za-z]")
     for stream in (STDOUT, STDERR):
@@ -1229,7 +1241,10 @@ def not_a_number(metric: str, folder: Path, prefix: str = "") -> str | None:
         lines = text.splitlines()
         for number in range(len(lines) - 1, 0 if cut else -1, -1):  # a line cut by the seek is no line
             line = lines[number].strip()
-            if given.search(line) and text_metrics(line, metric) is None and _json_object(line) is None:
+            data = _json_object(line)
+            if last and (text_metrics(line, metric) is not None or (data is not None and metric in data)):
+                return None  # the metric's last line gave it a number (or a JSON value): that is the result
+            if given.search(line) and text_metrics(line, metric) is None and data is None:
                 at = f"{stream} line {number + 1}" if not cut else f"a line of {stream}"
                 shown = line if len(line) <= 200 else line[:200] + "..."
                 return f"{at} gives {metric} a value that is not a number: `{shown}`"
