@@ -986,10 +986,13 @@ class FolderOptions:
 def resume_changes(folder: Path, cfg: BaseModel, command: str) -> list[str]:
     """What ``cfg`` changes from the settings of the run in ``folder`` (its config.yaml), as ``key old -> new``, other
     than what its config model lets a resume change: ``RESUME_MAY_CHANGE``, dotted keys (a key stands for what lies
-    under it), or a dict of them by command. Empty when the model declares none (the command's own resume decides);
-    secrets are compared as config.yaml holds them (redacted)."""
+    under it), or a dict of them by command, and a data file at a new path with the content the run started on
+    (``moved_data``). Empty when the model declares none (the command's own resume decides); secrets are compared as
+    config.yaml holds them (redacted)."""
     may = _may_change(cfg, command)
-    return [] if may is None else settings_changes(folder, cfg, may)
+    if may is None:
+        return []
+    return settings_changes(folder, cfg, (*may, *((DATA_KEY,) if moved_data(folder, cfg) is not None else ())))
 
 
 def settings_changes(folder: Path, cfg: BaseModel, may: Iterable[str] = ()) -> list[str]:
@@ -1048,17 +1051,65 @@ def check_resume_settings(folder: Path, cfg: BaseModel, command: str) -> None:
                          f"({'; '.join(changed)}); nothing was written",
                          hint="resume without changing them, or start a new run with the new settings"
                          + ("" if not may else f" (a resume may change {', '.join(may)})" if len(may) <= 8 else
-                            f" (what a {command} resume may change: docs/concepts/run-folders.md, Resume)"))
+                            f" (what a {command} resume may change: docs/concepts/run-folders.md, Resume)")
+                         + _new_data_hint(folder, cfg, changed))
 
 
-def check_data_unchanged(folder: Path, path: str | Path, key: str = "data.path") -> bool:
+def _new_data_hint(folder: Path, cfg: BaseModel, changed: list[str]) -> str:
+    """What a refused resume's hint adds when its ``DATA_KEY`` changed (``moved_data`` did not take it): why the file
+    at the new path was not taken as the run's data."""
+    if not any(c.startswith(f"{DATA_KEY} ") for c in changed):
+        return ""
+    taken = f"; a new {DATA_KEY} is taken when its file holds the data the run started on (the sha256 the run records)"
+    recorded = data_sha256(folder)
+    if recorded is None:
+        return f"{taken}, which this run does not record (made before agentlab recorded it): put the file back at " \
+            "its path"
+    now = _sha256_of(_as_saved(cfg).get(DATA_KEY))
+    return f"{taken}: this one holds other data (sha256 {recorded[:12]}... -> " \
+        f"{now[:12] + '...' if now else 'unreadable'})"
+
+
+DATA_KEY = "data.path"  # the setting that names a run's data file (its first ``data`` event holds its sha256)
+
+
+def data_sha256(folder: Path) -> str | None:
+    """The sha256 of the data file the run in ``folder`` started on: its first ``data`` event's (each start and
+    resume appends one); None when it has none (killed before it had one, or made before its command recorded it)."""
+    return next((e.get("sha256") for e in read_events(folder, "data") if e.get("sha256")), None)
+
+
+def _sha256_of(path: Any) -> str | None:
+    try:
+        return files.file_sha256(path) if isinstance(path, str) else None
+    except OSError:
+        return None
+
+
+def moved_data(folder: Path, cfg: BaseModel) -> str | None:
+    """The path the run in ``folder`` read its data file at (config.yaml's ``DATA_KEY``, absolute) when ``cfg`` names
+    another path whose file holds the data the run started on (``data_sha256``): a run folder copied to another
+    machine, its data elsewhere; the resume reads it there and keeps the new path as the run's config. Else None: the
+    same path, no data file, no sha256 recorded, or other content (``check_resume_settings`` refuses the new path)."""
+    try:
+        kept = _as_saved(load_config(folder / "config.yaml", type(cfg))).get(DATA_KEY)
+    except (OSError, ValueError, AgentlabError):
+        return None
+    now = _as_saved(cfg).get(DATA_KEY)
+    if not isinstance(kept, str) or not isinstance(now, str) or now == kept \
+            or (recorded := data_sha256(folder)) is None:
+        return None
+    return kept if _sha256_of(now) == recorded else None
+
+
+def check_data_unchanged(folder: Path, path: str | Path, key: str = DATA_KEY) -> bool:
     """Refuse (``UsageError``, nothing written) a resume of the run in ``folder`` whose data file ``path`` (the
     setting ``key``) no longer holds what the run started on: the same path with other content would mix two data
-    sets in one run, as a new path would (which ``check_resume_settings`` refuses). The run's first ``data`` event
-    holds the file's sha256 (each start and resume appends one). Returns whether the run recorded one: a run killed
+    sets in one run, as a new path with other content would (which ``check_resume_settings`` refuses). The run's
+    first ``data`` event holds the file's sha256 (``data_sha256``). Returns whether the run recorded one: a run killed
     before it had one, or made before its command recorded it, has nothing to compare (False). A missing or
     unreadable file is left to the data check."""
-    recorded = next((e.get("sha256") for e in read_events(folder, "data") if e.get("sha256")), None)
+    recorded = data_sha256(folder)
     if recorded is None:
         return False
     try:

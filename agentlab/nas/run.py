@@ -27,6 +27,8 @@ from agentlab.core.runs import (
     LLM_FILE,
     RunDir,
     check_data_unchanged,
+    data_sha256,
+    moved_data,
     read_json,
     resume_target,
     routing_config,
@@ -317,16 +319,19 @@ def _hydra_base(objective: CommandObjective, run: Path, project: Path) -> str | 
             f"{run / 'best'} when the search ends (`agentlab nas apply` puts them in your project)")
 
 
-def _study(cfg: NASConfig, run_dir: RunDir, data_sha256: str = "") -> Any:
+def _study(cfg: NASConfig, run_dir: RunDir, sha256: str = "") -> Any:
     """The search's study, checked to hold trials of this search's settings (``open_study``) and data file
     (``check_study_data``), which it records when it has none."""
     metric, direction = metric_of(cfg)
+    # the run folder's own study, on the data the run started on (a resume checked it): its label takes data.path
+    # when the file is read at a new path (a run folder copied to another machine, its data elsewhere)
+    moved = ("data.path",) if cfg.search.storage is None and sha256 and sha256 == data_sha256(run_dir.path) else ()
     study = open_study(cfg.search.storage, run_dir.path, name=cfg.search.study_name, directions=[direction],
-                       objectives=[metric], pruner=make_pruner(cfg), settings=study_settings(cfg))
-    if data_sha256 and cfg.search.storage is not None:  # the run folder's own study: a resume checks its events
+                       objectives=[metric], pruner=make_pruner(cfg), settings=study_settings(cfg), follow=moved)
+    if sha256 and cfg.search.storage is not None:  # the run folder's own study: a resume checks its events
         if not store_of(study).created:
             await_labels(study, [DATA_ATTR])  # a worker started together with the study's creator: its label first
-        check_study_data(study, cfg, data_sha256, record=True)
+        check_study_data(study, cfg, sha256, record=True)
     return study
 
 
@@ -359,12 +364,14 @@ def study_settings(cfg: NASConfig) -> dict[str, str]:
 
 
 def require_budget(folder: Path, max_iterations: int, storage: str | None = None, name: str = "nas") -> None:
-    """A resume's study is there (``RunDirError``: a new one would run every finished trial again) and its total is
+    """A resume's study is there and can be read (``RunDirError``: a new one would run every finished trial again; a
+    damaged one is the error the run's open would give, before the resume says anything) and its total is
     at least the trials its run already finished and the ones a stop left unfinished (``UsageError`` otherwise):
     below it, the trial a kill left running ran all the same and the summary said the smaller total was reached."""
     from agentlab.nas.report import finished_of
 
-    records = study_records(storage, folder, name)  # read once: the finished trials and the unfinished ones
+    # read once: the finished trials and the unfinished ones; a study there that cannot be read is the run's error
+    records = study_records(storage, folder, name, check=True)  # now, before the resume says what it keeps
     done = len(finished_of(folder, records) or [])
     # a study file of 0 bytes is as gone as a missing one: opening it would make a new, empty study in it
     if done and (file := missing_study(storage, folder, empty=True)) is not None:
@@ -417,6 +424,8 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
         inputs = prepare_command(cfg, llm, config_file, scripted=scripted,
                                  where=lambda loc: config_where(given, sets, loc))
     else:
+        if resume is not None:
+            check_moved_data(resume, cfg)
         if resume is not None and cfg.data.path is not None and not check_data_unchanged(resume, cfg.data.path) \
                 and _finished(resume):
             log.warning("%s records no sha256 of data.path %s (made before agentlab recorded it): a change to the file "
@@ -445,6 +454,24 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
         if cfg.objective is None:
             check_study_data(study, cfg, inputs["data"].sha256)
     return inputs
+
+
+def check_moved_data(folder: Path, cfg: NASConfig) -> None:
+    """A resume whose data.path names another file than the run's, holding the data the run started on
+    (``core.runs.moved_data``: a run folder copied to another machine, its data elsewhere), says so in one line; the
+    run keeps the new path (its config.yaml, and its own study's label). A run on a shared study (search.storage) is
+    refused (``UsageError``, nothing written): every worker of it reads data.path as the study records it."""
+    kept = moved_data(folder, cfg)
+    if kept is None:
+        return
+    now = Path(cfg.data.path or "").absolute()
+    if cfg.search.storage is not None:
+        raise UsageError(f"{folder}: data.path {now} holds the data the run started on at {kept}, but the run's "
+                         f"study is shared (search.storage {url_where(cfg.search.storage)}) and its workers all read "
+                         "data.path as the study records it; nothing was written",
+                         hint=f"put the file at {kept} and resume with data.path there")
+    log.warning("data.path %s holds the data the run started on at %s (the same sha256): the resume reads it there, "
+                "and the run keeps the new path", now, kept)
 
 
 def _prepare_forecaster(cfg: NASConfig, llm: LLMConfig | str | Path | None, *, scripted: bool,

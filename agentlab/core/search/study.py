@@ -300,31 +300,60 @@ def unfinished_trials(records: Sequence[TrialRecord] | None) -> dict[int, str | 
 
 
 def study_records(storage: str | None, run_path: Path, name: str,
-                  default: str = "study.db") -> list[TrialRecord] | None:
-    """The study's trials as records, read from the study opened read-only; None when there is no such study or it
-    cannot be read (a resume's count then falls back to the run's agent_state.json)."""
+                  default: str = "study.db", *, check: bool = False) -> list[TrialRecord] | None:
+    """The study's trials as records, read from the study opened read-only; None when there is no such study (a
+    resume's count then falls back to the run's agent_state.json) or, unless ``check``, it cannot be read. ``check``
+    (a resume's, its dry run's too, before it says anything): a study there that cannot be read is the error the
+    run's ``open_study`` would give (``study_error``), not None; one another worker is writing is None still."""
     import optuna
 
     if missing_study(storage, run_path, default) is not None:  # nothing to read: opening it would create it
         return None
     quiet()
+    url = storage or f"sqlite:///{(run_path / default).resolve()}"
     try:
-        backend = read_only_storage(storage or f"sqlite:///{(run_path / default).resolve()}")
+        backend = read_only_storage(url)
         if backend is None:
             return None
         study = optuna.load_study(study_name=name, storage=backend)
         return [TrialRecord.from_frozen(t) for t in study.get_trials(deepcopy=False)]
-    except Exception:  # no such study, a damaged database: open_study says what is wrong when the run opens it
+    except KeyError:  # no study of that name
         return None
+    except Exception as exc:  # a damaged database: open_study says what is wrong when the run opens it
+        if not check or _busy_sqlite(url, exc):
+            return None
+        if storage is not None and isinstance(exc, ConfigError):  # read_only_storage named search.storage
+            raise
+        raise study_error(exc, storage, run_path, name=name, default=default) from None
+
+
+def study_error(exc: BaseException, storage: str | None, run_path: Path, *, name: str, what: str = "search.storage",
+                default: str = "study.db") -> RunDirError | ConfigError:
+    """What a study that cannot be opened (``exc``) says: the run folder's own (``storage`` None) is damaged, a
+    storage's study cannot be opened. A check's own ``ConfigError`` (``check_sqlite``: not an SQLite file) says the
+    error it was raised on, as the open itself would have met it."""
+    cause = exc.__cause__ or exc.__context__ if isinstance(exc, ConfigError) else None
+    said = cause if cause is not None else exc
+    first = str(said).splitlines()[0] if str(said) else ""
+    if isinstance(said, ConfigError):  # no error under it: its own words, less the setting a run folder's has not
+        first = first.removeprefix(f"{what}: ")
+    reason = f"{type(said).__name__}: {first}"
+    if storage is None:
+        return RunDirError(f"{run_path / default}: cannot open the study ({reason})",
+                           hint="the run folder's study is damaged: restore it, or start a new run without --resume")
+    return ConfigError(f"{what}: cannot open the study {name!r} in {url_where(storage)!r} ({reason})",
+                       hint="check the storage, or use a new one")
 
 
 def open_study(storage: str | None, run_path: Path, *, name: str, directions: Sequence[Direction],
                objectives: Sequence[str] | None = None, sampler: Any = None, pruner: Any = None,
                what: str = "search.storage", default: str = "study.db",
-               settings: dict[str, str] | None = None) -> Any:
+               settings: dict[str, str] | None = None, follow: Iterable[str] = ()) -> Any:
     """Create or load the study ``name``. ``objectives`` (the names of the values, in order) and ``settings`` (what
     a trial's value depends on, ``{key: value as said}``) are stored on a new study and checked on an existing one,
-    so two searches with different goals or data never share a study by accident."""
+    so two searches with different goals or data never share a study by accident. ``follow``: keys of ``settings``
+    an existing study takes from ``settings`` instead of comparing them (a resume's data file at a new path, whose
+    content its caller checked)."""
     import optuna
 
     quiet()
@@ -339,24 +368,21 @@ def open_study(storage: str | None, run_path: Path, *, name: str, directions: Se
             study = optuna.load_study(study_name=name, storage=backend, sampler=sampler, pruner=pruner)
             created = False
     except Exception as exc:  # sqlalchemy / optuna raise many kinds for a damaged database; all mean the same here
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        if storage is None:
-            raise RunDirError(f"{run_path / default}: cannot open the study ({reason})",
-                              hint="the run folder's study is damaged: restore it, or start a new run without "
-                              "--resume") from exc
-        raise ConfigError(f"{what}: cannot open the study {name!r} in {url_where(storage)!r} ({reason})",
-                          hint="check the storage, or use a new one") from exc
+        raise study_error(exc, storage, run_path, name=name, what=what, default=default) from exc
     attach_opened(study, backend, storage, opened)
     store_of(study).created = created
     labels = {OBJECTIVES_ATTR: objectives, SETTINGS_ATTR: settings}
     if not created:
         await_labels(study, [attr for attr, value in labels.items() if value is not None])
     check_study(study, directions, objectives, what=what, where=url_where(storage) or str(run_path / default),
-                settings=settings)
+                settings=settings, skip=follow)
     if objectives is not None and study.user_attrs.get(OBJECTIVES_ATTR) is None:
         study.set_user_attr(OBJECTIVES_ATTR, list(objectives))
-    if settings is not None and study.user_attrs.get(SETTINGS_ATTR) is None:
+    made: dict[str, str] | None = study.user_attrs.get(SETTINGS_ATTR)
+    if settings is not None and made is None:
         study.set_user_attr(SETTINGS_ATTR, dict(settings))
+    elif settings is not None and made is not None and any(made.get(key) != settings.get(key) for key in follow):
+        study.set_user_attr(SETTINGS_ATTR, {**made, **{key: settings[key] for key in follow if key in settings}})
     return study
 
 
@@ -401,11 +427,13 @@ def peek_study(storage: str, name: str, directions: Sequence[Direction], objecti
 
 
 def check_study(study: Any, directions: Sequence[Direction], objectives: Sequence[str] | None = None, *,
-                what: str = "search.storage", where: str = "", settings: dict[str, str] | None = None) -> None:
+                what: str = "search.storage", where: str = "", settings: dict[str, str] | None = None,
+                skip: Iterable[str] = ()) -> None:
     """``ConfigError`` when an existing ``study`` was made for another goal: other directions, or other
     ``objectives`` stored (none stored yet: a new study, which its opener labels), or with other ``settings`` (a
-    worker on other data or another base config would mix its values with the study's). Only reads: a dry run
-    checks a shared study so, writing nothing (``open_study`` checks every study it opens the same way)."""
+    worker on other data or another base config would mix its values with the study's; the keys in ``skip`` are not
+    compared). Only reads: a dry run checks a shared study so, writing nothing (``open_study`` checks every study it
+    opens the same way)."""
     name, have = study.study_name, [d.name.lower() for d in study.directions]
     if have != list(directions):
         raise ConfigError(f"{what}: the study {name!r} in {where} has directions {have}, this search needs "
@@ -417,7 +445,8 @@ def check_study(study: Any, directions: Sequence[Direction], objectives: Sequenc
     made = study.user_attrs.get(SETTINGS_ATTR)
     if settings is not None and made is not None:
         changed = [f"{key} {made.get(key, '-')} -> {settings.get(key, '-')}"
-                   for key in sorted(made.keys() | settings.keys()) if made.get(key) != settings.get(key)]
+                   for key in sorted(made.keys() | settings.keys())
+                   if made.get(key) != settings.get(key) and key not in skip]
         if changed:
             raise ConfigError(f"{what}: the study {name!r} in {where} was made with other settings than this "
                               f"search's ({'; '.join(changed[:6])}{'; ...' if len(changed) > 6 else ''}): its trials' "
