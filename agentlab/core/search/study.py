@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import re
 import time
 import warnings
@@ -256,22 +257,37 @@ def open_storage(storage: str | None, run_path: Path, *, what: str = "search.sto
     from sqlalchemy.exc import DBAPIError
 
     check_sqlite(storage, what, create=create)
-    for attempt in range(4):
+    for attempt in range(SCHEMA_TRIES):
         try:
             if storage.startswith(SERVER_URLS):
                 return server_storage(storage)
             return optuna.storages.get_storage(storage)
         except DBAPIError as exc:
             # Workers started together on a new database race to create its schema (the loser gets "UNIQUE
-            # constraint failed: alembic_version" or "table ... already exists"); a moment later the schema is there.
+            # constraint failed: alembic_version", PostgreSQL's "duplicate key value violates unique constraint
+            # pg_type_typname_nsp_index" or "table ... already exists"); a moment later the schema is there. Any
+            # other error (a refused connection, a wrong password) is said at once.
             error: Exception = exc
-            if attempt < 3:
-                time.sleep(0.2 * (attempt + 1))
+            if not _schema_race(exc) or attempt == SCHEMA_TRIES - 1:
+                break
+            time.sleep(0.25 * (attempt + 1) * (1 + random.random()))  # apart, or they race again in step
         except Exception as exc:  # optuna raises many kinds for a bad URL
             error = exc
             break
     first = str(error).splitlines()[0] if str(error) else type(error).__name__
     raise ConfigError(f"{what}: cannot open {url_where(storage)!r}: {first}", hint=storage_hint(error)) from None
+
+
+SCHEMA_TRIES = 8  # ~7-14 s in all: 8 workers started at once on a loaded machine all get through
+
+
+def _schema_race(exc: BaseException) -> bool:
+    """Whether ``exc`` (a DBAPIError) is a lost race to create a new database's schema, which a retry gets past."""
+    from sqlalchemy.exc import IntegrityError
+
+    text = str(exc).lower()
+    return isinstance(exc, IntegrityError) or "already exists" in text or "duplicate key" in text \
+        or "unique constraint" in text
 
 
 def attach_opened(study: Any, backend: Any, storage: str | None, opened: Any) -> Any:
