@@ -496,6 +496,29 @@ def approver_for(planner: str, approve: bool, answer: str | None = None, *, dry_
     return approver
 
 
+def waiting_question(run: Path | None, command: str, *, finished: bool = False) -> dict[str, Any]:
+    """The --approve question ``run`` stopped at (``approval.pending``: the one the user saw), which --answer answers;
+    refused (exit 2, before anything runs) when no run is resumed, the run has nothing left to run (``finished``) or
+    it is not stopped at a question: the answer went to the first question the run asked next, one nobody saw."""
+    from agentlab.core.agent.approval import pending
+    from agentlab.core.errors import UsageError, shell_word
+
+    if run is None:
+        raise UsageError("--answer answers the --approve question a run stopped at, and no run is resumed",
+                         hint=f"give --resume RUN of a run stopped at a question (agentlab {command} --resume RUN "
+                         "--answer yes), or leave out --answer: a new run asks in the terminal")
+    if finished:
+        raise UsageError(f"--answer: {run} has nothing left to run, so no question waits for an answer",
+                         hint="leave out --answer (give a higher --max-iterations to search on; it asks in the "
+                         "terminal)")
+    asked = pending(run)
+    if asked is None:
+        raise UsageError(f"--answer: {run} is not stopped at an --approve question, so the answer would go to a "
+                         "question nobody has seen", hint=f"resume it without --answer, in a terminal, to be shown "
+                         f"each question: agentlab {command} --resume {shell_word(run)}")
+    return asked
+
+
 def _echo(action: dict[str, Any], reply: dict[str, Any]) -> str:
     """What the answer does, in one line: the console says what runs (an edit: the proposal with the changes)."""
     if reply.get("answer") == "edit" and (reply.get("args") or {}).get("edits") is not None:

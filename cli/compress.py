@@ -25,6 +25,7 @@ from .common import (
     approver_for,
     console,
     safe_text,
+    waiting_question,
 )
 from .runner import CommandSpec, Invocation, flags, run_command
 
@@ -91,6 +92,8 @@ def compress(
         approver = approver_for(cfg.search.planner, cfg.search.agent.approve, answer, dry_run=dry_run,
                                 example='{"quantize": "gguf", "gguf_type": "Q8_0"}')
         folder = resume_target("compress", resume) if resume is not None else None
+        if answer is not None:  # only the question the run stopped at, the one the user saw
+            waiting_question(folder, "compress")
         cfg.workspace = workspace_root(cfg.workspace, folder)  # absolute in config.yaml: a resume from anywhere
         routing = routing_config(llm, folder, set_ or [])  # resumed: the first run's --llm
         file = folder / "config.yaml" if folder is not None else config

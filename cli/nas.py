@@ -28,6 +28,7 @@ from .common import (
     console,
     print_json,
     safe_text,
+    waiting_question,
 )
 from .runner import CommandSpec, Invocation, flags, run_command
 
@@ -69,8 +70,10 @@ def nas(
     planner: Annotated[NasPlanner | None, typer.Option(
         show_default=False, help=f"Who proposes each trial (default auto). {describe('nas')}. Each one also "
         "searches your own command (an objective: section).")] = None,
-    approve: Annotated[bool, typer.Option("--approve", help="With --planner agent: stop before each trial, show "
-                                          "the agent's plan and ask yes / no / edit.")] = False,
+    approve: Annotated[bool, typer.Option("--approve", help="With --planner agent: stop before each trial the "
+                                          "agent plans (a config, or a code change with its diff), show it and ask "
+                                          "yes / no / edit. The base trial, the sampler's tuning trials after a kept "
+                                          "change and the guard's trials run unasked.")] = False,
     data: Annotated[Path | None, typer.Option(show_default=False, dir_okay=False,
                                               help="ETT-format CSV (date column + numeric columns). Default: a "
                                               "built-in synthetic series.")] = None,
@@ -124,9 +127,12 @@ def nas(
         resumed.extend([folder] if folder is not None else [])
         routing = routing_config(llm, folder)  # resumed: the first run's --llm
         kwargs = prepare(cfg, routing, config_file=config, resume=folder, sets=[*(set_ or []), *options])
-        approver = approver_for(cfg.search.planner, cfg.search.agent.approve, answer, dry_run=dry_run)
-        if approver is not None and answer is not None and folder is not None:
-            _check_edit(folder, answer)
+        # nothing left to run is decided first: no question is asked then (the run's --approve needs no terminal)
+        kept = nothing_to_run(cfg, folder) if folder is not None and not dry_run else None
+        approver = approver_for(cfg.search.planner, cfg.search.agent.approve, answer, dry_run=dry_run) \
+            if kept is None else None
+        if answer is not None:  # only the question the run stopped at, the one the user saw
+            _check_edit(waiting_question(folder, "nas", finished=kept is not None), answer)
         if approver is not None and not dry_run:  # a dry run asks nothing
             kwargs["approver"] = approver
         if not json_:
@@ -137,7 +143,7 @@ def nas(
             if folder is not None:
                 console.print(safe_text(resume_line(folder, cfg.search.max_iterations, cfg.search.storage,
                                                     cfg.search.study_name)))
-        if folder is not None and not dry_run and (kept := nothing_to_run(cfg, folder)) is not None:
+        if folder is not None and kept is not None:
             if json_:
                 print_json(kept)
             else:  # the summary as the run left it; nothing written (run.json, results, report stay as they are)
@@ -148,8 +154,13 @@ def nas(
         return kwargs
 
     def dry_run_and_folder(cfg: NASConfig, **kwargs: Any) -> dict[str, Any]:
-        """The dry run's report, with the run folder a --resume would continue (--json says nothing else)."""
-        return {**nas_dry_run(cfg, **kwargs), "resume": str(resumed[0]) if resumed else None}
+        """The dry run's report, with the run folder a --resume would continue (--json says nothing else) and the
+        run's `code changes:` line after its planner's (objective.editable)."""
+        said = nas_dry_run(cfg, **kwargs)
+        if (line := _code_line(cfg, resumed[0] if resumed else None)) is not None:
+            planner = f"{said['planner_line']}\n"
+            said = {**said, "code_changes": line, "message": said["message"].replace(planner, f"{planner}{line}\n", 1)}
+        return {**said, "resume": str(resumed[0]) if resumed else None}
 
     run_command(CommandSpec("nas", NASConfig, nas_run, prepare=prepare_and_say,
                             dry_run=dry_run_and_folder if dry_run else None, summary=_print_summary),
@@ -158,16 +169,33 @@ def nas(
                            verbose=verbose))
 
 
-def _check_edit(run: Path, answer: str) -> None:
-    """An --answer edit of the shape the question waiting in ``run`` takes (refused, exit 2, before anything runs):
-    a trial of params is edited with ``changes``, a code change with ``edits``."""
+def _code_line(cfg: Any, folder: Path | None) -> str | None:
+    """The `code changes:` line the run says (what the agent may change: a resumed run's files as it started), for its
+    dry run; None without objective.editable. Nothing is written (no run folder: the project's files are read)."""
+    from agentlab.core.search.kinds import DEFAULT_SAMPLER
+    from agentlab.nas.code_agent import CodeSearch
+    from agentlab.nas.code_change import CodeRules
+    from agentlab.nas.run import metric_of
+
+    objective = cfg.objective
+    if objective is None or not objective.editable:
+        return None
+    code = CodeSearch(CodeRules(objective.editable, objective.protected), Path(objective.cwd or Path.cwd()),
+                      folder if folder is not None else Path(objective.cwd or Path.cwd()) / "(no run folder)",
+                      tune_every=cfg.search.tune_every, sampler=DEFAULT_SAMPLER["nas"])
+    return code.line(metric_of(cfg)[0], cfg.search.min_delta)
+
+
+def _check_edit(asked: dict[str, Any], answer: str) -> None:
+    """An --answer edit of the shape the question ``asked`` (the one the run waits at) takes (refused, exit 2,
+    before anything runs): a trial of params is edited with ``changes``, a code change with ``edits``."""
     import json
 
-    from agentlab.core.agent.approval import parse_answer, pending
+    from agentlab.core.agent.approval import parse_answer
     from agentlab.core.errors import UsageError
 
-    args, asked = (parse_answer(answer).get("args") or {}), pending(run)
-    if asked is None or not args or ("edits" in args) == (asked.get("diff") is not None):
+    args = parse_answer(answer).get("args") or {}
+    if not args or ("edits" in args) == (asked.get("diff") is not None):
         return
     if "edits" in args:
         first = dict(list((asked.get("params") or {"lr": 0.01}).items())[:1])
@@ -202,12 +230,14 @@ def apply(
     started from. A config file you edited since gets the best values written in place (your other edits kept);
     refused, with nothing written, when you edited a searched value too, or a Hydra or code file changed since
     (apply RUN/best.patch by hand then)."""
-    from agentlab.nas.best import apply_best, left_out
+    from agentlab.nas.best import apply_best, left_out, params_elsewhere
 
     for target, what in apply_best(run):
         console.print(f"{safe_text(target)}: {what} (from {safe_text(run / 'best')})")
     for line in left_out(run):
         console.print(f"not written, keep passing it as an override: {safe_text(line)}")
+    if (params := params_elsewhere(run)) is not None:  # code written; the params live in the command line alone
+        console.print(safe_text(params))
 
 
 @app.command("predict")

@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 
 from agentlab.core.errors import UsageError
 from agentlab.core.runs import (
+    FAILED,
     INTERRUPTED,
     RUNNING,
     atomic_write_bytes,
@@ -233,7 +234,7 @@ def apply_best(run: Path) -> list[tuple[Path, str]]:
     for rel in (written.get("code") or []):
         todo.append((project / rel, run / "best" / rel, _sha((start / rel).read_bytes())))
     if not todo and (meta is not None or any((run / "trials").glob(f"*/{CODE}"))) \
-            and run_status(run) in (RUNNING, INTERRUPTED):  # what a Hydra app or code changes write back: at the end
+            and run_status(run) in (RUNNING, INTERRUPTED, FAILED):  # a Hydra app's or code changes: at the end
         _unfinished(run, "best/")
     if not todo and written.get("not_written"):
         raise UsageError(f"{run}: no override of the best trial has a place in the Hydra app's config files: "
@@ -359,6 +360,16 @@ def _same(a: Any, b: Any) -> bool:
 def left_out(run: Path) -> list[str]:
     """The best trial's Hydra overrides that have no place in the app's config files (``key=value: why``)."""
     return list(_written(run).get("not_written") or [])
+
+
+def params_elsewhere(run: Path) -> str | None:
+    """Where the best trial's params are when apply wrote its code and no file holds them (no objective.config, no
+    Hydra app: the command took them as {args} or {params}), else None: they are in best/command.txt alone."""
+    if _base_meta(run) is not None or not _written(run).get("code"):
+        return None
+    best = run / "best"
+    return (f"not written: the best trial's params (no objective.config names a file for them); pass them as "
+            f"{best / 'command.txt'} does (they are in {best / 'params.json'})")
 
 
 def _refuse_forecaster_run(run: Path, meta: dict[str, Any] | None) -> None:

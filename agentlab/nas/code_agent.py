@@ -25,6 +25,7 @@ from typing import Any
 
 from agentlab.core.agent.runtime import Tool
 from agentlab.core.runs import atomic_write_text
+from agentlab.core.search.kinds import label
 from agentlab.core.search.planners import (
     NoProposal,
     PlanContext,
@@ -107,11 +108,21 @@ class CodeSearch:
         """The editable files for the console, with those the patterns match that no edit can be made to (a link,
         not UTF-8 text: ``CodeRules.left_out``), left out and said so."""
         usable, left = self.rules.sort(self.project)  # one pass over the project (each file read once)
+        with contextlib.suppress(ValueError):  # a run folder inside the project: its workspaces' copies are not said
+            inside = self.run.resolve().relative_to(self.project.resolve()).as_posix() + "/"
+            usable = [rel for rel in usable if not rel.startswith(inside)]
+            left = {rel: why for rel, why in left.items() if not rel.startswith(inside)}
         out = ", ".join(self.files() if self.start.is_dir() else usable)
         if left:
             out += " (left out: " + "; ".join(f"{rel}, {why}" for rel, why in list(left.items())[:5]) + \
                 (f"; and {len(left) - 5} more" if len(left) > 5 else "") + ")"
         return out
+
+    def line(self, metric: str, min_delta: float) -> str:
+        """The console's line of what the agent may change and when a change is kept (a run's and its dry run's)."""
+        return (f"code changes: the agent may change {self.files_line()}; each runs as a trial and is kept when "
+                f"{metric} improves by more than {min_delta:.0%}; then {self.tune_every} {label(self.sampler)} "
+                "trials tune the params on it")
 
     def freeze(self) -> None:
         """``<run>/code/start/``: the editable files as the search starts (a resumed run keeps the first's)."""

@@ -198,11 +198,13 @@ class CodeRules:
 
 
 def _files(root: Path) -> list[str]:
-    """Every file under ``root`` (relative, posix), caches and ``.git`` left out; linked folders not entered."""
+    """Every file under ``root`` (relative, posix), caches, ``.git`` and agentlab's run folders (a ``run.json``: the
+    default ``runs/`` inside the project holds earlier searches' copies of its code) left out; linked folders not
+    entered."""
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP)
         here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP and not (here / d / "run.json").is_file())
         out += [(here / n).relative_to(root).as_posix() for n in sorted(filenames)]
         out += [(here / d).relative_to(root).as_posix() for d in dirnames if (here / d).is_symlink()]
     return sorted(out)
@@ -252,7 +254,8 @@ def read_under(root: Path) -> Callable[[str], str | None]:
 def check(change: Change, files: Path | Callable[[str], str | None], rules: CodeRules) -> dict[str, tuple[str, str]]:
     """The change applied in memory to ``files`` (a folder, or a function giving a file's text, None when there is
     no such file): ``{path: (before, after)}``; ``ChangeError`` naming the first problem (a file not editable or
-    protected, missing, the old text not there exactly once, a Python file that no longer parses)."""
+    protected, missing, the old text not there exactly once, an edit or a change that changes nothing, a Python file
+    that no longer parses)."""
     read = read_under(files) if isinstance(files, Path) else files
     texts: dict[str, tuple[str, str]] = {}
     for i, edit in enumerate(change.edits):
@@ -271,11 +274,16 @@ def check(change: Change, files: Path | Callable[[str], str | None], rules: Code
         before, current = texts[edit.path]
         if not edit.old:
             raise ChangeError(f"{where}: the old text is empty; quote the exact lines to replace")
+        if edit.new == edit.old:
+            raise ChangeError(f"{where}: the new text is the old text, so it changes nothing; give the new text")
         count = current.count(edit.old)
         if count != 1:
             raise ChangeError(f"{where}: the old text occurs {count} times (it must occur exactly once); "
                               + ("quote more lines around it" if count else "copy it exactly from the file"))
         texts[edit.path] = (before, current.replace(edit.old, edit.new, 1))
+    if all(before == after for before, after in texts.values()):  # edits that undo each other
+        raise ChangeError("the edits together change nothing (the files end as they were); propose a change that "
+                          "does")
     for path, (_, after) in texts.items():
         if path.endswith(".py"):
             try:

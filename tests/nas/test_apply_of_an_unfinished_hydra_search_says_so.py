@@ -35,8 +35,9 @@ def hydra_app(folder: Path) -> Path:
     return folder
 
 
-def unfinish(run: Path) -> None:
-    """The run folder as Ctrl-C leaves it: partial results with no best files, no best/, run.json interrupted."""
+def unfinish(run: Path, status: str = "interrupted") -> None:
+    """The run folder as Ctrl-C leaves it: partial results with no best files, no best/, run.json interrupted (or as
+    a search whose trials all failed leaves it: ``failed``)."""
     results = json.loads((run / "results.json").read_text())
     results.pop("best_files", None)
     (run / "results.json").write_text(json.dumps({**results, "partial": True}))
@@ -44,10 +45,13 @@ def unfinish(run: Path) -> None:
         path.rmdir() if path.is_dir() else path.unlink()
     (run / "best").rmdir()
     info = json.loads((run / "run.json").read_text())
-    (run / "run.json").write_text(json.dumps({**info, "status": "interrupted"}))
+    (run / "run.json").write_text(json.dumps({**info, "status": status}))
 
 
-def test_apply_of_an_interrupted_hydra_search_says_it_was_interrupted(in_tmp: Path,
+@pytest.mark.parametrize(("status", "why"), [
+    ("interrupted", "the search was interrupted before its end, where it writes best/"),
+    ("failed", "the search has no successful trial")])
+def test_apply_of_an_interrupted_hydra_search_says_it_was_interrupted(in_tmp: Path, status: str, why: str,
                                                                      capsys: pytest.CaptureFixture) -> None:
     pytest.importorskip("hydra")
     project = hydra_app(in_tmp / "project")
@@ -58,11 +62,11 @@ def test_apply_of_an_interrupted_hydra_search_says_it_was_interrupted(in_tmp: Pa
         "search": {"max_iterations": 2, "space": {"train.l2": {"low": 1e-4, "high": 10.0, "log": True}}}}))
     run = in_tmp / "run"
     assert main(["nas", "-c", str(config), "--out", str(run)]) == 0
-    unfinish(run)
+    unfinish(run, status)
     capsys.readouterr()
     assert main(["nas", "apply", str(run)]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert f"{run}: no best/ (the search was interrupted before its end, where it writes best/)" in err
+    assert f"{run}: no best/ ({why})" in err
     assert f"finish the search (agentlab nas --resume {run}), then apply" in err
     assert "no file to write back" not in err
     assert (project / "conf" / "config.yaml").read_text() == PRIMARY

@@ -170,7 +170,10 @@ class Step(_Middleware):
         except LLMError as exc:  # the route failed outright: a failed call (its invalid replies counted too)
             counts["failed_calls"] += 1
             counts["invalid_tool_calls"] += getattr(exc, "invalid_replies", 0)
-            return self._default(state, counts, since + 1, f"no answer from the model: {exc.kind}: {exc.message}")
+            invalid = [m for _, k, m in getattr(exc, "attempts", []) if k == "invalid_tool_call" and m]
+            why = (f"the model's tool calls were not valid ({invalid[0]})" if invalid
+                   else f"no answer from the model: {exc.kind}: {exc.message}")
+            return self._default(state, counts, since + 1, why)
         reply = next(m for m in reversed(response.result) if isinstance(m, AIMessage))
         meta = reply.response_metadata
         tokens = reply.usage_metadata["total_tokens"] if reply.usage_metadata else 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -234,6 +234,17 @@ class AgentPlanner:
         self._suggested: list[Proposal] = []
         self._done: list[Done] = []  # the view's finished trials, read once per proposal
         self._tools: list[Tool] = []  # built once per proposal (each step asks for them twice)
+        # the actions the user declined (--approve), by key: the user's note ("" when none or not known: a resumed
+        # run's), told to the agent when it proposes one again (they count as tried, but never ran)
+        self._declined: dict[str, str] = {}
+        self._last_no = ""  # the note of the last "no" (its agent_approval event comes just before ``decline``)
+
+        def event(kind: str, **fields: Any) -> None:
+            if kind == "agent_approval":
+                self._last_no = str(fields.get("note") or "") if fields.get("answer") == "no" else ""
+            if on_event is not None:
+                on_event(kind, **fields)
+
         asker = None
         if approver is not None:  # the question carries the run folder (the UI answers through it)
             def asker(action: dict[str, Any]) -> dict[str, Any]:
@@ -241,7 +252,7 @@ class AgentPlanner:
         from agentlab.core.agent.harness import AgentRun  # lazy: LangChain loads only when an agent runs
 
         self.run = AgentRun(self, model, path, max_steps=settings.max_steps, keep=settings.keep,
-                            approver=asker, on_event=on_event)
+                            approver=asker, on_event=event)
 
     @property
     def unit(self) -> str:
@@ -281,11 +292,21 @@ class AgentPlanner:
         tried = getattr(self.ctx.domain, "tried", None) if self.ctx is not None else None
         if isinstance(tried, set):
             tried.update(keys)
+        for key in keys:
+            self._declined.setdefault(key, "")
 
     def decline(self, action: dict[str, Any]) -> None:
         """The runtime's call on --approve's "no": the next ``suggest`` draws again, without the declined config."""
+        if action.get("key"):
+            self._declined[action["key"]] = self._last_no
         self._exclude([action["key"]] if action.get("key") else [])
         self._suggested = []
+
+    def _declined_why(self, key: str) -> str:
+        """What the agent is told of an action the user declined, proposed again: declined, never run, the note."""
+        note = self._declined.get(key, "")
+        return ("the user declined this change (--approve), it never ran: propose something else"
+                + (f". The user said: {note}" if note else ""))
 
     def _proposal(self, action: dict[str, Any], resumed: bool = False) -> Proposal:
         assert self.ctx is not None
@@ -473,7 +494,13 @@ class AgentPlanner:
     def check_action(self, args: dict[str, Any], tool: str | None = None) -> tuple[dict[str, Any] | None, str]:
         if tool in self.kit.more_actions and self.kit.check_more is not None:
             assert self.ctx is not None
-            return self.kit.check_more(str(tool), args, self.ctx)
+            ctx, domain = self.ctx, self.ctx.domain
+            if self._declined and isinstance(domain, TrialDomain):  # checked as never run: told so below
+                ctx = replace(ctx, domain=replace(domain, tried=domain.tried - set(self._declined)))
+            action, error = self.kit.check_more(str(tool), args, ctx)
+            if action is not None and action.get("key") in self._declined:
+                return None, self._declined_why(action["key"])
+            return action, error
         reason = " ".join(str(args.get("reason", "")).split())[:REASON_CHARS]
         if "candidate" in args:
             if not self._suggested:  # the graph's state: no suggest since the last action

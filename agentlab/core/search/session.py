@@ -294,7 +294,7 @@ def _agent_line(spec: PlannerSpec) -> str:
     return (f"planner: agent via route 'planner' ({', '.join(_planner_chain(spec))}), tools over "
             f"{settings.candidates} {sampler} candidates; guard: "
             f"{sampler} after {patience} trial{'' if patience == 1 else 's'} without a new best"
-            + ("; asks approval before each trial" if settings.approve else ""))
+            + ("; asks approval before each trial it plans" if settings.approve else ""))
 
 
 def _default_routing(llm: LLMConfig, given: bool = False) -> bool:

@@ -71,8 +71,8 @@ class AgentSettings(StrictModel):
                            "them, candidate 0 runs")
     keep: int = Field(12, ge=2, le=200, description="agent planner: the last messages shown to the model besides "
                       "the brief (a small model's context is short)")
-    approve: bool = Field(False, description="agent planner: stop before each trial for a yes / no / edit from the "
-                          "terminal or `agentlab ui` (--approve)")
+    approve: bool = Field(False, description="agent planner: stop before each trial the agent plans for a yes / no / "
+                          "edit from the terminal or `agentlab ui` (--approve)")
 
 
 class LLMPlannerSettings(StrictModel):
