@@ -1102,6 +1102,13 @@ def moved_data(folder: Path, cfg: BaseModel) -> str | None:
     return kept if _sha256_of(now) == recorded else None
 
 
+def say_moved_data(kept: str, now: str | Path) -> None:
+    """The one line a resume says when it reads the run's data file at the new path ``now``, which holds the data the
+    run started on at ``kept`` (``moved_data``): the run keeps the new path (its config.yaml)."""
+    log.warning("%s %s holds the data the run started on at %s (the same sha256): the resume reads it there, and the "
+                "run keeps the new path", DATA_KEY, Path(now).absolute(), kept)
+
+
 def check_data_unchanged(folder: Path, path: str | Path, key: str = DATA_KEY) -> bool:
     """Refuse (``UsageError``, nothing written) a resume of the run in ``folder`` whose data file ``path`` (the
     setting ``key``) no longer holds what the run started on: the same path with other content would mix two data

@@ -1229,8 +1229,10 @@ def not_a_number(metric: str, folder: Path, prefix: str = "", last: bool = False
     """Where the trial's output gave the metric a value that is no number (`val_loss: abc`), as a failure's
     reason says it: ``stdout line 3 gives val_loss a value that is not a number: `val_loss: abc```; the last such
     line of stdout, else of stderr; None when no line does (the metric was not printed at all). ``last``: only when
-    that line is the last naming the metric (of stdout, else of stderr), the final result line: epoch lines that
-    gave it numbers before it are no result then; a number after it is."""
+    that line is the last naming the metric (of stdout, else of stderr), the final result line, and the same stream
+    gave the metric a number before it: epoch lines that gave it numbers before it are no result then; a number
+    after it is. A stream whose lines give the metric words alone is no result either way (`resumed: val_loss=None`
+    on stdout while the epochs log to stderr): the next stream is read."""
     # a word for its value (`abc`, `None`, `'n/a'`), not a format (`{val_loss:.2f}`) nor a number's start
     given = re.compile(rf"(?<![\w.]){re.escape(metric)}['\"]?\s*[:=]\s*['\"]?[A-Za-z]")
     for stream in (STDOUT, STDERR):
@@ -1239,15 +1241,20 @@ def not_a_number(metric: str, folder: Path, prefix: str = "", last: bool = False
             continue
         text, cut = end
         lines = text.splitlines()
+        word: str | None = None  # last mode: the stream's last line naming the metric, a word
         for number in range(len(lines) - 1, 0 if cut else -1, -1):  # a line cut by the seek is no line
             line = lines[number].strip()
             data = _json_object(line)
             if last and (text_metrics(line, metric) is not None or (data is not None and metric in data)):
-                return None  # the metric's last line gave it a number (or a JSON value): that is the result
-            if given.search(line) and text_metrics(line, metric) is None and data is None:
+                # a number (or a JSON value) before the word: the epochs' lines, and the final word fails the
+                # trial; with no word after it, the metric's last line gave it a number: that is the result
+                return word
+            if word is None and given.search(line) and text_metrics(line, metric) is None and data is None:
                 at = f"{stream} line {number + 1}" if not cut else f"a line of {stream}"
                 shown = line if len(line) <= 200 else line[:200] + "..."
-                return f"{at} gives {metric} a value that is not a number: `{shown}`"
+                word = f"{at} gives {metric} a value that is not a number: `{shown}`"
+                if not last:
+                    return word
     return None
 
 

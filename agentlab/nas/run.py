@@ -35,6 +35,7 @@ from agentlab.core.runs import (
     run_in_folder,
     run_status,
     runs_root,
+    say_moved_data,
     shared_settings,
 )
 from agentlab.core.search.engine import store_of, url_where
@@ -458,9 +459,10 @@ def prepare(cfg: NASConfig, llm: LLMConfig | str | Path | None = None, *, script
 
 def check_moved_data(folder: Path, cfg: NASConfig) -> None:
     """A resume whose data.path names another file than the run's, holding the data the run started on
-    (``core.runs.moved_data``: a run folder copied to another machine, its data elsewhere), says so in one line; the
-    run keeps the new path (its config.yaml, and its own study's label). A run on a shared study (search.storage) is
-    refused (``UsageError``, nothing written): every worker of it reads data.path as the study records it."""
+    (``core.runs.moved_data``: a run folder copied to another machine, its data elsewhere), says so in one line
+    (``core.runs.say_moved_data``, as train-persona's); the run keeps the new path (its config.yaml, and its own
+    study's label). A run on a shared study (search.storage) is refused (``UsageError``, nothing written): every
+    worker of it reads data.path as the study records it."""
     kept = moved_data(folder, cfg)
     if kept is None:
         return
@@ -470,8 +472,7 @@ def check_moved_data(folder: Path, cfg: NASConfig) -> None:
                          f"study is shared (search.storage {url_where(cfg.search.storage)}) and its workers all read "
                          "data.path as the study records it; nothing was written",
                          hint=f"put the file at {kept} and resume with data.path there")
-    log.warning("data.path %s holds the data the run started on at %s (the same sha256): the resume reads it there, "
-                "and the run keeps the new path", now, kept)
+    say_moved_data(kept, now)
 
 
 def _prepare_forecaster(cfg: NASConfig, llm: LLMConfig | str | Path | None, *, scripted: bool,

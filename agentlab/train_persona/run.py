@@ -44,7 +44,16 @@ from agentlab.core.models.builtin import upstream_id
 from agentlab.core.models.device import resolve_device_dtype, seed_everything, wants_4bit
 from agentlab.core.models.load import load_causal_lm
 from agentlab.core.progress import NullProgress, Progress
-from agentlab.core.runs import RunDir, check_data_unchanged, read_events, run_info, settings_changes
+from agentlab.core.runs import (
+    DATA_KEY,
+    RunDir,
+    check_data_unchanged,
+    moved_data,
+    read_events,
+    run_info,
+    say_moved_data,
+    settings_changes,
+)
 from agentlab.core.tracking import NullTracker, Tracker, check_tracking, open_tracker
 from agentlab.core.train.chat import training_chat_template
 from agentlab.core.train.dist import FollowerRun
@@ -134,19 +143,25 @@ def check_resume(cfg: TrainPersonaConfig, folder: Path) -> None:
     """Refuse (``UsageError``, nothing written) a resume whose adapter folder overlaps the run folder
     (``check_out_beside_run``: a run started so before this check existed fails the same way each time), one whose
     budget or settings its finished work cannot honour (``_check_budget``), and one whose data file no longer holds
-    what the run started on: the same ``data.path`` with other content would mix two data sets in one adapter, as a
-    new ``data.path`` would (``core.runs.check_data_unchanged``: the run's first ``data`` event holds the file's
-    sha256); a data file that is gone is ``InputError`` asking for it back at its path."""
+    what the run started on: the same ``data.path`` with other content would mix two data sets in one adapter
+    (``core.runs.check_data_unchanged``: the run's first ``data`` event holds the file's sha256), as a new
+    ``data.path`` with other content would (``core.runs.check_resume_settings``); a data file that is gone is
+    ``InputError`` asking for it back. A new ``data.path`` holding the data the run started on (``core.runs.
+    moved_data``: a run folder copied to another machine, its data elsewhere) is taken, said in one line
+    (``core.runs.say_moved_data``, as nas's), and the run keeps the new path in its config.yaml."""
     check_out_beside_run(cfg.out, folder, given="--resume", resuming=True)
     _check_not_diverged(folder)
-    if not Path(cfg.data.path).exists():  # not "a shipped data name": a resume cannot change its data
+    if not Path(cfg.data.path).exists():  # not "a shipped data name": a resume trains on the run's own data
         raise InputError(f"{cfg.data.path}: the chat data file this run trains on is gone; nothing was written",
-                         hint="put the file back at that path (the same content) and resume again, or start a new "
-                         "run")
-    _check_budget(cfg, folder)
+                         hint="put the file back at that path (the same content) and resume again, or resume with "
+                         "--data at the path it is now, or start a new run")
+    kept = moved_data(folder, cfg)
+    _check_budget(cfg, folder, moved=kept is not None)
     if cfg.out is not None and not _saved_at(folder, cfg.out):  # a new --out (or one the run never wrote to)
         check_replace(cfg.out, cfg.force, "adapter_config.json", "an adapter folder", when=" when training ends")
     check_data_unchanged(folder, cfg.data.path)
+    if kept is not None:  # once nothing refuses the resume
+        say_moved_data(kept, cfg.data.path)
 
 
 def _check_not_diverged(folder: Path) -> None:
@@ -164,7 +179,7 @@ def _check_not_diverged(folder: Path) -> None:
                      hint="start a new run with a lower --lr")
 
 
-def _check_budget(cfg: TrainPersonaConfig, folder: Path) -> None:
+def _check_budget(cfg: TrainPersonaConfig, folder: Path, *, moved: bool = False) -> None:
     """Refuse (``UsageError``, before anything loads or is written) a resume whose budget falls below the work its
     newest checkpoint holds, and a resume of a finished run that changes settings it would not use.
 
@@ -193,7 +208,9 @@ def _check_budget(cfg: TrainPersonaConfig, folder: Path) -> None:
     if finished is None:
         return
     evaluating = bool(cfg.eval.tasks) and "eval" not in finished
-    changed = settings_changes(folder, cfg, ("eval", "mlflow") if evaluating else ())
+    # ``moved``: data.path names the data the run started on at a new path (``moved_data``), not a new setting
+    changed = settings_changes(folder, cfg, (*(("eval", "mlflow") if evaluating else ()),
+                                             *((DATA_KEY,) if moved else ())))
     if changed:
         raise UsageError(f"{folder}: this run already trained its {finished['steps']} steps and saved its adapter, so "
                          f"a resume trains nothing and would not use {'; '.join(changed)}; nothing was written",

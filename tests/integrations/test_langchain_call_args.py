@@ -32,6 +32,9 @@ def router(*replies: Any) -> tuple[Router, ScriptedProvider]:
     ({"temperature": -3}, r"call argument temperature=-3: .*greater than or equal to 0"),
     ({"max_tokens": 0}, r"call argument max_tokens=0: .*greater than or equal to 1"),
     ({"top_p": 2}, r"call argument top_p=2"),
+    # LangChain reads its tracing params (float(temperature), int(max_tokens)) before _generate: refused there too
+    ({"temperature": "hot"}, r"call argument temperature='hot': .*valid number"),
+    ({"max_tokens": "lots"}, r"call argument max_tokens='lots': .*valid integer"),
     ({"response_format": {"type": "xml"}}, r"response_format must be OpenAI's"),
 ])
 def test_a_bad_call_argument_is_refused_naming_it(kwargs: dict[str, Any], message: str) -> None:

@@ -206,7 +206,10 @@ class AgentlabChatModel(BaseChatModel):
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         """LangSmith's standard tracing params: provider ``agentlab``, the route (or a per-call ``model``) as the
-        model name, and the sampling params this model sends."""
+        model name, and the sampling params this model sends. LangChain asks them before ``_generate`` / ``_stream``:
+        the call's arguments are checked here first (``_check_call_args``), so ``temperature="hot"`` is refused
+        naming it, not with ``float()``'s message."""
+        _check_call_args(kwargs)
         params = LangSmithParams(ls_provider="agentlab", ls_model_name=str(kwargs.get("model") or self.route),
                                  ls_model_type="chat")
         temperature = kwargs.get("temperature", self.temperature)
