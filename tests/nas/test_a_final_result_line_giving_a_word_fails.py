@@ -1,6 +1,8 @@
 """A final result line that gives the metric a word (`val_loss: None`) after per-epoch lines failed no trial: the
 last epoch's value was taken as the result, while the docs say such a line is a failed trial. The last line naming
-the metric is the result; a number after a word is still one."""
+the metric is the result; a number after a word is still one.
+A word for the metric on stdout (`resumed: val_loss=None`) while the epochs log to stderr (`logging`, Lightning,
+tqdm) is no result: a stream fails the trial with a final word only when it gave the metric a number before it."""
 
 from __future__ import annotations
 
@@ -16,6 +18,15 @@ EPOCHS = """\
 import sys
 for epoch in range(1, 4):
     print(f"epoch {epoch}: val_loss={1 / epoch:.4f}", file=sys.STREAM)
+"""
+
+
+LOGGED = """\
+import logging
+logging.basicConfig(level=logging.INFO)
+print("resumed: val_loss=None")
+for epoch in range(1, 4):
+    logging.info(f"epoch {epoch} val_loss: {1 / epoch:.4f}")
 """
 
 
@@ -72,3 +83,25 @@ def test_an_eval_command_giving_a_word_after_epoch_lines_fails(in_tmp: Path, cap
     assert code == 1 and results["states"] == {"failed": 1}, results
     assert "objective.eval_command: no result: stdout line 4 gives val_loss a value that is not a number" \
         in said(capsys)
+
+
+def test_a_word_on_stdout_with_numbers_on_stderr_is_a_result(in_tmp: Path) -> None:
+    code, results = run(in_tmp, LOGGED)
+    assert code == 0 and results["best"]["val_loss"] == pytest.approx(1 / 3, abs=1e-4), results
+
+
+def test_an_eval_command_word_on_stdout_with_numbers_on_stderr_is_a_result(in_tmp: Path) -> None:
+    code, results = run(in_tmp, "print('trained')\n", eval_script=LOGGED)
+    assert code == 0 and results["best"]["val_loss"] == pytest.approx(1 / 3, abs=1e-4), results
+
+
+def test_stderr_numbers_then_a_word_still_fail(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    code, results = run(in_tmp, LOGGED + "logging.info('val_loss: None')\n")
+    assert code == 1 and results["states"] == {"failed": 1}, results
+    assert "gives val_loss a value that is not a number" in " ".join(capsys.readouterr().err.split())
+
+
+def test_words_alone_still_fail(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    code, results = run(in_tmp, "print('val_loss: None')\n")
+    assert code == 1 and results["states"] == {"failed": 1}, results
+    assert "stdout line 1 gives val_loss a value that is not a number" in " ".join(capsys.readouterr().err.split())
