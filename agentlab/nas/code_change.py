@@ -149,7 +149,7 @@ class CodeRules:
         others with why (``unusable``)."""
         usable: list[str] = []
         left: dict[str, str] = {}
-        for rel in _files(root):
+        for rel in _files(root, runs=False):  # an earlier run's copies are no code to offer
             if self.is_editable(rel):
                 why = unusable(root / rel)
                 if why is None:
@@ -197,17 +197,27 @@ class CodeRules:
         return left
 
 
-def _files(root: Path) -> list[str]:
-    """Every file under ``root`` (relative, posix), caches, ``.git`` and agentlab's run folders (a ``run.json``: the
-    default ``runs/`` inside the project holds earlier searches' copies of its code) left out; linked folders not
-    entered."""
+def _files(root: Path, *, runs: bool = True) -> list[str]:
+    """Every file under ``root`` (relative, posix), caches and ``.git`` left out; linked folders not entered.
+    ``runs`` False: agentlab's run folders left out too (``_agentlab_run``: the default ``runs/`` inside the project
+    holds earlier searches' copies of its code, no code to offer the agent)."""
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP and not (here / d / "run.json").is_file())
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP and (runs or not _agentlab_run(here / d)))
         out += [(here / n).relative_to(root).as_posix() for n in sorted(filenames)]
         out += [(here / d).relative_to(root).as_posix() for d in dirnames if (here / d).is_symlink()]
     return sorted(out)
+
+
+def _agentlab_run(folder: Path) -> bool:
+    """Whether ``folder`` is an agentlab run folder: its run.json names the agentlab version that wrote it (another
+    tool's run.json, Sacred's say, holds a ``command`` and a ``status`` too)."""
+    try:
+        info = json.loads((folder / "run.json").read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and isinstance(info.get("versions"), dict) and "agentlab" in info["versions"]
 
 
 def unusable(path: Path) -> str | None:

@@ -266,6 +266,9 @@ def test_a_route_ended_by_invalid_calls_counts_them(tmp_path: Path) -> None:
     results = run_nas_optimization(max_iterations=2, config=config(folder), out=tmp_path / "run",
                                    llm=scripted_llm(ScriptAgent([bad, bad])))
     assert results["agent"]["failed_calls"] == 1 and results["agent"]["invalid_tool_calls"] == 2
+    # the report's row says why the sampler's candidate ran: the calls' own validation error, not "no answer"
+    report = " ".join((tmp_path / "run" / "report.md").read_text().split())
+    assert "the model's tool calls were not valid" in report and "eval.py" in report, report
 
 
 def test_an_editable_file_that_is_a_link_out_of_the_project_is_refused_before_trial_0(tmp_path: Path) -> None:

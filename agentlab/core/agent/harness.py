@@ -170,8 +170,9 @@ class Step(_Middleware):
         except LLMError as exc:  # the route failed outright: a failed call (its invalid replies counted too)
             counts["failed_calls"] += 1
             counts["invalid_tool_calls"] += getattr(exc, "invalid_replies", 0)
-            invalid = [m for _, k, m in getattr(exc, "attempts", []) if k == "invalid_tool_call" and m]
-            why = (f"the model's tool calls were not valid ({invalid[0]})" if invalid
+            attempts = getattr(exc, "attempts", [])  # the route ended on invalid calls: the last one's reason
+            why = (f"the model's tool calls were not valid ({attempts[-1][2]})"
+                   if attempts and attempts[-1][1] == "invalid_tool_call" and attempts[-1][2]
                    else f"no answer from the model: {exc.kind}: {exc.message}")
             return self._default(state, counts, since + 1, why)
         reply = next(m for m in reversed(response.result) if isinstance(m, AIMessage))

@@ -282,12 +282,17 @@ SCHEMA_TRIES = 8  # ~7-14 s in all: 8 workers started at once on a loaded machin
 
 
 def _schema_race(exc: BaseException) -> bool:
-    """Whether ``exc`` (a DBAPIError) is a lost race to create a new database's schema, which a retry gets past."""
+    """Whether ``exc`` (a DBAPIError) is a lost race to create a new database's schema, or a wait on workers doing so
+    (SQLite's lock, a server's deadlock or lock wait), which a retry gets past; not a refused login or a missing
+    database."""
     from sqlalchemy.exc import IntegrityError
 
     text = str(exc).lower()
-    return isinstance(exc, IntegrityError) or "already exists" in text or "duplicate key" in text \
-        or "unique constraint" in text
+    return isinstance(exc, IntegrityError) or any(words in text for words in RACE_WORDS)
+
+
+RACE_WORDS = ("already exists", "duplicate key", "unique constraint", "database is locked", "deadlock",
+              "concurrently updated", "lock wait timeout")
 
 
 def attach_opened(study: Any, backend: Any, storage: str | None, opened: Any) -> Any:

@@ -23,11 +23,17 @@ def _failing(errors: list[Exception], calls: list[int]) -> Any:
     return get_storage
 
 
-def test_a_lost_schema_race_is_retried_past_four_tries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("race", [
+    IntegrityError("CREATE TYPE", {}, Exception('duplicate key value violates unique constraint '
+                                                '"pg_type_typname_nsp_index"')),
+    OperationalError("CREATE TABLE", {}, Exception("database is locked")),
+    OperationalError("CREATE TABLE", {}, Exception("deadlock detected")),
+    OperationalError("CREATE TABLE", {}, Exception("(1213, 'Deadlock found when trying to get lock; try restarting "
+                                                   "transaction')"))])
+def test_a_lost_schema_race_is_retried_past_four_tries(race: Exception, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     import optuna
 
-    race = IntegrityError("CREATE TYPE", {}, Exception('duplicate key value violates unique constraint '
-                                                       '"pg_type_typname_nsp_index"'))
     calls: list[int] = []
     monkeypatch.setattr(optuna.storages, "get_storage", _failing([race] * 5, calls))
     monkeypatch.setattr(study_mod.time, "sleep", lambda s: None)
@@ -36,13 +42,15 @@ def test_a_lost_schema_race_is_retried_past_four_tries(tmp_path: Path, monkeypat
     assert len(calls) == 6
 
 
-def test_a_refused_connection_is_said_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("said", ["connection refused", 'password authentication failed for user "agentlab"',
+                                  "(1045, \"Access denied for user 'agentlab'@'localhost'\")"])
+def test_a_refused_connection_is_said_at_once(said: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import optuna
 
-    refused = OperationalError("connect", {}, Exception("connection refused"))
+    refused = OperationalError("connect", {}, Exception(said))
     calls: list[int] = []
     monkeypatch.setattr(optuna.storages, "get_storage", _failing([refused] * 8, calls))
     monkeypatch.setattr(study_mod.time, "sleep", lambda s: pytest.fail("slept before saying a refused connection"))
-    with pytest.raises(ConfigError, match="connection refused"):
+    with pytest.raises(ConfigError, match="cannot open"):
         study_mod.open_storage(f"sqlite:///{tmp_path / 's.db'}", tmp_path)
     assert len(calls) == 1
