@@ -368,7 +368,7 @@ def study_error(exc: BaseException, storage: str | None, run_path: Path, *, name
 
 def open_study(storage: str | None, run_path: Path, *, name: str, directions: Sequence[Direction],
                objectives: Sequence[str] | None = None, sampler: Any = None, pruner: Any = None,
-               what: str = "search.storage", default: str = "study.db",
+               what: str = "search.storage",
                settings: dict[str, str] | None = None, follow: Iterable[str] = ()) -> Any:
     """Create or load the study ``name``. ``objectives`` (the names of the values, in order) and ``settings`` (what
     a trial's value depends on, ``{key: value as said}``) are stored on a new study and checked on an existing one,
@@ -378,7 +378,7 @@ def open_study(storage: str | None, run_path: Path, *, name: str, directions: Se
     import optuna
 
     quiet()
-    opened = open_storage(storage, run_path, what=what, default=default)
+    opened = open_storage(storage, run_path, what=what)
     try:
         backend = storage_object(opened)
         try:
@@ -389,13 +389,13 @@ def open_study(storage: str | None, run_path: Path, *, name: str, directions: Se
             study = optuna.load_study(study_name=name, storage=backend, sampler=sampler, pruner=pruner)
             created = False
     except Exception as exc:  # sqlalchemy / optuna raise many kinds for a damaged database; all mean the same here
-        raise study_error(exc, storage, run_path, name=name, what=what, default=default) from exc
+        raise study_error(exc, storage, run_path, name=name, what=what) from exc
     attach_opened(study, backend, storage, opened)
     store_of(study).created = created
     labels = {OBJECTIVES_ATTR: objectives, SETTINGS_ATTR: settings}
     if not created:
         await_labels(study, [attr for attr, value in labels.items() if value is not None])
-    check_study(study, directions, objectives, what=what, where=url_where(storage) or str(run_path / default),
+    check_study(study, directions, objectives, what=what, where=url_where(storage) or str(run_path / "study.db"),
                 settings=settings, skip=follow)
     if objectives is not None and study.user_attrs.get(OBJECTIVES_ATTR) is None:
         study.set_user_attr(OBJECTIVES_ATTR, list(objectives))
