@@ -24,6 +24,7 @@ from agentlab.core.models.device import resolve_device_dtype
 from agentlab.core.progress import NullProgress, Progress
 from agentlab.core.runs import (
     COMPLETED,
+    DATA_KEY,
     LLM_FILE,
     RunDir,
     check_data_unchanged,
@@ -326,7 +327,7 @@ def _study(cfg: NASConfig, run_dir: RunDir, sha256: str = "") -> Any:
     metric, direction = metric_of(cfg)
     # the run folder's own study, on the data the run started on (a resume checked it): its label takes data.path
     # when the file is read at a new path (a run folder copied to another machine, its data elsewhere)
-    moved = ("data.path",) if cfg.search.storage is None and sha256 and sha256 == data_sha256(run_dir.path) else ()
+    moved = (DATA_KEY,) if cfg.search.storage is None and sha256 and sha256 == data_sha256(run_dir.path) else ()
     study = open_study(cfg.search.storage, run_dir.path, name=cfg.search.study_name, directions=[direction],
                        objectives=[metric], pruner=make_pruner(cfg), settings=study_settings(cfg), follow=moved)
     if sha256 and cfg.search.storage is not None:  # the run folder's own study: a resume checks its events

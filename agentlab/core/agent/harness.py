@@ -296,7 +296,7 @@ class Approval(_Middleware):
             declined.append(pending["key"])  # never proposed again: refused in Step, not drawn again
         decline = getattr(self.driver, "decline", None)
         if decline is not None:
-            decline(pending)
+            decline(pending, str(note or "")[:300])
         text = "the user declined this; propose something else"
         message = ToolMessage(text + (f". The user says: {note}" if note else ""), tool_call_id=pending["call_id"])
         return {"messages": [message], "pending": None, "since_action": 0, "declined": declined, "suggested": []}

@@ -237,14 +237,6 @@ class AgentPlanner:
         # the actions the user declined (--approve), by key: the user's note ("" when none or not known: a resumed
         # run's), told to the agent when it proposes one again (they count as tried, but never ran)
         self._declined: dict[str, str] = {}
-        self._last_no = ""  # the note of the last "no" (its agent_approval event comes just before ``decline``)
-
-        def event(kind: str, **fields: Any) -> None:
-            if kind == "agent_approval":
-                self._last_no = str(fields.get("note") or "") if fields.get("answer") == "no" else ""
-            if on_event is not None:
-                on_event(kind, **fields)
-
         asker = None
         if approver is not None:  # the question carries the run folder (the UI answers through it)
             def asker(action: dict[str, Any]) -> dict[str, Any]:
@@ -252,7 +244,7 @@ class AgentPlanner:
         from agentlab.core.agent.harness import AgentRun  # lazy: LangChain loads only when an agent runs
 
         self.run = AgentRun(self, model, path, max_steps=settings.max_steps, keep=settings.keep,
-                            approver=asker, on_event=event)
+                            approver=asker, on_event=on_event)
 
     @property
     def unit(self) -> str:
@@ -295,10 +287,11 @@ class AgentPlanner:
         for key in keys:
             self._declined.setdefault(key, "")
 
-    def decline(self, action: dict[str, Any]) -> None:
-        """The runtime's call on --approve's "no": the next ``suggest`` draws again, without the declined config."""
+    def decline(self, action: dict[str, Any], note: str = "") -> None:
+        """The runtime's call on --approve's "no" (``note``: the user's, told to the agent if it proposes the action
+        again): the next ``suggest`` draws again, without the declined config."""
         if action.get("key"):
-            self._declined[action["key"]] = self._last_no
+            self._declined[action["key"]] = note
         self._exclude([action["key"]] if action.get("key") else [])
         self._suggested = []
 

@@ -49,7 +49,7 @@ class Memo:
     def reflect(self) -> str:
         return "next"
 
-    def decline(self, action: dict[str, Any]) -> None:
+    def decline(self, action: dict[str, Any], note: str = "") -> None:
         self.declined.append(action)
 
 
