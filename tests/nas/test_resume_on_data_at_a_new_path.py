@@ -10,23 +10,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import pytest
 import yaml
+from test_nas_resume import write_csv
 
 from agentlab.cli import main
-
-
-def write_csv(path: Path, rows: int, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    start = np.datetime64("2021-01-01T00:00")
-    lines = ["date,load,OT"] + [f"{str(start + np.timedelta64(i, 'h')).replace('T', ' ')},"
-                                f"{np.sin(i / 24 * 2 * np.pi) + rng.normal(0, 0.1):.4f},{rng.normal():.4f}"
-                                for i in range(rows)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def write_config(folder: Path, data: Path) -> Path:
@@ -57,6 +46,7 @@ def settings_label(run: Path) -> dict[str, Any]:
 
 def test_a_resume_on_the_same_data_at_a_new_path_goes_on_and_keeps_the_path(in_tmp: Path,
                                                                             capsys: pytest.CaptureFixture) -> None:
+    (in_tmp / "here").mkdir()
     data = write_csv(in_tmp / "here" / "data.csv", 400)
     run = in_tmp / "RUN"
     assert main(["nas", "-c", str(write_config(in_tmp, data)), "--max-iterations", "1", "--out", str(run)]) == 0
